@@ -1,0 +1,7 @@
+"""snnconvert: ANN-to-SNN conversion of vision transformers and CNNs (Masked Spiking Transformer
+pipeline): ``prepare`` → ``calibrate`` → ``convert`` → ``simulate``."""
+from snnconvert.convert import PrepareConfig, convert, float_operations, prepare
+from snnconvert.runtime import IFNeuron, reset_states
+
+__version__ = "0.1.0"
+__all__ = ["PrepareConfig", "convert", "float_operations", "prepare", "IFNeuron", "reset_states"]

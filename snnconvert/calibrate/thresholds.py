@@ -1,0 +1,117 @@
+"""Calibrate a prepared model from sample data: BatchNorm statistics and QCFS thresholds.
+
+``calibrate_batchnorm`` re-estimates BatchNorm running statistics (needed right after the
+LayerNorm → BatchNorm swap); ``calibrate_thresholds`` sets λ (= θ after conversion) of every QCFS
+from the statistics of its inputs. Both take a DataLoader of ``(images, labels)`` and restore the
+model's ``training`` flag when done.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from snnconvert.calibrate.observers import METHODS, ActivationObserver
+from snnconvert.convert.prepare import qcfs_modules
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How thresholds are chosen.
+
+    Attributes:
+        method: ``max``, ``percentile`` or ``mse``.
+        percentile: for ``percentile`` (99.9, 99.99 …).
+        granularity: ``layer`` or ``channel`` (channel-wise where the site has a channel axis).
+        num_samples: number of sample images to use.
+    """
+
+    method: str = "percentile"
+    percentile: float = 99.99
+    granularity: str = "layer"
+    num_samples: int = 256
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown calibration method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not 0 < self.percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+        if self.granularity not in ("layer", "channel"):
+            raise ValueError(f"granularity must be 'layer' or 'channel', got {self.granularity!r}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+
+
+def _limited(loader: Iterable, num_samples: int, desc: str, progress: bool):
+    seen = 0
+    bar = tqdm(total=num_samples, desc=desc, unit="img", disable=not progress)
+    for images, _ in loader:
+        images = images[: num_samples - seen]
+        yield images
+        seen += len(images)
+        bar.update(len(images))
+        if seen >= num_samples:
+            break
+    bar.close()
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, loader: Iterable, num_samples: int = 256,
+                        device: str | torch.device = "cpu", progress: bool = False) -> None:
+    """Re-estimate every BatchNorm's running mean/variance as a plain average over the samples."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    was_training = model.training
+    momenta = [bn.momentum for bn in bns]
+    try:
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average
+        model.train()
+        for images in _limited(loader, num_samples, "BatchNorm statistics", progress):
+            model(images.to(device))
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        model.train(was_training)
+
+
+@torch.no_grad()
+def calibrate_thresholds(model: nn.Module, loader: Iterable, config: CalibrationConfig | None = None,
+                         device: str | torch.device = "cpu", progress: bool = False) -> dict[str, torch.Tensor]:
+    """Set every QCFS threshold λ from its input statistics over ``config.num_samples`` images.
+
+    Sites run unquantized (ReLU) while observing, so each layer sees the activations it would see
+    without the thresholds being calibrated. Returns the new thresholds by layer name.
+    """
+    cfg = config or CalibrationConfig()
+    sites = qcfs_modules(model)
+    observers = {n: ActivationObserver(q.channel_axis if cfg.granularity == "channel" else None)
+                 for n, q in sites.items()}
+
+    def observe_and_pass(name):
+        def hook(module, inputs, _output):
+            observers[name].observe(inputs[0])
+            return torch.relu(inputs[0])
+        return hook
+
+    handles = [q.register_forward_hook(observe_and_pass(n)) for n, q in sites.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        for images in _limited(loader, cfg.num_samples, "threshold calibration", progress):
+            model(images.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    thresholds = {}
+    for name, q in sites.items():
+        lam = observers[name].threshold(cfg.method, cfg.percentile, q.levels)
+        q.set_threshold(lam)
+        thresholds[name] = lam
+    return thresholds

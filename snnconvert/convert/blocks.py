@@ -1,0 +1,60 @@
+"""Prepared building blocks that replace ANN blocks whose forward cannot be rewritten in place."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from snnconvert.convert.qcfs import QCFS
+
+
+def norm_then_qcfs(norm: nn.Module, levels: int, threshold: float) -> nn.Sequential:
+    """``QCFS(norm(x))``: the spiking input of an attention or MLP branch."""
+    return nn.Sequential(OrderedDict(norm=norm, act=QCFS(levels, threshold, channel_axis=-1)))
+
+
+def linear_then_qcfs(linear: nn.Module, levels: int, threshold: float, channel_axis: int = -1) -> nn.Sequential:
+    """``QCFS(linear(x))``: a projection whose output is spiking."""
+    return nn.Sequential(OrderedDict(linear=linear, act=QCFS(levels, threshold, channel_axis=channel_axis)))
+
+
+class SpikeMlp(nn.Module):
+    """Transformer MLP ``QCFS(fc2(QCFS(fc1(x))))`` (MST's SpikingMlp); input ``[*, C]``."""
+
+    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, levels: int, threshold: float,
+                 norm: nn.Module | None = None):
+        super().__init__()
+        self.fc1 = fc1
+        self.act1 = QCFS(levels, threshold, channel_axis=-1)
+        self.norm = norm if norm is not None else nn.Identity()
+        self.fc2 = fc2
+        self.act2 = QCFS(levels, threshold, channel_axis=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(self.fc2(self.norm(self.act1(self.fc1(x)))))
+
+
+class SpikeResidualBlock(nn.Module):
+    """ResNet basic/bottleneck block with one activation per use: ``act(body(x) + shortcut(x))``.
+
+    ``body`` is ``conv_i → bn_i → act_i`` for every conv but the last, whose ``bn`` output is
+    added to the shortcut before the final activation. Input and output ``[B, C, H, W]``.
+    """
+
+    def __init__(self, convs: list[nn.Conv2d], bns: list[nn.Module], downsample: nn.Module | None,
+                 levels: int, threshold: float):
+        super().__init__()
+        self.convs = nn.ModuleList(convs)
+        self.bns = nn.ModuleList(bns)
+        self.acts = nn.ModuleList(QCFS(levels, threshold, channel_axis=1) for _ in convs)
+        self.downsample = downsample if downsample is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        last = len(self.convs) - 1
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            h = bn(conv(h))
+            if i < last:
+                h = self.acts[i](h)
+        return self.acts[last](h + self.downsample(x))

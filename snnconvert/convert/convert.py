@@ -1,0 +1,94 @@
+"""convert(model): a prepared QCFS model → a single-step spiking model.
+
+QCFS → IF neuron with reset by subtraction (θ = λ, v(0) = θ/2); BatchNorm folded into its
+neighbouring Linear/Conv; spike×spike products and softmax swapped for spike-correct operators.
+Two attention modes:
+
+* ``compensated``: products and softmax by expectation compensation (the running mean of the
+  output equals the op of the running means; exact in the limit of the QCFS ANN).
+* ``mst``: the Masked Spiking Transformer reference code: the ops applied to each step's
+  spikes alone (a biased estimate, kept for reproduction and comparison).
+
+The returned model processes one time step per call; :func:`snnconvert.runtime.simulate` drives it.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from torch import nn
+
+from snnconvert.convert.fold import fold_batchnorms
+from snnconvert.convert.ops import MatMul
+from snnconvert.convert.prepare import find_unconvertible, is_prepared
+from snnconvert.convert.qcfs import QCFS
+from snnconvert.errors import SnnConvertError, UnsupportedLayersError
+from snnconvert.runtime.neurons import IFNeuron
+from snnconvert.runtime.operators import ExpectationCompensated
+
+MODES = ("compensated", "mst")
+
+
+def _spiking(m: nn.Module, mode: str) -> nn.Module | None:
+    if isinstance(m, QCFS):
+        return IFNeuron.from_qcfs(m)
+    if mode == "compensated" and isinstance(m, MatMul):
+        return ExpectationCompensated(m, bilinear=True)
+    if mode == "compensated" and isinstance(m, (nn.Softmax, nn.LayerNorm)):
+        return ExpectationCompensated(m)
+    return None
+
+
+def _swap(module: nn.Module, mode: str) -> None:
+    for name, child in list(module.named_children()):
+        new = _spiking(child, mode)
+        if new is None:
+            _swap(child, mode)
+        else:
+            setattr(module, name, new)
+
+
+def convert(model: nn.Module, mode: str = "compensated", inplace: bool = False) -> nn.Module:
+    """Convert a prepared (QCFS) model into a single-step SNN (eval mode).
+
+    Args:
+        model: output of :func:`snnconvert.convert.prepare`, trained and/or calibrated.
+        mode: ``"compensated"`` (default, exact in expectation) or ``"mst"`` (per-step ops).
+        inplace: modify ``model`` instead of a deep copy.
+    """
+    if mode not in MODES:
+        raise SnnConvertError(f"unknown attention mode {mode!r}; choose one of {', '.join(MODES)}")
+    if not is_prepared(model):
+        raise SnnConvertError("the model has no QCFS activations: run snnconvert.prepare(model) "
+                              "(and train or calibrate it) before convert()")
+    problems = find_unconvertible(model)
+    if problems:
+        raise UnsupportedLayersError(problems)
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    fold_batchnorms(model)
+    _swap(model, mode)
+    return model
+
+
+@dataclass(frozen=True)
+class FloatOp:
+    """An op of a converted model that is not spike-driven."""
+
+    name: str
+    kind: str
+    why: str
+
+
+def float_operations(snn: nn.Module) -> list[FloatOp]:
+    """Every op of a converted model that still runs in floating point, by name."""
+    ops = []
+    for name, m in snn.named_modules():
+        if isinstance(m, ExpectationCompensated) and not m.bilinear:
+            ops.append(FloatOp(name, type(m.fn).__name__, "expectation-compensated nonlinearity"))
+        elif isinstance(m, (nn.Softmax, nn.LayerNorm)):
+            ops.append(FloatOp(name, type(m).__name__, "nonlinearity applied to each step"))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            ops.append(FloatOp(name, type(m).__name__, "unfolded BatchNorm: per-channel multiply-add each step"))
+    return ops

@@ -1,0 +1,174 @@
+"""Datasets by name or path, with the model's input size and normalization.
+
+``--data`` accepts a name (``embedded``, ``fashion-mnist``, ``mnist``, ``cifar10``, ``cifar100``)
+or a directory: MNIST-format IDX files, a CIFAR python folder, or an ImageFolder tree
+(``ROOT/train/<class>/*.jpg`` and ``ROOT/val/<class>/*.jpg``, the ImageNet layout).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from snnconvert.data.idx import find_idx_pair, read_idx
+from snnconvert.errors import DataError
+
+#: Debian's ``dataset-fashion-mnist`` package installs here.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+EMBEDDED_SAMPLE = "fashion_mnist_sample.npz"
+DATASET_NAMES = ("embedded", "fashion-mnist", "mnist", "cifar10", "cifar100")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: ``(C, H, W)`` and per-channel normalization."""
+
+    size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def fit_images(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """``[N, C, H, W]`` floats in [0, 1] → the model's channels, size and normalization.
+
+    Smaller images are zero-padded to the centre (MNIST 28 → 32), larger ones resized.
+    """
+    c, h, w = spec.size
+    if x.shape[1] != c:
+        if x.shape[1] == 1:
+            x = x.expand(-1, c, -1, -1)
+        elif c == 1:
+            x = x.mean(1, keepdim=True)
+        else:
+            raise DataError(f"cannot map {x.shape[1]}-channel images to a {c}-channel model")
+    if x.shape[-2:] != (h, w):
+        if x.shape[-2] <= h and x.shape[-1] <= w:
+            top, left = (h - x.shape[-2]) // 2, (w - x.shape[-1]) // 2
+            x = F.pad(x, (left, w - x.shape[-1] - left, top, h - x.shape[-2] - top))
+        else:
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+class TensorImages(Dataset):
+    """Small image sets held in memory as uint8 ``[N, C, H, W]``; fitted to the model per item.
+
+    With ``augment``, training images get a random shift of up to 2 px and a horizontal flip.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, spec: InputSpec, augment: bool = False):
+        if images.ndim == 3:
+            images = images[:, None]
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.spec = spec
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i: i + 1].float() / 255.0
+        if self.augment:
+            dy, dx = torch.randint(-2, 3, (2,)).tolist()
+            x = torch.roll(F.pad(x, (2, 2, 2, 2)), shifts=(dy, dx), dims=(2, 3))[..., 2:-2, 2:-2]
+            if torch.rand(()) < 0.5:
+                x = x.flip(-1)
+        return fit_images(x, self.spec)[0], self.labels[i]
+
+    def subset(self, n: int) -> "TensorImages":
+        """The first ``n`` samples."""
+        return TensorImages(self.images[:n].numpy(), self.labels[:n].numpy(), self.spec, self.augment)
+
+
+def _embedded(split: str, spec: InputSpec, augment: bool) -> TensorImages:
+    with resources.files("snnconvert.data").joinpath("embedded", EMBEDDED_SAMPLE).open("rb") as f:
+        arrays = np.load(f)
+        return TensorImages(arrays[f"{split}_images"], arrays[f"{split}_labels"], spec, augment)
+
+
+def _idx(root: Path, split: str, spec: InputSpec, augment: bool) -> TensorImages | None:
+    pair = find_idx_pair(root, split)
+    if pair is None:
+        return None
+    images, labels = (read_idx(p) for p in pair)
+    if len(images) != len(labels):
+        raise DataError(f"{pair[0]} has {len(images)} images but {pair[1]} has {len(labels)} labels")
+    return TensorImages(images, labels, spec, augment)
+
+
+def _torchvision(kind: str, root: Path, split: str, spec: InputSpec, augment: bool) -> Dataset:
+    from torchvision import datasets, transforms
+
+    train = split == "train"
+    steps = [transforms.Resize(spec.size[1:]) if kind == "folder" else transforms.Lambda(lambda x: x)]
+    if kind == "folder":
+        steps.append(transforms.CenterCrop(spec.size[1:]))
+    if augment:
+        steps.append(transforms.RandomHorizontalFlip())
+    steps += [transforms.ToTensor(), transforms.Lambda(lambda x: fit_images(x[None], spec)[0])]
+    tf = transforms.Compose(steps)
+    try:
+        if kind == "cifar10":
+            return datasets.CIFAR10(str(root), train=train, transform=tf, download=False)
+        if kind == "cifar100":
+            return datasets.CIFAR100(str(root), train=train, transform=tf, download=False)
+        folder = root / ("train" if train else "val")
+        return datasets.ImageFolder(str(folder if folder.is_dir() else root), transform=tf)
+    except (RuntimeError, FileNotFoundError) as e:
+        raise DataError(f"{kind} data not found under {root}: {e}") from e
+
+
+def load_dataset(data: str, split: str, spec: InputSpec, augment: bool = False) -> Dataset:
+    """The ``split`` ('train' or 'test') of a dataset given by name or directory.
+
+    Raises:
+        DataError: naming the expected layout when the path is wrong or empty.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    name = data.lower().replace("_", "-")
+    if name == "embedded":
+        return _embedded(split, spec, augment)
+    if name in ("fashion-mnist", "fmnist"):
+        found = _idx(DEBIAN_FASHION_MNIST, split, spec, augment)
+        if found is None:
+            raise DataError(f"Fashion-MNIST not found in {DEBIAN_FASHION_MNIST}. Install it with "
+                            "`apt-get install dataset-fashion-mnist`, or pass --data DIR holding "
+                            "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+                            "and t10k-labels-idx1-ubyte.gz")
+        return found
+    if name in ("mnist", "cifar10", "cifar100"):
+        raise DataError(f"{name} needs a local root: pass --data DIR (a torchvision root or, for MNIST, "
+                        "a folder with the IDX files); nothing is downloaded")
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise DataError(f"unknown dataset {data!r}: use one of {', '.join(DATASET_NAMES)} or a directory")
+    found = _idx(root, split, spec, augment)
+    if found is not None:
+        return found
+    if (root / "cifar-10-batches-py").is_dir():
+        return _torchvision("cifar10", root, split, spec, augment)
+    if (root / "cifar-100-python").is_dir():
+        return _torchvision("cifar100", root, split, spec, augment)
+    if any(p.is_dir() for p in root.iterdir()):
+        return _torchvision("folder", root, split, spec, augment)
+    raise DataError(f"{root} holds no dataset. Expected one of: MNIST-format IDX files "
+                    "(train-images-idx3-ubyte[.gz] …), cifar-10-batches-py/ or cifar-100-python/, "
+                    "or an ImageFolder tree ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg")
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
+                limit: int | None = None) -> DataLoader:
+    """A DataLoader over the first ``limit`` samples (all when None), seeded when shuffling."""
+    if limit is not None and limit < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(limit))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)

@@ -1,0 +1,103 @@
+"""Reports of a conversion run: JSON (everything), Markdown (for people) and a PNG of accuracy vs t."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from snnconvert.runtime.simulator import SimulationResult
+
+
+def checkpoints_of(timesteps: int) -> list[int]:
+    """The steps shown in tables: powers of two up to T, and T itself."""
+    ts, t = [], 1
+    while t < timesteps:
+        if t >= 4:
+            ts.append(t)
+        t *= 2
+    return ts + [timesteps]
+
+
+def simulation_summary(result: SimulationResult, ann_accuracy: float | None) -> dict[str, Any]:
+    """A JSON-able record of one simulation, with the gap to the ANN at each step."""
+    acc = result.accuracy
+    return {
+        "timesteps": result.timesteps,
+        "samples": result.samples,
+        "seconds": round(result.seconds, 3),
+        "accuracy_per_step": [round(a, 4) for a in acc],
+        "accuracy_at": {str(t): acc[t - 1] for t in checkpoints_of(result.timesteps)},
+        "gap_to_ann_at": ({str(t): round(ann_accuracy - acc[t - 1], 4) for t in checkpoints_of(result.timesteps)}
+                          if ann_accuracy is not None else None),
+        "spikes_per_sample": result.spikes_per_sample,
+        "layers": [{"name": layer.name, "spikes_per_sample": layer.spikes / max(1, result.samples),
+                    "firing_rate": layer.rate} for layer in result.layers],
+    }
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [f"# snnconvert report: {report['model']}", ""]
+    lines += [f"- {k}: {report[k]}" for k in ("timm_name", "weights", "data", "test_samples", "levels",
+                                                "calibration", "training") if report.get(k) is not None]
+    lines.append("")
+    anns = report["ann_accuracy"]
+    lines += ["## Accuracy (%)", ""]
+    for label, value in anns.items():
+        lines.append(f"- {label}: {value:.2f}")
+    modes = report["simulations"]
+    if modes:
+        steps = list(next(iter(modes.values()))["accuracy_at"])
+        lines += ["", "| mode | " + " | ".join(f"T={t}" for t in steps) + " |",
+                  "|---|" + "---|" * len(steps)]
+        for mode, sim in modes.items():
+            lines.append(f"| {mode} | " + " | ".join(f"{sim['accuracy_at'][t]:.2f}" for t in steps) + " |")
+            if sim["gap_to_ann_at"] is not None:
+                lines.append(f"| gap to QCFS ANN ({mode}) | "
+                             + " | ".join(f"{sim['gap_to_ann_at'][t]:+.2f}" for t in steps) + " |")
+        for mode, sim in modes.items():
+            lines += ["", f"## Spikes per layer ({mode}, {sim['samples']} samples, T={sim['timesteps']}, "
+                          f"{sim['seconds']:.1f} s)", "",
+                      f"Total spikes per sample: {sim['spikes_per_sample']:.0f}", "",
+                      "| layer | spikes / sample | firing rate |", "|---|---|---|"]
+            lines += [f"| {lay['name']} | {lay['spikes_per_sample']:.0f} | {lay['firing_rate']:.4f} |"
+                      for lay in sim["layers"]]
+    lines += ["", "## Operations that run in floating point", ""]
+    lines += [f"- {op['name']} ({op['kind']}): {op['why']}" for op in report["float_operations"]] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for mode, sim in report["simulations"].items():
+        acc = sim["accuracy_per_step"]
+        ax.plot(range(1, len(acc) + 1), acc, label=f"SNN ({mode})")
+    for label, value in report["ann_accuracy"].items():
+        ax.axhline(value, linestyle="--", linewidth=1, color="grey" if "QCFS" in label else "black", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{report['model']}: accuracy vs time steps")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and ``accuracy_vs_t.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "markdown": out / "report.md", "plot": out / "accuracy_vs_t.png"}
+    paths["json"].write_text(json.dumps(report, indent=2))
+    paths["markdown"].write_text(_markdown(report))
+    if report["simulations"]:
+        _plot(report, paths["plot"])
+    else:
+        del paths["plot"]
+    return paths

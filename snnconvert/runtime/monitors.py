@@ -1,0 +1,58 @@
+"""Monitors: forward hooks that record spiking statistics without touching the neurons."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from snnconvert.runtime.neurons import IFNeuron
+
+
+@dataclass
+class LayerSpikes:
+    """Spikes of one IF layer, summed over every step and sample it saw.
+
+    Attributes:
+        name: qualified module name.
+        spikes: number of spikes emitted.
+        neuron_steps: neurons × steps × samples (every chance to spike).
+    """
+
+    name: str
+    spikes: int
+    neuron_steps: int
+
+    @property
+    def rate(self) -> float:
+        """Firing rate: spikes per neuron per step."""
+        return self.spikes / max(1, self.neuron_steps)
+
+
+class SpikeMonitor:
+    """Counts the spikes every :class:`IFNeuron` of ``model`` emits while attached (a context manager)."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = {n: m for n, m in model.named_modules() if isinstance(m, IFNeuron)}
+        self._spikes: dict[str, torch.Tensor] = {}
+        self._elements: dict[str, int] = {}
+        self._handles: list = []
+
+    def _hook(self, name: str):
+        def record(module: IFNeuron, _inputs, out: torch.Tensor) -> None:
+            self._spikes[name] = self._spikes.get(name, 0) + out.ne(0).sum()
+            self._elements[name] = self._elements.get(name, 0) + out.numel()
+        return record
+
+    def __enter__(self) -> "SpikeMonitor":
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def results(self) -> list[LayerSpikes]:
+        """Per-layer totals, in model order."""
+        return [LayerSpikes(n, int(self._spikes.get(n, 0)), self._elements.get(n, 0)) for n in self.layers]

@@ -1,0 +1,119 @@
+"""Checkpoints are atomic and safe to load; a killed training run resumes with nothing lost."""
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from snnconvert.checkpoint import atomic_save, load_checkpoint, save_checkpoint
+from snnconvert.convert import prepare
+from snnconvert.errors import CheckpointError
+from snnconvert.train import TrainConfig, fit
+
+from conftest import SPEC_28
+from snnconvert.data import load_dataset
+
+
+def test_plain_state_dict_loads_as_ann(tmp_path):
+    torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "w.pt")
+    ckpt = load_checkpoint(tmp_path / "w.pt")
+    assert ckpt["stage"] == "ann" and set(ckpt["model"]) == {"weight", "bias"}
+
+
+def test_corrupt_and_foreign_files_are_named(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"a": [1, 2]}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="neither"):
+        load_checkpoint(tmp_path / "odd.pt")
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", nn.Linear(8, 8).state_dict(), "prepared", {"name": "x"}, {"levels": 8})
+    data = (tmp_path / "c.pt").read_bytes()
+    (tmp_path / "c.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated|cannot be read"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_pickled_code_is_not_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    torch.save({"model": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_atomic_save_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "c.pt"
+    atomic_save({"x": torch.ones(1)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        atomic_save({"x": Unpicklable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(1))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+class _Crashing(Dataset):
+    """Raises after ``crash_after`` item reads, like a run killed mid-epoch."""
+
+    def __init__(self, base, crash_after):
+        self.base, self.crash_after, self.reads = base, crash_after, 0
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads > self.crash_after:
+            raise KeyboardInterrupt("killed")
+        return self.base[i]
+
+
+def _model():
+    torch.manual_seed(0)
+    return prepare(nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 10)))
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    data = load_dataset("embedded", "train", SPEC_28).subset(96)
+    config = TrainConfig(epochs=2, batch_size=16, lr=1e-2, warmup_epochs=0.5, checkpoint_every=2)
+    meta = {"stage": "prepared", "recipe": {"name": "test"}, "prepare": {"levels": 8, "threshold": 4.0}}
+
+    reference = _model()
+    fit(reference, data, config, checkpoint=tmp_path / "ref.pt", checkpoint_meta=meta, progress=False)
+
+    killed = _model()
+    with pytest.raises(KeyboardInterrupt):
+        # 6 steps per epoch; dies during step 3 of epoch 2, after the checkpoint at its step 2
+        fit(killed, _Crashing(data, 16 * 8 + 5), config, checkpoint=tmp_path / "run.pt", checkpoint_meta=meta,
+            progress=False)
+    state = load_checkpoint(tmp_path / "run.pt")["train_state"]
+    assert (state["epoch"], state["batch"]) == (1, 2)
+
+    resumed = _model()
+    result = fit(resumed, data, config, checkpoint=tmp_path / "run.pt", checkpoint_meta=meta, progress=False)
+    assert result.resumed_from == {"epoch": 1, "batch": 2}
+    assert len(result.history) == 2
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    final = load_checkpoint(tmp_path / "run.pt")["train_state"]
+    assert final["epoch"] == 2 and "optimizer" not in final
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    data = load_dataset("embedded", "train", SPEC_28).subset(32)
+    meta = {"stage": "prepared", "recipe": {"name": "test"}, "prepare": None}
+    fit(_model(), data, TrainConfig(epochs=1, batch_size=16), checkpoint=tmp_path / "c.pt", checkpoint_meta=meta,
+        progress=False)
+    with pytest.raises(CheckpointError, match="other settings"):
+        fit(_model(), data, TrainConfig(epochs=2, batch_size=16), checkpoint=tmp_path / "c.pt",
+            checkpoint_meta=meta, progress=False)

@@ -1,0 +1,132 @@
+"""The `snnconvert` command end to end on the embedded default, and its errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from snnconvert.cli import main
+from snnconvert.model_zoo import get_recipe, shipped_checkpoint
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def _entry(*args: str) -> subprocess.CompletedProcess:
+    """Run the console entry point in a subprocess (as a user would)."""
+    code = "import sys; from snnconvert.cli import entry; sys.argv = ['snnconvert', *sys.argv[1:]]; entry()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name", ["swin_nano", "vit_nano"])
+def test_shipped_checkpoints_exist_and_record_training(name):
+    from snnconvert.checkpoint import load_checkpoint
+
+    path = shipped_checkpoint(get_recipe(name))
+    assert path is not None and path.stat().st_size < 3_000_000
+    ckpt = load_checkpoint(path)
+    assert ckpt["stage"] == "prepared" and ckpt["recipe"]["name"] == name
+    assert ckpt["command"].startswith(f"snnconvert train {name}")
+    assert ckpt["train_state"]["history"][-1]["val_accuracy"] > 80
+
+
+def test_one_shot_run_writes_report(tmp_path):
+    out = tmp_path / "run"
+    result = _invoke("swin_nano", "--timesteps", "16", "--limit", "64", "--mode", "compensated", "--mode", "mst",
+                     "--out", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["simulations"]) == {"compensated", "mst"}
+    sim = report["simulations"]["compensated"]
+    assert len(sim["accuracy_per_step"]) == 16 and sim["samples"] == 64
+    assert report["ann_accuracy"]["QCFS ANN"] > 50
+    assert (out / "report.md").read_text().startswith("# snnconvert report: swin_nano")
+    assert (out / "accuracy_vs_t.png").stat().st_size > 1000
+    assert any(op["kind"] == "Softmax" for op in report["float_operations"])
+    assert "T=16" in result.output
+
+
+def test_snn_agrees_with_qcfs_ann_more_as_t_grows():
+    """On the trained, shipped ViT the SNN's predictions approach the QCFS ANN's as T grows."""
+    from snnconvert.convert import convert
+    from snnconvert.data import load_dataset, make_loader
+    from snnconvert.model_zoo import load_model
+    from snnconvert.runtime import reset_states
+
+    loaded = load_model(get_recipe("vit_nano"))
+    model = loaded.model.eval()
+    x, _ = next(iter(make_loader(load_dataset("embedded", "test", loaded.recipe.input_spec), 128)))
+    snn = convert(model)
+    with torch.no_grad():
+        ann = model(x).argmax(-1)
+        reset_states(snn)
+        total, agreement = 0, {}
+        for t in range(1, 65):
+            total = total + snn(x)
+            if t in (4, 64):
+                agreement[t] = (total.argmax(-1) == ann).float().mean().item()
+    assert agreement[64] > agreement[4]
+    assert agreement[64] >= 0.95, agreement
+
+
+def test_stages_chain(tmp_path):
+    calibrated = tmp_path / "calibrated.pt"
+    r = _invoke("calibrate", "vit_nano", "--calib-samples", "64", "--calib-method", "mse", "--granularity", "channel",
+                "--out", str(calibrated), "--quiet")
+    assert r.exit_code == 0, r.output
+    converted = tmp_path / "snn.pt"
+    r = _invoke("convert", "vit_nano", "--checkpoint", str(calibrated), "--mode", "mst", "--out", str(converted))
+    assert r.exit_code == 0 and "floating point" in r.output
+    r = _invoke("simulate", "vit_nano", "--checkpoint", str(converted), "-T", "8", "--limit", "32",
+                "--out", str(tmp_path / "sim"), "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "T=8" in r.output and (tmp_path / "sim" / "report.json").exists()
+
+
+def test_prepare_and_train_from_scratch(tmp_path):
+    prepared = tmp_path / "p.pt"
+    r = _invoke("prepare", "resnet_nano", "--no-pretrained", "--levels", "4", "--out", str(prepared))
+    assert r.exit_code == 0 and "QCFS activations" in r.output
+    trained = tmp_path / "t.pt"
+    r = _invoke("train", "resnet_nano", "--data", "embedded", "--epochs", "1", "--batch-size", "250",
+                "--calib-samples", "32", "--out", str(trained), "--quiet")
+    assert r.exit_code == 0, r.output
+    r = _invoke("train", "resnet_nano", "--data", "embedded", "--epochs", "1", "--batch-size", "250",
+                "--calib-samples", "32", "--out", str(trained), "--quiet")
+    assert "resumed from epoch 1" in r.output
+
+
+def test_help_explains_every_option():
+    for command in ("run", "prepare", "train", "calibrate", "convert", "simulate"):
+        text = _invoke(command, "--help").output
+        assert "--" in text and "Show this message" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["swin_tiny_oops"], "unknown model 'swin_tiny_oops'"),
+    (["vit_nano", "--data", "/nonexistent/path"], "unknown dataset"),
+    (["vit_nano", "--checkpoint", "/nonexistent.pt"], "does not exist"),
+])
+def test_errors_are_one_clear_line(args, message):
+    proc = _entry(*args, "--quiet")
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    proc = _entry("swin_nano", "--checkpoint", str(shipped_checkpoint(get_recipe("vit_nano"))), "--quiet")
+    assert proc.returncode == 2 and "was made for 'vit_nano'" in proc.stderr
+
+
+def test_offline_pretrained_download_says_how_to_pass_weights(monkeypatch, tmp_path):
+    from snnconvert.errors import CheckpointError
+    from snnconvert.model_zoo import build
+
+    monkeypatch.setattr(build, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(CheckpointError, match="--checkpoint FILE"):
+        build.load_model(get_recipe("swin_t"))
+    assert get_recipe("swin_t").timm_name == "swin_tiny_patch4_window7_224"

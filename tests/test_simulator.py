@@ -1,0 +1,93 @@
+"""Simulator: one pass gives accuracy at every t, spike counts are exact, memory does not grow with T."""
+import pytest
+import torch
+from torch import nn
+
+from snnconvert.convert import convert, prepare
+from snnconvert.convert.qcfs import QCFS
+from snnconvert.runtime import IFNeuron, SpikeMonitor, simulate
+from snnconvert.runtime.operators import ExpectationCompensated
+
+from conftest import images, tiny_vit, SPEC_28
+
+
+def _tiny_snn():
+    model = prepare(tiny_vit()).eval()
+    for m in model.modules():
+        if isinstance(m, QCFS):
+            m.threshold.data.fill_(0.5)
+    return convert(model)
+
+
+def test_accuracy_per_step_matches_separate_runs():
+    snn = _tiny_snn()
+    x, y = images(SPEC_28, 32)
+    result = simulate(snn, x, y, timesteps=12)
+    assert len(result.accuracy) == 12 and result.samples == 32
+    for t in (1, 5, 12):
+        alone = simulate(snn, x, y, timesteps=t)
+        assert alone.accuracy_at(t) == result.accuracy_at(t)
+
+
+def test_dataloader_and_tensor_inputs_agree():
+    snn = _tiny_snn()
+    x, y = images(SPEC_28, 40)
+    batches = [(x[:16], y[:16]), (x[16:], y[16:])]
+    assert simulate(snn, batches, timesteps=6).correct == simulate(snn, x, y, timesteps=6).correct
+
+
+def test_spike_counts_are_exact():
+    snn = _tiny_snn()
+    x, y = images(SPEC_28, 8)
+    counted = {}
+
+    def count(name):
+        def hook(_m, _i, out):
+            counted[name] = counted.get(name, 0) + int((out != 0).sum())
+        return hook
+
+    for name, m in snn.named_modules():
+        if isinstance(m, IFNeuron):
+            m.register_forward_hook(count(name))
+    result = simulate(snn, x, y, timesteps=5)
+    assert {layer.name: layer.spikes for layer in result.layers} == counted
+    assert result.spikes_per_sample == pytest.approx(sum(counted.values()) / 8)
+    assert all(0 <= layer.rate <= 1 for layer in result.layers)
+
+
+def _state_elements(snn: nn.Module) -> int:
+    n = 0
+    for m in snn.modules():
+        if isinstance(m, IFNeuron) and m.v is not None:
+            n += m.v.numel()
+        if isinstance(m, ExpectationCompensated) and m.sums is not None:
+            n += sum(s.numel() for s in m.sums) + m.previous.numel()
+    return n
+
+
+def test_state_does_not_grow_with_t():
+    snn = _tiny_snn()
+    x, _ = images(SPEC_28, 4)
+    sizes = []
+    with torch.no_grad():
+        for t in range(1, 65):
+            snn(x)
+            if t in (2, 64):
+                sizes.append(_state_elements(snn))
+    assert sizes[0] == sizes[1] > 0
+
+
+def test_wrong_input_shape_is_named():
+    snn = _tiny_snn()
+    with pytest.raises(ValueError, match=r"expects \[N, 1, 28, 28\]"):
+        simulate(snn, torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long), timesteps=2,
+                 input_shape=(1, 28, 28))
+
+
+def test_monitor_detaches():
+    snn = _tiny_snn()
+    x, _ = images(SPEC_28, 2)
+    with SpikeMonitor(snn) as monitor:
+        snn(x)
+    assert all(not m._forward_hooks for m in snn.modules() if isinstance(m, IFNeuron))
+    assert monitor.results()[0].neuron_steps > 0
