@@ -14,12 +14,12 @@ import torch
 
 from snnconvert import pipeline
 from snnconvert.calibrate import METHODS, CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.checkpoint import save_checkpoint
-from snnconvert.convert import MODES, PrepareConfig, convert, float_operations, prepare
+from snnconvert.convert import MODES, PrepareConfig, convert, float_operations, prepare, qcfs_modules
 from snnconvert.data import DATASET_NAMES
 from snnconvert.errors import SnnConvertError
+from snnconvert.runtime import NEURONS
 from snnconvert.model_zoo import get_recipe, list_recipes, shipped_checkpoint
-from snnconvert.report import checkpoints_of
+from snnconvert.report import write_report
 from snnconvert.train import TrainConfig
 
 DATA_HELP = (f"Dataset: one of {', '.join(DATASET_NAMES)} (embedded: a 1,000+1,000-image Fashion-MNIST "
@@ -42,6 +42,12 @@ def _common(f):
     f = click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")(f)
     f = click.option("--quiet", is_flag=True, help="No progress bars.")(f)
     return f
+
+
+def _neuron_option(f):
+    return click.option("--neuron", type=click.Choice(list(NEURONS)), default="if", show_default=True,
+                        help="What QCFS becomes: if (integrate-and-fire, reset by subtraction) or signed-if "
+                             "(also fires negative spikes to take back surplus ones).")(f)
 
 
 def _calibration_options(f):
@@ -96,36 +102,40 @@ def main() -> None:
 @click.option("--mode", "modes", type=click.Choice(MODES), multiple=True,
               help="Attention mode(s), repeatable: compensated (exact in expectation, default) and/or "
                    "mst (the MST reference code's per-step products).")
+@_neuron_option
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Test images simulated together.")
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
-              help="With no checkpoint, fetch timm's pretrained weights (else random initialization).")
+              help="With no checkpoint: use the shipped checkpoint or timm's pretrained weights "
+                   "(--no-pretrained: random initialization, e.g. with --epochs).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help="Folder for report.json, report.md, accuracy_vs_t.png (and prepared.pt).")
 @_common
 def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, percentile, granularity, levels,
-            epochs, modes, limit, batch_size, pretrained, out, device, threads, quiet):
+            epochs, modes, neuron, limit, batch_size, pretrained, out, device, threads, quiet):
     """Run the whole pipeline on MODEL (a zoo name such as swin_nano, vit_nano, swin_t, or a timm
     architecture): load weights, prepare (LayerNorm→BatchNorm, activations→QCFS) and calibrate if
     needed, optionally train, convert to IF neurons, simulate T steps and write a report."""
     _setup(threads, device)
     report = pipeline.run(model, timesteps, data, checkpoint, _calibration(calib_samples, calib_method, percentile,
-                          granularity), out, list(modes) or ["compensated"], levels, epochs, limit, batch_size,
-                          device, pretrained, progress=not quiet)
+                          granularity), out, list(modes) or ["compensated"], neuron, levels, epochs, limit,
+                          batch_size, device, pretrained, progress=not quiet)
     _print_summary(report, out)
 
 
 def _print_summary(report: dict, out: str) -> None:
     click.echo(f"\n{report['model']} ({report['timm_name']}), weights: {report['weights']}")
-    click.echo(f"data: {report['data']}, {report['test_samples']} test images, L = {report['levels']}")
+    samples = next(iter(report["simulations"].values()))["samples"]
+    click.echo(f"data: {report['data']}, {samples} test images, L = {report['levels']}, neuron: {report['neuron']}")
     for label, acc in report["ann_accuracy"].items():
         click.echo(f"  {label:<24} {acc:6.2f} %")
     for mode, sim in report["simulations"].items():
         cells = ", ".join(f"T={t}: {a:.2f}" for t, a in sim["accuracy_at"].items())
         click.echo(f"  SNN {mode:<20} {cells}")
-    click.echo(f"floating-point ops: {len(report['float_operations'])} "
-               f"({', '.join(sorted({op['kind'] for op in report['float_operations']})) or 'none'})")
+    for mode, sim in report["simulations"].items():
+        ops = sim["float_operations"]
+        click.echo(f"floating-point ops ({mode}): {len(ops)} ({', '.join(sorted({op['kind'] for op in ops})) or 'none'})")
     click.echo(f"report: {Path(out) / 'report.md'}  ({report['seconds']} s)")
 
 
@@ -141,14 +151,13 @@ def prepare_cmd(model, checkpoint, levels, pretrained, out, device, threads, qui
     """Rewrite MODEL for conversion (LayerNorm→BatchNorm, GELU/ReLU→QCFS, QCFS in attention, no
     dropout, max-pool→avg-pool) and save it uncalibrated. Lists every layer it cannot rewrite."""
     _setup(threads, device)
-    loaded = pipeline.load(model, checkpoint, pretrained)
+    loaded = pipeline.load(model, checkpoint, pretrained, shipped=False)
     if loaded.stage == "prepared":
-        raise SnnConvertError(f"{checkpoint} is already prepared")
+        raise SnnConvertError(f"{checkpoint} is already prepared: calibrate, train or convert it instead")
     config = PrepareConfig(levels=levels or loaded.recipe.levels)
     prepared = prepare(loaded.model, config)
     pipeline.save_prepared(out, prepared, loaded.recipe, config)
-    n = sum(1 for m in prepared.modules() if type(m).__name__ == "QCFS")
-    click.echo(f"prepared {model}: {n} QCFS activations, L = {config.levels} → {out}")
+    click.echo(f"prepared {model}: {len(qcfs_modules(prepared))} QCFS activations, L = {config.levels} → {out}")
 
 
 @main.command("train")
@@ -177,7 +186,7 @@ def train_cmd(model, checkpoint, data, epochs, batch_size, lr, weight_decay, lab
     An ANN is prepared first and its BatchNorm statistics and thresholds initialized from data."""
     _setup(threads, device)
     torch.manual_seed(seed)
-    loaded = pipeline.load(model, checkpoint, pretrained=False)
+    loaded = pipeline.load(model, checkpoint, pretrained=False, shipped=False)
     prepared, config, _ = pipeline.ensure_prepared(
         loaded, levels, data, _calibration(calib_samples, calib_method, percentile, granularity), device, not quiet)
     summary = pipeline.train(prepared, loaded.recipe, config, data,
@@ -209,7 +218,7 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
     prepared, config, _ = pipeline.ensure_prepared(loaded, levels, data, calibration, device, not quiet)
     if loaded.stage == "prepared":
-        loader = pipeline.calibration_loader(loaded.recipe, data, calib_samples)
+        loader = pipeline.calibration_loader(loaded.recipe, data)
         if batchnorm:
             calibrate_batchnorm(prepared, loader, calib_samples, device, not quiet)
         calibrate_thresholds(prepared, loader, calibration, device, not quiet)
@@ -223,18 +232,18 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
               help="Prepared checkpoint (default: the recipe's shipped one).")
 @click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
               help="compensated: spike-correct products and softmax; mst: per-step ops (MST reference).")
+@_neuron_option
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Converted checkpoint to write.")
 @_common
-def convert_cmd(model, checkpoint, mode, out, device, threads, quiet):
+def convert_cmd(model, checkpoint, mode, neuron, out, device, threads, quiet):
     """Convert a prepared MODEL to an SNN (IF neurons, folded BatchNorm, spike-correct attention)
     and list the operations that still run in floating point."""
     _setup(threads, device)
     loaded = pipeline.load(model, checkpoint)
     if loaded.stage != "prepared":
         raise SnnConvertError("convert needs a prepared checkpoint: run `snnconvert calibrate` or `train` first")
-    snn = convert(loaded.model, mode)
-    save_checkpoint(out, snn.state_dict(), "converted", loaded.recipe.to_dict(), loaded.prepare_config.__dict__,
-                    mode=mode)
+    snn = convert(loaded.model, mode, neuron)
+    pipeline.save_converted(out, snn, loaded.recipe, loaded.prepare_config, mode, neuron)
     ops = float_operations(snn)
     click.echo(f"converted {model} ({mode}) → {out}")
     click.echo(f"{len(ops)} operations run in floating point:")
@@ -250,33 +259,28 @@ def convert_cmd(model, checkpoint, mode, out, device, threads, quiet):
 @click.option("--data", default="embedded", show_default=True, help=DATA_HELP)
 @click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
               help="Attention mode when converting a prepared checkpoint (a converted one keeps its own).")
+@_neuron_option
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write report.json/.md/.png here.")
 @_common
-def simulate_cmd(model, checkpoint, timesteps, data, mode, limit, batch_size, out, device, threads, quiet):
+def simulate_cmd(model, checkpoint, timesteps, data, mode, neuron, limit, batch_size, out, device, threads, quiet):
     """Simulate a converted MODEL for T steps on DATA's test split; print accuracy at t = 4, 8, …, T
     (all t in the report) and spikes per sample."""
-    from snnconvert.data import load_dataset, make_loader
-    from snnconvert.report import simulation_summary, write_report
-    from snnconvert.runtime import simulate
-
     _setup(threads, device)
     path = checkpoint or shipped_checkpoint(get_recipe(model))
     if path is None:
         raise SnnConvertError(f"{model} has no shipped checkpoint: pass --checkpoint FILE")
-    snn, recipe = pipeline.load_snn(model, str(path), mode)
+    snn, recipe = pipeline.load_snn(model, str(path), mode, neuron)
     timesteps = timesteps or recipe.timesteps
-    test = make_loader(load_dataset(data, "test", recipe.input_spec), batch_size, limit=limit)
-    result = simulate(snn, test, timesteps=timesteps, device=device, progress=not quiet, input_shape=recipe.input_size)
-    for t in checkpoints_of(timesteps):
-        click.echo(f"T={t:<5} accuracy {result.accuracy_at(t):6.2f} %")
-    click.echo(f"spikes per sample: {result.spikes_per_sample:.0f} ({result.samples} samples, {result.seconds:.1f} s)")
+    test = pipeline.eval_loader(recipe, data, batch_size, limit)
+    sim = pipeline.simulate_and_summarize(snn, recipe, test, timesteps, None, device, not quiet)
+    for t, acc in sim["accuracy_at"].items():
+        click.echo(f"T={t:<5} accuracy {acc:6.2f} %")
+    click.echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s)")
     if out:
-        report = {"model": recipe.name, "timm_name": recipe.timm_name, "weights": str(path), "data": data,
-                  "test_samples": result.samples, "levels": None, "ann_accuracy": {},
-                  "simulations": {mode: simulation_summary(result, None)},
-                  "float_operations": [op.__dict__ for op in float_operations(snn)]}
+        report = {**pipeline.report_header(recipe, str(path), data, None, timesteps, neuron), "ann_accuracy": {},
+                  "simulations": {mode: sim}}
         write_report(report, out)
         click.echo(f"report: {Path(out) / 'report.md'}")
 

@@ -45,7 +45,7 @@ def test_one_shot_run_writes_report(tmp_path):
     assert report["ann_accuracy"]["QCFS ANN"] > 50
     assert (out / "report.md").read_text().startswith("# snnconvert report: swin_nano")
     assert (out / "accuracy_vs_t.png").stat().st_size > 1000
-    assert any(op["kind"] == "Softmax" for op in report["float_operations"])
+    assert any(op["kind"] == "Softmax" for op in sim["float_operations"])
     assert "T=16" in result.output
 
 
@@ -66,10 +66,10 @@ def test_snn_agrees_with_qcfs_ann_more_as_t_grows():
         total, agreement = 0, {}
         for t in range(1, 65):
             total = total + snn(x)
-            if t in (4, 64):
+            if t in (4, 16, 64):
                 agreement[t] = (total.argmax(-1) == ann).float().mean().item()
-    assert agreement[64] > agreement[4]
-    assert agreement[64] >= 0.95, agreement
+    assert agreement[4] < agreement[16] < agreement[64], agreement
+    assert agreement[64] >= 0.9, agreement
 
 
 def test_stages_chain(tmp_path):

@@ -55,3 +55,40 @@ def test_qcfs_values_and_straight_through_gradient():
     # floor passes gradients through inside the range; the clip stops them outside
     assert torch.allclose(x.grad, torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0, 0.0]))
     assert act.threshold.grad is not None and act.threshold.grad.abs() > 0
+
+
+def test_signed_if_takes_back_surplus_spikes():
+    from snnconvert.runtime import SignedIFNeuron
+
+    inputs = [0.8, 0.8, -0.9, -0.9, 0.2]
+    signed, plain = SignedIFNeuron(torch.tensor(1.0)), IFNeuron(torch.tensor(1.0))
+    signed_out = [signed(torch.tensor([x])).item() for x in inputs]
+    plain_out = [plain(torch.tensor([x])).item() for x in inputs]
+    # hand-computed: v(0) = 0.5; +1 at t = 1, 2 (v = 1.3, 1.1); −1 at t = 3, 4 (v = −0.8, −0.7)
+    assert signed_out == [1.0, 1.0, -1.0, -1.0, 0.0]
+    # the plain IF neuron keeps its two spikes although the cumulative input fell to 0 (unevenness)
+    assert plain_out == [1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_signed_if_count_tracks_rounded_cumulative_input():
+    from snnconvert.runtime import SignedIFNeuron
+
+    g = torch.Generator().manual_seed(0)
+    theta = torch.tensor(0.7)
+    neuron = SignedIFNeuron(theta)
+    total_in = total_out = torch.zeros(500)
+    for t in range(1, 65):
+        x = (torch.rand(500, generator=g) - 0.45) * 0.6  # within one threshold per step
+        total_in, total_out = total_in + x, total_out + neuron(x)
+        expected = torch.clamp(torch.floor(total_in / theta + 0.5), 0, t) * theta
+        assert torch.allclose(total_out, expected, atol=1e-5)
+    assert neuron.count.min() >= 0
+
+
+def test_signed_if_equals_if_on_constant_input():
+    from snnconvert.runtime import SignedIFNeuron
+
+    z = torch.rand(1000) * 3 - 0.5
+    theta = torch.tensor(1.3)
+    a, b = SignedIFNeuron(theta), IFNeuron(theta)
+    assert all(torch.equal(a(z), b(z)) for _ in range(32))

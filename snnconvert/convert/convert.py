@@ -23,15 +23,15 @@ from snnconvert.convert.ops import MatMul
 from snnconvert.convert.prepare import find_unconvertible, is_prepared
 from snnconvert.convert.qcfs import QCFS
 from snnconvert.errors import SnnConvertError, UnsupportedLayersError
-from snnconvert.runtime.neurons import IFNeuron
+from snnconvert.runtime.neurons import NEURONS
 from snnconvert.runtime.operators import ExpectationCompensated
 
 MODES = ("compensated", "mst")
 
 
-def _spiking(m: nn.Module, mode: str) -> nn.Module | None:
+def _spiking(m: nn.Module, mode: str, neuron: str) -> nn.Module | None:
     if isinstance(m, QCFS):
-        return IFNeuron.from_qcfs(m)
+        return NEURONS[neuron].from_qcfs(m)
     if mode == "compensated" and isinstance(m, MatMul):
         return ExpectationCompensated(m, bilinear=True)
     if mode == "compensated" and isinstance(m, (nn.Softmax, nn.LayerNorm)):
@@ -39,25 +39,29 @@ def _spiking(m: nn.Module, mode: str) -> nn.Module | None:
     return None
 
 
-def _swap(module: nn.Module, mode: str) -> None:
+def _swap(module: nn.Module, mode: str, neuron: str) -> None:
     for name, child in list(module.named_children()):
-        new = _spiking(child, mode)
+        new = _spiking(child, mode, neuron)
         if new is None:
-            _swap(child, mode)
+            _swap(child, mode, neuron)
         else:
             setattr(module, name, new)
 
 
-def convert(model: nn.Module, mode: str = "compensated", inplace: bool = False) -> nn.Module:
+def convert(model: nn.Module, mode: str = "compensated", neuron: str = "if", inplace: bool = False) -> nn.Module:
     """Convert a prepared (QCFS) model into a single-step SNN (eval mode).
 
     Args:
         model: output of :func:`snnconvert.convert.prepare`, trained and/or calibrated.
         mode: ``"compensated"`` (default, exact in expectation) or ``"mst"`` (per-step ops).
+        neuron: ``"if"`` (IF, reset by subtraction; default) or ``"signed-if"`` (may also fire
+            negative spikes to take back surplus ones); see :data:`snnconvert.runtime.NEURONS`.
         inplace: modify ``model`` instead of a deep copy.
     """
     if mode not in MODES:
         raise SnnConvertError(f"unknown attention mode {mode!r}; choose one of {', '.join(MODES)}")
+    if neuron not in NEURONS:
+        raise SnnConvertError(f"unknown neuron {neuron!r}; choose one of {', '.join(NEURONS)}")
     if not is_prepared(model):
         raise SnnConvertError("the model has no QCFS activations: run snnconvert.prepare(model) "
                               "(and train or calibrate it) before convert()")
@@ -68,7 +72,7 @@ def convert(model: nn.Module, mode: str = "compensated", inplace: bool = False) 
         model = copy.deepcopy(model)
     model.eval()
     fold_batchnorms(model)
-    _swap(model, mode)
+    _swap(model, mode, neuron)
     return model
 
 
@@ -84,7 +88,10 @@ class FloatOp:
 def float_operations(snn: nn.Module) -> list[FloatOp]:
     """Every op of a converted model that still runs in floating point, by name."""
     ops = []
+    wrapped = {id(m.fn) for m in snn.modules() if isinstance(m, ExpectationCompensated)}
     for name, m in snn.named_modules():
+        if id(m) in wrapped:
+            continue
         if isinstance(m, ExpectationCompensated) and not m.bilinear:
             ops.append(FloatOp(name, type(m.fn).__name__, "expectation-compensated nonlinearity"))
         elif isinstance(m, (nn.Softmax, nn.LayerNorm)):

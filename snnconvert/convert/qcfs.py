@@ -6,8 +6,12 @@ and initial potential θ/2 fires at the rate ``h(z)/λ`` on constant input over 
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
+
+from snnconvert.runtime.state import adopt_threshold_shape
 
 
 class _FloorSTE(torch.autograd.Function):
@@ -64,8 +68,18 @@ class QCFS(nn.Module):
         return f"levels={self.levels}, shift={self.shift}, threshold={shape}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # a calibrated checkpoint may hold channel-wise thresholds where this instance is layer-wise
-        key = prefix + "threshold"
-        if key in state_dict and state_dict[key].shape != self.threshold.shape:
-            self.set_threshold(state_dict[key])
+        adopt_threshold_shape(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def rate_limit_model(model: nn.Module, levels: int = 1 << 16) -> nn.Module:
+    """A copy of a prepared model whose QCFS levels → ∞: ``λ·clip(z/λ, 0, 1)`` at every site.
+
+    This is the function an SNN converted from ``model`` computes as T → ∞ (an IF neuron's rate over
+    T steps is QCFS with T levels); the QCFS ANN with L levels is its quantized twin.
+    """
+    limit = copy.deepcopy(model)
+    for m in limit.modules():
+        if isinstance(m, QCFS):
+            m.levels = levels
+    return limit

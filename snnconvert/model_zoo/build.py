@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -24,9 +26,6 @@ def build_ann(recipe: Recipe, pretrained: bool = False) -> nn.Module:
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub host (``HF_ENDPOINT``) resolves: checked before a download so
     that an offline machine gets an answer at once instead of after the hub client's retries."""
-    import socket
-    from urllib.parse import urlparse
-
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     previous = socket.getdefaulttimeout()
     try:
@@ -77,19 +76,21 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
             f"(e.g. {result.unexpected_keys[:3]}). Pass the model name the checkpoint was trained for.")
 
 
-def load_model(recipe: Recipe, checkpoint: str | Path | None = None, pretrained: bool = True) -> LoadedModel:
+def load_model(recipe: Recipe, checkpoint: str | Path | None = None, pretrained: bool = True,
+               shipped: bool = True) -> LoadedModel:
     """Build ``recipe``'s model with weights from ``checkpoint``, the shipped file, or timm.
 
     Args:
         recipe: what to build.
         checkpoint: an snnconvert checkpoint or a plain state dict; None uses the shipped
-            checkpoint if the recipe has one, else timm's pretrained weights.
+            checkpoint if the recipe has one (and ``shipped``), else timm's pretrained weights.
         pretrained: with no checkpoint, download timm's weights (False: random initialization).
+        shipped: with no checkpoint, use the checkpoint shipped for the recipe.
 
     Raises:
         CheckpointError: when no weights can be had, saying how to pass them.
     """
-    path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(recipe)
+    path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(recipe) if shipped else None
     if path is None:
         if not pretrained:
             return LoadedModel(build_ann(recipe), recipe, "ann", None, "random initialization", {})

@@ -37,8 +37,12 @@ def simulation_summary(result: SimulationResult, ann_accuracy: float | None) -> 
 
 def _markdown(report: dict[str, Any]) -> str:
     lines = [f"# snnconvert report: {report['model']}", ""]
-    lines += [f"- {k}: {report[k]}" for k in ("timm_name", "weights", "data", "test_samples", "levels",
-                                                "calibration", "training") if report.get(k) is not None]
+    lines += [f"- {k}: {report[k]}" for k in ("timm_name", "weights", "data", "levels", "timesteps", "neuron",
+                                                "calibration") if report.get(k) is not None]
+    if report.get("training"):
+        training = report["training"]
+        lines.append(f"- training: {training['config']['epochs']} epochs, {training['seconds']} s, "
+                     f"history {training['history']}")
     lines.append("")
     anns = report["ann_accuracy"]
     lines += ["## Accuracy (%)", ""]
@@ -61,8 +65,8 @@ def _markdown(report: dict[str, Any]) -> str:
                       "| layer | spikes / sample | firing rate |", "|---|---|---|"]
             lines += [f"| {lay['name']} | {lay['spikes_per_sample']:.0f} | {lay['firing_rate']:.4f} |"
                       for lay in sim["layers"]]
-    lines += ["", "## Operations that run in floating point", ""]
-    lines += [f"- {op['name']} ({op['kind']}): {op['why']}" for op in report["float_operations"]] or ["- none"]
+            lines += ["", f"Operations that run in floating point ({mode}):", ""]
+            lines += [f"- {op['name']} ({op['kind']}): {op['why']}" for op in sim["float_operations"]] or ["- none"]
     return "\n".join(lines) + "\n"
 
 
@@ -77,7 +81,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
         acc = sim["accuracy_per_step"]
         ax.plot(range(1, len(acc) + 1), acc, label=f"SNN ({mode})")
     for label, value in report["ann_accuracy"].items():
-        ax.axhline(value, linestyle="--", linewidth=1, color="grey" if "QCFS" in label else "black", label=label)
+        ax.axhline(value, linestyle="--" if label == "QCFS ANN" else ":", linewidth=1, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("time step t")
     ax.set_ylabel("accuracy (%)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from snnconvert.runtime.state import StatefulModule
+from snnconvert.runtime.state import StatefulModule, adopt_threshold_shape
 
 
 class IFNeuron(StatefulModule):
@@ -27,15 +27,19 @@ class IFNeuron(StatefulModule):
                              "(snnconvert calibrate) before converting")
         self.register_buffer("threshold", threshold)
         self.initial_potential = float(initial_potential)
-        self.v: torch.Tensor | None = None
+        self.reset()
 
     @classmethod
-    def from_qcfs(cls, act) -> "IFNeuron":
+    def from_qcfs(cls, act):
         """θ = λ and v(0) = φ·θ of a trained QCFS activation."""
         return cls(act.threshold.detach(), initial_potential=act.shift)
 
     def reset(self) -> None:
-        self.v = None
+        self.v: torch.Tensor | None = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        adopt_threshold_shape(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.v is None:
@@ -48,3 +52,33 @@ class IFNeuron(StatefulModule):
     def extra_repr(self) -> str:
         shape = "layer" if self.threshold.numel() == 1 else f"channel{tuple(self.threshold.shape)}"
         return f"threshold={shape}, v0={self.initial_potential}·θ"
+
+
+class SignedIFNeuron(IFNeuron):
+    """IF neuron that can also fire negative spikes to take back earlier ones (a rate-coded form of
+    SpikeZIP-TF's spike-tracking ST-BIF neuron).
+
+    Each step: ``v += x_t``; ``s_t = +1`` if ``v ≥ θ``, ``−1`` if ``v < 0`` and the net count
+    ``n = Σ s`` is positive, else 0; ``v −= θ·s_t``; output ``θ·s_t``. The net count then tracks
+    ``clip(round(S_t/θ), 0, t)`` of the cumulative input ``S_t`` (one spike per step at most), so
+    an input that rises and falls leaves no surplus spikes behind (no unevenness error).
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self.count: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.v is None:
+            self.v = (self.initial_potential * self.threshold).expand_as(x).clone()
+            self.count = torch.zeros_like(x)
+        self.v.add_(x)
+        spikes = (self.v >= self.threshold).to(x.dtype) - ((self.v < 0) & (self.count > 0)).to(x.dtype)
+        out = spikes * self.threshold
+        self.v.sub_(out)
+        self.count.add_(spikes)
+        return out
+
+
+#: neuron models a QCFS activation can become, by name
+NEURONS: dict[str, type[IFNeuron]] = {"if": IFNeuron, "signed-if": SignedIFNeuron}
