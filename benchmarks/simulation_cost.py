@@ -9,7 +9,6 @@ cumulative sums and one product of them per step.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -20,13 +19,10 @@ from snnconvert.model_zoo import get_recipe, load_model
 from snnconvert.runtime import reset_states
 
 
-def _time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 @torch.no_grad()
@@ -47,16 +43,16 @@ def main() -> None:
         x, _ = next(iter(make_loader(load_dataset("embedded", "test", loaded.recipe.input_spec), args.batch)))
         snns = {mode: convert(model, mode) for mode in ("compensated", "mst")}
 
-        def run(snn):
-            reset_states(snn)
+        def steps(net, x=x):
+            reset_states(net)
             for _ in range(args.steps):
-                snn(x)
+                net(x)
 
         ann = comp = mst = 0.0
         for _ in range(args.repeats):  # interleave so that load changes hit every variant alike
-            ann += _time(lambda: [model(x) for _ in range(args.steps)], 1)
-            comp += _time(lambda: run(snns["compensated"]), 1)
-            mst += _time(lambda: run(snns["mst"]), 1)
+            ann += _time(lambda net=model: steps(net))
+            comp += _time(lambda net=snns["compensated"]: steps(net))
+            mst += _time(lambda net=snns["mst"]: steps(net))
         print(f"{name:<10} {comp / ann:>24.2f} {mst / ann:>16.2f} {comp / mst:>18.2f}")
 
 

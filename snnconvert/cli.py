@@ -46,8 +46,9 @@ def _common(f):
 
 def _neuron_option(f):
     return click.option("--neuron", type=click.Choice(list(NEURONS)), default="if", show_default=True,
-                        help="What QCFS becomes: if (integrate-and-fire, reset by subtraction) or signed-if "
-                             "(also fires negative spikes to take back surplus ones).")(f)
+                        help="What QCFS becomes: if (integrate-and-fire, reset by subtraction), signed-if "
+                             "(also fires negative spikes to take back surplus ones) or signed-burst-if (signed, "
+                             "several spikes per step: exact QCFS with t levels at every step t).")(f)
 
 
 def _calibration_options(f):
@@ -134,8 +135,8 @@ def _print_summary(report: dict, out: str) -> None:
         cells = ", ".join(f"T={t}: {a:.2f}" for t, a in sim["accuracy_at"].items())
         click.echo(f"  SNN {mode:<20} {cells}")
     for mode, sim in report["simulations"].items():
-        ops = sim["float_operations"]
-        click.echo(f"floating-point ops ({mode}): {len(ops)} ({', '.join(sorted({op['kind'] for op in ops})) or 'none'})")
+        kinds = ", ".join(sorted({op["kind"] for op in sim["float_operations"]})) or "none"
+        click.echo(f"floating-point ops ({mode}): {len(sim['float_operations'])} ({kinds})")
     click.echo(f"report: {Path(out) / 'report.md'}  ({report['seconds']} s)")
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
 from snnconvert.convert import convert, float_operations, prepare, PrepareConfig
-from snnconvert.convert.qcfs import QCFS, rate_limit_model
+from snnconvert.convert.qcfs import QCFS, rate_limit_model, with_levels
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import ExpectationCompensated, IFNeuron, reset_states
 
@@ -37,6 +37,24 @@ def _relative_errors(ann: nn.Module, snn: nn.Module, x: torch.Tensor, steps: lis
             if t in steps:
                 errors[t] = ((total / t - target).norm() / target.norm()).item()
     return errors
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_signed_burst_snn_equals_qcfs_ann_with_t_levels(arch):
+    """With signed burst neurons the SNN at step t computes the QCFS ANN with t levels exactly, so at
+    t = L it is the QCFS ANN itself: a check of folding, operators and neurons together."""
+    model, spec = _calibrated(arch, levels=8)
+    x, _ = images(spec, 8)
+    snn = convert(model, neuron="signed-burst-if")
+    with torch.no_grad():
+        reset_states(snn)
+        total = 0
+        for t in range(1, 17):
+            total = total + snn(x)
+            if t in (4, 8, 16):
+                target = with_levels(model, t)(x)
+                off = ((total / t - target).abs() > 1e-3 * target.abs().max()).float().mean().item()
+                assert off <= 0.02, (t, off)  # float ties at floor boundaries may differ
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

@@ -92,3 +92,25 @@ def test_signed_if_equals_if_on_constant_input():
     theta = torch.tensor(1.3)
     a, b = SignedIFNeuron(theta), IFNeuron(theta)
     assert all(torch.equal(a(z), b(z)) for _ in range(32))
+
+
+def test_signed_burst_if_tracks_exactly_with_large_steps():
+    from snnconvert.runtime import NEURONS
+
+    g = torch.Generator().manual_seed(1)
+    theta = torch.tensor(0.5)
+    neuron = NEURONS["signed-burst-if"](theta)
+    total_in = total_out = torch.zeros(400)
+    for t in range(1, 33):
+        x = (torch.rand(400, generator=g) - 0.4) * 3.0  # up to several thresholds per step
+        total_in, total_out = total_in + x, total_out + neuron(x)
+        expected = torch.clamp(torch.floor(total_in / theta + 0.5), 0, t) * theta
+        assert torch.allclose(total_out, expected, atol=1e-4)
+    assert neuron.count.max() <= 32 and neuron.count.min() >= 0
+
+
+def test_signed_if_rejects_bad_burst_limit():
+    from snnconvert.runtime import SignedIFNeuron
+
+    with pytest.raises(ValueError, match="max_spikes"):
+        SignedIFNeuron(torch.tensor(1.0), max_spikes=0)

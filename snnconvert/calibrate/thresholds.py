@@ -8,7 +8,7 @@ model's ``training`` flag when done.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

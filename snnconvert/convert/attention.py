@@ -44,7 +44,7 @@ class SpikeAttention(nn.Module):
         self.proj_act = QCFS(levels, threshold, channel_axis=-1)
 
     @classmethod
-    def from_timm(cls, attn: nn.Module, levels: int, threshold: float) -> "SpikeAttention":
+    def from_timm(cls, attn: nn.Module, levels: int, threshold: float) -> SpikeAttention:
         """From timm ``Attention`` (plain: no qk-norm, scale-norm or gate)."""
         return cls(attn.qkv, attn.proj, attn.num_heads, levels, threshold)
 
@@ -82,7 +82,7 @@ class SpikeWindowAttention(SpikeAttention):
         self.register_buffer("relative_position_index", relative_position_index.clone(), persistent=False)
 
     @classmethod
-    def from_timm(cls, attn: nn.Module, levels: int, threshold: float) -> "SpikeWindowAttention":
+    def from_timm(cls, attn: nn.Module, levels: int, threshold: float) -> SpikeWindowAttention:
         """From timm ``WindowAttention``."""
         return cls(attn.qkv, attn.proj, attn.num_heads, levels, threshold,
                    attn.relative_position_bias_table, attn.relative_position_index)

@@ -30,8 +30,8 @@ MODES = ("compensated", "mst")
 
 
 def _spiking(m: nn.Module, mode: str, neuron: str) -> nn.Module | None:
-    if isinstance(m, QCFS):
-        return NEURONS[neuron].from_qcfs(m)
+    if isinstance(m, QCFS):  # θ = λ, v(0) = φ·θ
+        return NEURONS[neuron](m.threshold.detach(), initial_potential=m.shift)
     if mode == "compensated" and isinstance(m, MatMul):
         return ExpectationCompensated(m, bilinear=True)
     if mode == "compensated" and isinstance(m, (nn.Softmax, nn.LayerNorm)):
@@ -54,8 +54,9 @@ def convert(model: nn.Module, mode: str = "compensated", neuron: str = "if", inp
     Args:
         model: output of :func:`snnconvert.convert.prepare`, trained and/or calibrated.
         mode: ``"compensated"`` (default, exact in expectation) or ``"mst"`` (per-step ops).
-        neuron: ``"if"`` (IF, reset by subtraction; default) or ``"signed-if"`` (may also fire
-            negative spikes to take back surplus ones); see :data:`snnconvert.runtime.NEURONS`.
+        neuron: ``"if"`` (IF, reset by subtraction; default), ``"signed-if"`` (may also fire
+            negative spikes to take back surplus ones) or ``"signed-burst-if"`` (signed, several
+            spikes per step); see :data:`snnconvert.runtime.NEURONS`.
         inplace: modify ``model`` instead of a deep copy.
     """
     if mode not in MODES:

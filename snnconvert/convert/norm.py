@@ -24,7 +24,7 @@ class ChannelBatchNorm(nn.BatchNorm1d):
         return y.reshape(shape)
 
     @classmethod
-    def from_layernorm(cls, ln: nn.LayerNorm) -> "ChannelBatchNorm":
+    def from_layernorm(cls, ln: nn.LayerNorm) -> ChannelBatchNorm:
         """A BatchNorm over ``ln``'s features with γ/β taken from the LayerNorm."""
         (dim,) = ln.normalized_shape
         bn = cls(dim, eps=ln.eps)

@@ -72,14 +72,19 @@ class QCFS(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def rate_limit_model(model: nn.Module, levels: int = 1 << 16) -> nn.Module:
-    """A copy of a prepared model whose QCFS levels → ∞: ``λ·clip(z/λ, 0, 1)`` at every site.
-
-    This is the function an SNN converted from ``model`` computes as T → ∞ (an IF neuron's rate over
-    T steps is QCFS with T levels); the QCFS ANN with L levels is its quantized twin.
-    """
-    limit = copy.deepcopy(model)
-    for m in limit.modules():
+def with_levels(model: nn.Module, levels: int) -> nn.Module:
+    """A copy of a prepared model with every QCFS set to ``levels`` levels."""
+    copied = copy.deepcopy(model)
+    for m in copied.modules():
         if isinstance(m, QCFS):
             m.levels = levels
-    return limit
+    return copied
+
+
+def rate_limit_model(model: nn.Module) -> nn.Module:
+    """A copy of a prepared model whose QCFS levels → ∞: ``λ·clip(z/λ, 0, 1)`` at every site.
+
+    This is the function an SNN of IF neurons converted from ``model`` computes as T → ∞ (an IF
+    neuron's rate over T steps is QCFS with T levels); the QCFS ANN with L levels is its quantized twin.
+    """
+    return with_levels(model, 1 << 16)

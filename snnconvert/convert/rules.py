@@ -9,7 +9,7 @@ in data-flow order with only linear ops between them, where one side is a BatchN
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from timm.layers import Mlp, PatchEmbed, LayerScale, SelectAdaptivePool2d, ClassifierHead
 from timm.layers.attention import Attention
@@ -83,7 +83,8 @@ def _prenorm_block(block: nn.Module, cfg: PrepareConfig) -> nn.Module:
 
 
 def _attention_check(attn: nn.Module) -> str | None:
-    extras = [n for n in ("q_norm", "k_norm", "norm") if not isinstance(getattr(attn, n, None), (nn.Identity, type(None)))]
+    extras = [n for n in ("q_norm", "k_norm", "norm")
+              if not isinstance(getattr(attn, n, None), (nn.Identity, type(None)))]
     if getattr(attn, "gate", None) is not None:
         extras.append("gate")
     return f"attention options {extras} have no spiking equivalent" if extras else None

@@ -83,7 +83,7 @@ class TensorImages(Dataset):
                 x = x.flip(-1)
         return fit_images(x, self.spec)[0], self.labels[i]
 
-    def subset(self, n: int) -> "TensorImages":
+    def subset(self, n: int) -> TensorImages:
         """The first ``n`` samples."""
         return TensorImages(self.images[:n].numpy(), self.labels[:n].numpy(), self.spec, self.augment)
 

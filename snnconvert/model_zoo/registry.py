@@ -52,7 +52,7 @@ class Recipe:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise SnnConvertError(f"unknown recipe fields {sorted(unknown)}")
@@ -62,7 +62,7 @@ class Recipe:
                 d[key] = tuple(d[key])
         return cls(**d)
 
-    def with_updates(self, **changes: Any) -> "Recipe":
+    def with_updates(self, **changes: Any) -> Recipe:
         """A copy with fields replaced (``model_args`` merged)."""
         if "model_args" in changes:
             changes["model_args"] = {**self.model_args, **changes["model_args"]}

@@ -44,7 +44,7 @@ class SpikeMonitor:
             self._elements[name] = self._elements.get(name, 0) + out.numel()
         return record
 
-    def __enter__(self) -> "SpikeMonitor":
+    def __enter__(self) -> SpikeMonitor:
         self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()]
         return self
 

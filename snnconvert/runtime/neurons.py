@@ -6,6 +6,9 @@ i.e. QCFS with T levels, so the SNN approaches the QCFS ANN as T grows.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 
 from snnconvert.runtime.state import StatefulModule, adopt_threshold_shape
@@ -29,11 +32,6 @@ class IFNeuron(StatefulModule):
         self.initial_potential = float(initial_potential)
         self.reset()
 
-    @classmethod
-    def from_qcfs(cls, act):
-        """θ = λ and v(0) = φ·θ of a trained QCFS activation."""
-        return cls(act.threshold.detach(), initial_potential=act.shift)
-
     def reset(self) -> None:
         self.v: torch.Tensor | None = None
 
@@ -55,30 +53,55 @@ class IFNeuron(StatefulModule):
 
 
 class SignedIFNeuron(IFNeuron):
-    """IF neuron that can also fire negative spikes to take back earlier ones (a rate-coded form of
-    SpikeZIP-TF's spike-tracking ST-BIF neuron).
+    """IF neuron that can also fire negative spikes to take back earlier ones, optionally several
+    spikes per step (a rate-coded form of SpikeZIP-TF's spike-tracking ST-BIF neuron).
 
-    Each step: ``v += x_t``; ``s_t = +1`` if ``v ≥ θ``, ``−1`` if ``v < 0`` and the net count
-    ``n = Σ s`` is positive, else 0; ``v −= θ·s_t``; output ``θ·s_t``. The net count then tracks
-    ``clip(round(S_t/θ), 0, t)`` of the cumulative input ``S_t`` (one spike per step at most), so
-    an input that rises and falls leaves no surplus spikes behind (no unevenness error).
+    Each step: ``v += x_t``; fire ``k⁺ = floor(v/θ)`` spikes if ``v ≥ θ`` or take back
+    ``k⁻ = ceil(−v/θ)`` if ``v < 0``, at most ``max_spikes`` per step, keeping the net count
+    ``n = Σ s`` within ``[0, t]`` (rate in [0, 1], as QCFS clips to [0, λ]); ``v −= θ·s_t``;
+    output ``θ·s_t``. The count tracks ``clip(round(S_t/θ), 0, t)`` of the cumulative input
+    ``S_t``, so an input that rises and falls leaves no surplus spikes (no unevenness error).
+    With ``max_spikes=None`` the tracking is exact at every step: a network of such neurons at
+    step t computes its QCFS ANN with t levels on the running means, i.e. the QCFS ANN itself at t = L.
     """
+
+    def __init__(self, threshold: torch.Tensor | float, initial_potential: float = 0.5,
+                 max_spikes: int | None = 1):
+        super().__init__(threshold, initial_potential)
+        if max_spikes is not None and max_spikes < 1:
+            raise ValueError(f"max_spikes must be >= 1 or None, got {max_spikes}")
+        self.max_spikes = max_spikes
 
     def reset(self) -> None:
         super().reset()
         self.count: torch.Tensor | None = None
+        self.t = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.v is None:
             self.v = (self.initial_potential * self.threshold).expand_as(x).clone()
             self.count = torch.zeros_like(x)
+        self.t += 1
         self.v.add_(x)
-        spikes = (self.v >= self.threshold).to(x.dtype) - ((self.v < 0) & (self.count > 0)).to(x.dtype)
+        ratio = self.v / self.threshold
+        up = ratio.floor().clamp_(min=0)
+        down = (-ratio).ceil_().clamp_(min=0)
+        if self.max_spikes is not None:
+            up.clamp_(max=self.max_spikes)
+            down.clamp_(max=self.max_spikes)
+        spikes = torch.minimum(up, self.t - self.count) - torch.minimum(down, self.count)
         out = spikes * self.threshold
         self.v.sub_(out)
         self.count.add_(spikes)
         return out
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, max_spikes={self.max_spikes}"
 
-#: neuron models a QCFS activation can become, by name
-NEURONS: dict[str, type[IFNeuron]] = {"if": IFNeuron, "signed-if": SignedIFNeuron}
+
+#: neuron models a QCFS activation can become, by name: ``factory(threshold, initial_potential)``
+NEURONS: dict[str, Callable[..., IFNeuron]] = {
+    "if": IFNeuron,
+    "signed-if": SignedIFNeuron,
+    "signed-burst-if": partial(SignedIFNeuron, max_spikes=None),
+}
