@@ -9,14 +9,10 @@ from torch import nn
 from snnconvert.convert.qcfs import QCFS
 
 
-def norm_then_qcfs(norm: nn.Module, levels: int, threshold: float) -> nn.Sequential:
-    """``QCFS(norm(x))``: the spiking input of an attention or MLP branch."""
-    return nn.Sequential(OrderedDict(norm=norm, act=QCFS(levels, threshold, channel_axis=-1)))
-
-
-def linear_then_qcfs(linear: nn.Module, levels: int, threshold: float, channel_axis: int = -1) -> nn.Sequential:
-    """``QCFS(linear(x))``: a projection whose output is spiking."""
-    return nn.Sequential(OrderedDict(linear=linear, act=QCFS(levels, threshold, channel_axis=channel_axis)))
+def then_qcfs(name: str, module: nn.Module, levels: int, threshold: float) -> nn.Sequential:
+    """``QCFS(module(x))`` as a Sequential of ``{name}`` and ``act`` (channels last), e.g. the
+    spiking input of an attention or MLP branch (``norm``) or a spiking projection (``linear``)."""
+    return nn.Sequential(OrderedDict([(name, module), ("act", QCFS(levels, threshold, channel_axis=-1))]))
 
 
 class SpikeMlp(nn.Module):

@@ -53,6 +53,3 @@ def layernorm2d_to_batchnorm(ln: nn.Module) -> nn.BatchNorm2d:
         bn.weight.data.copy_(ln.weight.data)
         bn.bias.data.copy_(ln.bias.data)
     return bn
-
-
-

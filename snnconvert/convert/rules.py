@@ -22,7 +22,7 @@ from torchvision.models import resnet as tv_resnet
 from torchvision.models import vgg as tv_vgg
 
 from snnconvert.convert.attention import SpikeAttention, SpikeWindowAttention
-from snnconvert.convert.blocks import SpikeMlp, SpikeResidualBlock, linear_then_qcfs, norm_then_qcfs
+from snnconvert.convert.blocks import SpikeMlp, SpikeResidualBlock, then_qcfs
 from snnconvert.convert.config import PrepareConfig
 
 Pairs = Callable[[nn.Module], list[tuple[str, str]]]
@@ -77,8 +77,8 @@ def _fixed(*pairs: tuple[str, str]) -> Pairs:
 
 def _prenorm_block(block: nn.Module, cfg: PrepareConfig) -> nn.Module:
     """timm ViT ``Block`` / Swin block: QCFS after both norms, spiking attention and MLP."""
-    block.norm1 = norm_then_qcfs(block.norm1, cfg.levels, cfg.threshold)
-    block.norm2 = norm_then_qcfs(block.norm2, cfg.levels, cfg.threshold)
+    block.norm1 = then_qcfs("norm", block.norm1, cfg.levels, cfg.threshold)
+    block.norm2 = then_qcfs("norm", block.norm2, cfg.levels, cfg.threshold)
     return block
 
 
@@ -95,7 +95,7 @@ def _mlp_rewrite(mlp: nn.Module, cfg: PrepareConfig) -> nn.Module:
 
 
 def _merging_rewrite(merge: nn.Module, cfg: PrepareConfig) -> nn.Module:
-    merge.reduction = linear_then_qcfs(merge.reduction, cfg.levels, cfg.threshold)
+    merge.reduction = then_qcfs("linear", merge.reduction, cfg.levels, cfg.threshold)
     return merge
 
 

@@ -1,10 +1,9 @@
 """Spiking runtime: neurons, spike-correct operators, state, monitors and the simulator."""
+from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor
 from snnconvert.runtime.neurons import NEURONS, IFNeuron, SignedIFNeuron
 from snnconvert.runtime.operators import ExpectationCompensated
+from snnconvert.runtime.simulator import SimulationResult, evaluate, simulate
 from snnconvert.runtime.state import StatefulModule, reset_states
 
-__all__ = ["NEURONS", "IFNeuron", "SignedIFNeuron", "ExpectationCompensated", "StatefulModule", "reset_states"]
-from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor
-from snnconvert.runtime.simulator import SimulationResult, evaluate, simulate
-
-__all__ += ["LayerSpikes", "SpikeMonitor", "SimulationResult", "evaluate", "simulate"]
+__all__ = ["NEURONS", "IFNeuron", "SignedIFNeuron", "ExpectationCompensated", "StatefulModule", "reset_states",
+           "LayerSpikes", "SpikeMonitor", "SimulationResult", "evaluate", "simulate"]
