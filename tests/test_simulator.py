@@ -91,3 +91,16 @@ def test_monitor_detaches():
         snn(x)
     assert all(not m._forward_hooks for m in snn.modules() if isinstance(m, IFNeuron))
     assert monitor.results()[0].neuron_steps > 0
+
+
+def test_monitor_counts_every_spike_of_a_burst():
+    from snnconvert.runtime import NEURONS
+
+    net = nn.Sequential(NEURONS["signed-burst-if"](torch.tensor([0.5, 2.0])))
+    with SpikeMonitor(net) as monitor:
+        # v(0) = θ/2; net count capped at t
+        net(torch.tensor([[1.8, 4.5]]))   # t = 1: v = 2.05, 5.5 → one spike each (cap 1)
+        net(torch.tensor([[0.9, 9.0]]))   # t = 2: v = 2.45 → +1 (cap 2); v = 12.5 → +1
+        net(torch.tensor([[-3.0, 0.0]]))  # t = 3: v = −1.05 → −2 (a burst back, all it has); v = 10.5 → +1
+    (layer,) = monitor.results()
+    assert layer.spikes == 2 + 2 + 3

@@ -15,7 +15,7 @@ class LayerSpikes:
 
     Attributes:
         name: qualified module name.
-        spikes: number of spikes emitted.
+        spikes: number of spikes emitted (negative spikes and every spike of a burst included).
         neuron_steps: neurons × steps × samples (every chance to spike).
     """
 
@@ -40,7 +40,9 @@ class SpikeMonitor:
 
     def _hook(self, name: str):
         def record(module: IFNeuron, _inputs, out: torch.Tensor) -> None:
-            self._spikes[name] = self._spikes.get(name, 0) + out.ne(0).sum()
+            # out = θ·s with s the signed number of spikes this step (bursts count each spike)
+            spikes = (out.abs() / module.threshold).sum() if module.threshold.dim() else out.abs().sum() / module.threshold
+            self._spikes[name] = self._spikes.get(name, 0) + spikes
             self._elements[name] = self._elements.get(name, 0) + out.numel()
         return record
 
@@ -55,4 +57,4 @@ class SpikeMonitor:
 
     def results(self) -> list[LayerSpikes]:
         """Per-layer totals, in model order."""
-        return [LayerSpikes(n, int(self._spikes.get(n, 0)), self._elements.get(n, 0)) for n in self.layers]
+        return [LayerSpikes(n, round(float(self._spikes.get(n, 0))), self._elements.get(n, 0)) for n in self.layers]
