@@ -1,8 +1,8 @@
-"""Integrate-and-Fire neuron with reset by subtraction: what a QCFS activation becomes.
+"""Spiking neurons a QCFS activation becomes: IF with reset by subtraction, and its signed variants.
 
-Each step: ``v += x_t``; ``s_t = [v ≥ θ]``; ``v -= θ·s_t``; output ``θ·s_t``; with ``v(0) = θ/2``.
-Over T steps of constant input z the mean output is ``θ·clip(floor(z·T/θ + 1/2)/T, 0, 1)``,
-i.e. QCFS with T levels, so the SNN approaches the QCFS ANN as T grows.
+IF: each step ``v += x_t``; ``s_t = [v ≥ θ]``; ``v -= θ·s_t``; output ``θ·s_t``; ``v(0) = θ/2``.
+Over T steps of constant input z the mean output is ``θ·clip(floor(z·T/θ + 1/2)/T, 0, 1)``, i.e.
+QCFS with T levels: a network of IF neurons tends, as T grows, to its ANN with QCFS levels → ∞.
 """
 from __future__ import annotations
 
