@@ -40,9 +40,11 @@ class SpikeMonitor:
 
     def _hook(self, name: str):
         def record(module: IFNeuron, _inputs, out: torch.Tensor) -> None:
-            # out = θ·s with s the signed number of spikes this step (bursts count each spike)
-            spikes = (out.abs() / module.threshold).sum() if module.threshold.dim() else out.abs().sum() / module.threshold
-            self._spikes[name] = self._spikes.get(name, 0) + spikes
+            # out = θ·s with s the signed number of spikes this step (bursts count each spike); the
+            # per-step count is rounded to an integer so that totals over many steps stay exact
+            theta = module.threshold
+            spikes = (out.abs() / theta).sum() if theta.dim() else out.abs().sum() / theta
+            self._spikes[name] = self._spikes.get(name, 0) + spikes.round().long()
             self._elements[name] = self._elements.get(name, 0) + out.numel()
         return record
 
@@ -57,4 +59,4 @@ class SpikeMonitor:
 
     def results(self) -> list[LayerSpikes]:
         """Per-layer totals, in model order."""
-        return [LayerSpikes(n, round(float(self._spikes.get(n, 0))), self._elements.get(n, 0)) for n in self.layers]
+        return [LayerSpikes(n, int(self._spikes.get(n, 0)), self._elements.get(n, 0)) for n in self.layers]
