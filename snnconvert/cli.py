@@ -12,14 +12,13 @@ from pathlib import Path
 import click
 import torch
 
-from snnconvert import pipeline
+from snnconvert import distributed, pipeline
 from snnconvert.calibrate import METHODS, CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
 from snnconvert.convert import MODES, PrepareConfig, convert, float_operations, prepare, qcfs_modules
 from snnconvert.data import DATASET_NAMES
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import NEURONS
 from snnconvert.model_zoo import get_recipe, list_recipes, shipped_checkpoint
-from snnconvert.report import write_report
 from snnconvert.train import TrainConfig
 
 DATA_HELP = (f"Dataset: one of {', '.join(DATASET_NAMES)} (embedded: a 1,000+1,000-image Fashion-MNIST "
@@ -63,15 +62,63 @@ def _calibration_options(f):
     return f
 
 
-def _setup(threads: int | None, device: str) -> None:
+def _setup(threads: int | None, device: str) -> str:
+    """Apply --threads, check --device, and join the process group under torchrun; returns the device."""
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SnnConvertError(f"--device {device} asked for, but torch sees no CUDA device; use --device cpu")
+    return distributed.init(device)
 
 
-def _calibration(calib_samples, calib_method, percentile, granularity) -> CalibrationConfig:
+def _echo(message: str) -> None:
+    """Print once (rank 0 under torchrun)."""
+    if distributed.is_main():
+        click.echo(message)
+
+
+_HYPER_PARAMETERS = [
+    ("--epochs", click.IntRange(1), "Training epochs."),
+    ("--batch-size", click.IntRange(1), "Images per step (split evenly across torchrun processes)."),
+    ("--lr", click.FloatRange(0, min_open=True), "Peak AdamW learning rate."),
+    ("--weight-decay", click.FloatRange(0), "AdamW weight decay (weights only)."),
+    ("--label-smoothing", click.FloatRange(0, 1), "Cross-entropy label smoothing."),
+    ("--warmup-epochs", click.FloatRange(0), "Linear warmup before the cosine decay."),
+    ("--alpha", click.FloatRange(0, 1), "Distillation weight α: loss = (1-α)·CE + α·τ²·KL(teacher ‖ student)."),
+    ("--temperature", click.FloatRange(0, min_open=True), "Distillation temperature τ."),
+    ("--seed", int, "Seed of initialization and shuffling."),
+    ("--checkpoint-every", click.IntRange(0), "Steps between mid-epoch checkpoints (0: epoch ends only)."),
+]
+
+
+def _training_options(f):
+    """Options of train / finetune: data, hyper-parameters (unset ones come from the recipe for
+    finetune, else the defaults), levels, calibration, validation limit, resume, output."""
+    f = _calibration_options(f)
+    f = click.option("--out", type=click.Path(dir_okay=False), required=True,
+                     help="Checkpoint written atomically during training (and the resume file); "
+                          "a JSON record of the run beside it.")(f)
+    f = click.option("--resume/--no-resume", default=True, show_default=True,
+                     help="Continue from --out when it holds an unfinished run of the same settings.")(f)
+    f = click.option("--limit", type=click.IntRange(1), default=None,
+                     help="Validate on the first N test images only.")(f)
+    f = click.option("--levels", type=click.IntRange(1), default=None, help="QCFS levels L (default: the recipe's).")(f)
+    for name, kind, text in reversed(_HYPER_PARAMETERS):
+        f = click.option(name, type=kind, default=None, help=text)(f)
+    return click.option("--data", default="fashion-mnist", show_default=True, help=DATA_HELP)(f)
+
+
+def _calibration(calib_samples, calib_method, percentile, granularity, **_other_options) -> CalibrationConfig:
+    """The calibration options (``_calibration_options``) as a config."""
     return CalibrationConfig(calib_method, percentile, granularity, calib_samples)
+
+
+def _train_config(base: dict, options: dict) -> TrainConfig:
+    """``base`` TrainConfig fields, overridden by the hyper-parameters given on the command line."""
+    given = {name.lstrip("-").replace("-", "_"): options[name.lstrip("-").replace("-", "_")]
+             for name, _, _ in _HYPER_PARAMETERS}
+    given["distill_alpha"] = given.pop("alpha")
+    return TrainConfig(**{**base, **{k: v for k, v in given.items() if v is not None}})
 
 
 @click.group(cls=_DefaultToRun, context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,8 +145,10 @@ def main() -> None:
 @_calibration_options
 @click.option("--levels", type=click.IntRange(1), default=None, help="QCFS levels L when preparing an ANN "
               "(default: the recipe's).")
-@click.option("--epochs", type=click.IntRange(0), default=0, show_default=True,
-              help="Train the prepared model this many epochs on the training split before converting.")
+@click.option("--epochs", type=click.IntRange(0), default=None,
+              help="Fine-tune the prepared model this many epochs on the training split before converting. "
+                   "Default: an ANN with real weights is fine-tuned with the recipe's settings, distilling from "
+                   "the ANN (`zoo show MODEL`); a prepared model or random weights are not trained (0).")
 @click.option("--mode", "modes", type=click.Choice(MODES), multiple=True,
               help="Attention mode(s), repeatable: compensated (exact in expectation, default) and/or "
                    "mst (the MST reference code's per-step products).")
@@ -118,11 +167,13 @@ def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, per
     """Run the whole pipeline on MODEL (a zoo name such as swin_nano, vit_nano, swin_t, or a timm
     architecture): load weights, prepare (LayerNorm→BatchNorm, activations→QCFS) and calibrate if
     needed, optionally train, convert to IF neurons, simulate T steps and write a report."""
-    _setup(threads, device)
-    report = pipeline.run(model, timesteps, data, checkpoint, _calibration(calib_samples, calib_method, percentile,
-                          granularity), out, list(modes) or ["compensated"], neuron, levels, epochs, limit,
-                          batch_size, device, pretrained, progress=not quiet)
-    _print_summary(report, out)
+    device = _setup(threads, device)
+    calibration = _calibration(calib_samples, calib_method, percentile, granularity)
+    report = pipeline.run(model, timesteps, data, checkpoint, calibration, out, list(modes) or ["compensated"], neuron,
+                          levels, epochs, limit, batch_size, device, pretrained,
+                          progress=not quiet and distributed.is_main())
+    if distributed.is_main():
+        _print_summary(report, out)
 
 
 def _print_summary(report: dict, out: str) -> None:
@@ -151,7 +202,7 @@ def _print_summary(report: dict, out: str) -> None:
 def prepare_cmd(model, checkpoint, levels, pretrained, out, device, threads, quiet):
     """Rewrite MODEL for conversion (LayerNorm→BatchNorm, GELU/ReLU→QCFS, QCFS in attention, no
     dropout, max-pool→avg-pool) and save it uncalibrated. Lists every layer it cannot rewrite."""
-    _setup(threads, device)
+    device = _setup(threads, device)
     loaded = pipeline.load(model, checkpoint, pretrained, shipped=False)
     if loaded.stage == "prepared":
         raise SnnConvertError(f"{checkpoint} is already prepared: calibrate, train or convert it instead")
@@ -161,42 +212,70 @@ def prepare_cmd(model, checkpoint, levels, pretrained, out, device, threads, qui
     click.echo(f"prepared {model}: {len(qcfs_modules(prepared))} QCFS activations, L = {config.levels} → {out}")
 
 
+def _train_summary(record: dict, verb: str, model: str, out: str) -> None:
+    if record["resumed_from"]:
+        _echo(f"resumed from epoch {record['resumed_from']['epoch']}, batch {record['resumed_from']['batch']}")
+    last = record["history"][-1] if record["history"] else {}
+    _echo(json.dumps(last))
+    _echo(f"{verb} {model} for {record['config']['epochs']} epochs ({record['seconds']} s this run, "
+          f"{record['processes']} process(es)) → {out} (record: {Path(out).with_suffix('.json')})")
+
+
 @main.command("train")
 @click.argument("model")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Start from these weights (ANN or prepared); default: the recipe's ANN, randomly initialized.")
-@click.option("--data", default="fashion-mnist", show_default=True, help=DATA_HELP)
-@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True, help="Training epochs.")
-@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True, help="Images per step.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True, help="Peak AdamW LR.")
-@click.option("--weight-decay", type=click.FloatRange(0), default=0.05, show_default=True, help="AdamW weight decay.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="Cross-entropy label smoothing.")
-@click.option("--warmup-epochs", type=click.FloatRange(0), default=1.0, show_default=True, help="Linear warmup.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialization and shuffling.")
-@click.option("--levels", type=click.IntRange(1), default=None, help="QCFS levels L (default: the recipe's).")
-@_calibration_options
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from --out when it holds an unfinished run of the same settings.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True,
-              help="Checkpoint written atomically during training (and the resume file).")
+@click.option("--ann", is_flag=True, help="Train the original ANN (LayerNorm, GELU/ReLU) without preparing it: "
+              "the stand-in for pretrained weights that `finetune` then converts.")
+@_training_options
 @_common
-def train_cmd(model, checkpoint, data, epochs, batch_size, lr, weight_decay, label_smoothing, warmup_epochs, seed,
-              levels, calib_samples, calib_method, percentile, granularity, resume, out, device, threads, quiet):
-    """Train a prepared (QCFS) MODEL on DATA's training split, from scratch or from a checkpoint.
-    An ANN is prepared first and its BatchNorm statistics and thresholds initialized from data."""
-    _setup(threads, device)
-    torch.manual_seed(seed)
+def train_cmd(model, checkpoint, ann, **options):
+    """Train MODEL on DATA's training split from scratch or from a checkpoint: the prepared (QCFS)
+    model (an ANN is prepared first, BatchNorm statistics and thresholds initialized from data), or
+    with --ann the original ANN. Runs under torchrun too (one process per core or GPU)."""
+    device = _setup(options["threads"], options["device"])
+    config = _train_config({}, options)
+    torch.manual_seed(config.seed)
     loaded = pipeline.load(model, checkpoint, pretrained=False, shipped=False)
-    prepared, config, _ = pipeline.ensure_prepared(
-        loaded, levels, data, _calibration(calib_samples, calib_method, percentile, granularity), device, not quiet)
-    summary = pipeline.train(prepared, loaded.recipe, config, data,
-                             TrainConfig(epochs, batch_size, lr, weight_decay, label_smoothing, warmup_epochs, seed),
-                             out, device, not quiet, resume=resume)
-    if summary["resumed_from"]:
-        click.echo(f"resumed from epoch {summary['resumed_from']['epoch']}, batch {summary['resumed_from']['batch']}")
-    click.echo(json.dumps(summary["history"][-1] if summary["history"] else {}, indent=None))
-    click.echo(f"trained {model} for {epochs} epochs ({summary['seconds']} s this run) → {out}")
+    progress = not options["quiet"] and distributed.is_main()
+    if ann:
+        if loaded.stage != "ann":
+            raise SnnConvertError(f"--ann trains an unprepared ANN, but {checkpoint} is {loaded.stage}")
+        record = pipeline.train(loaded.model, loaded.recipe, None, options["data"], config, options["out"], device,
+                                progress, options["resume"], options["limit"])
+    else:
+        _, _, record = pipeline.finetune(loaded, options["data"], config, _calibration(**options), options["out"],
+                                         device, progress, options["levels"], resume=options["resume"],
+                                         val_samples=options["limit"])
+    _train_summary(record, "trained", model, options["out"])
+
+
+@main.command("finetune")
+@click.argument("model")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="The trained ANN (teacher and starting point); default: timm's pretrained weights.")
+@click.option("--mlp-batchnorm", is_flag=True, help="Add a BatchNorm after each MLP Linear (MST's variant; "
+              "started as the identity, folded away at conversion).")
+@_training_options
+@_common
+def finetune_cmd(model, checkpoint, mlp_batchnorm, **options):
+    """Prepare a trained ANN MODEL (LayerNorm→BatchNorm, GELU/ReLU→QCFS), calibrate it and fine-tune
+    it with distillation from the original ANN (the MST recipe). Unset hyper-parameters come from the
+    recipe (`snnconvert zoo show MODEL`). Runs under torchrun too (one process per core or GPU)."""
+    device = _setup(options["threads"], options["device"])
+    loaded = pipeline.load(model, checkpoint, pretrained=True, shipped=False)
+    if loaded.stage != "ann":
+        raise SnnConvertError(f"finetune starts from a trained ANN, but {loaded.source} is {loaded.stage}: pass the "
+                              "ANN's checkpoint, or `snnconvert train MODEL --checkpoint FILE` to keep training it")
+    config = _train_config(get_recipe(model).finetune_settings, options)
+    torch.manual_seed(config.seed)
+    _, _, record = pipeline.finetune(loaded, options["data"], config, _calibration(**options), options["out"], device,
+                                     not options["quiet"] and distributed.is_main(), options["levels"],
+                                     mlp_batchnorm, options["resume"], options["limit"])
+    if record["teacher_accuracy"] is not None:
+        _echo(f"original ANN {record['teacher_accuracy']:.2f} %, prepared before fine-tuning "
+              f"{record['accuracy_before_training']:.2f} %")
+    _train_summary(record, "fine-tuned", model, options["out"])
 
 
 @main.command("calibrate")
@@ -214,7 +293,7 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
                   out, device, threads, quiet):
     """Set QCFS thresholds λ (= IF thresholds θ) of MODEL from N sample images: max, a percentile
     (99.9, 99.99 …) or the MSE-optimal value, per layer or per channel."""
-    _setup(threads, device)
+    device = _setup(threads, device)
     loaded = pipeline.load(model, checkpoint)
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
     prepared, config, _ = pipeline.ensure_prepared(loaded, levels, data, calibration, device, not quiet)
@@ -224,7 +303,7 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
             calibrate_batchnorm(prepared, loader, calib_samples, device, not quiet)
         calibrate_thresholds(prepared, loader, calibration, device, not quiet)
     pipeline.save_prepared(out, prepared, loaded.recipe, config)
-    click.echo(f"calibrated {model} ({calib_method}, {granularity}-wise, {calib_samples} samples) → {out}")
+    _echo(f"calibrated {model} ({calib_method}, {granularity}-wise, {calib_samples} samples) → {out}")
 
 
 @main.command("convert")
@@ -239,7 +318,7 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
 def convert_cmd(model, checkpoint, mode, neuron, out, device, threads, quiet):
     """Convert a prepared MODEL to an SNN (IF neurons, folded BatchNorm, spike-correct attention)
     and list the operations that still run in floating point."""
-    _setup(threads, device)
+    device = _setup(threads, device)
     loaded = pipeline.load(model, checkpoint)
     if loaded.stage != "prepared":
         raise SnnConvertError("convert needs a prepared checkpoint: run `snnconvert calibrate` or `train` first")
@@ -268,22 +347,25 @@ def convert_cmd(model, checkpoint, mode, neuron, out, device, threads, quiet):
 def simulate_cmd(model, checkpoint, timesteps, data, mode, neuron, limit, batch_size, out, device, threads, quiet):
     """Simulate a converted MODEL for T steps on DATA's test split; print accuracy at t = 4, 8, …, T
     (all t in the report) and spikes per sample."""
-    _setup(threads, device)
+    device = _setup(threads, device)
     path = checkpoint or shipped_checkpoint(get_recipe(model))
     if path is None:
         raise SnnConvertError(f"{model} has no shipped checkpoint: pass --checkpoint FILE")
     snn, recipe = pipeline.load_snn(model, str(path), mode, neuron)
     timesteps = timesteps or recipe.timesteps
     test = pipeline.eval_loader(recipe, data, batch_size, limit)
-    sim = pipeline.simulate_and_summarize(snn, recipe, test, timesteps, None, device, not quiet)
+    progress_file = Path(out) / "simulation.progress.pt" if out else None
+    sim = pipeline.simulate_and_summarize(snn, recipe, test, timesteps, None, device, not quiet, progress_file)
+    if sim["resumed_from_batch"]:
+        _echo(f"resumed after {sim['resumed_from_batch']} batches")
     for t, acc in sim["accuracy_at"].items():
-        click.echo(f"T={t:<5} accuracy {acc:6.2f} %")
-    click.echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s)")
+        _echo(f"T={t:<5} accuracy {acc:6.2f} %")
+    _echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s)")
     if out:
         report = {**pipeline.report_header(recipe, str(path), data, None, timesteps, neuron), "ann_accuracy": {},
                   "simulations": {mode: sim}}
-        write_report(report, out)
-        click.echo(f"report: {Path(out) / 'report.md'}")
+        pipeline.finish_report(report, Path(out), [progress_file])
+        _echo(f"report: {Path(out) / 'report.md'}")
 
 
 @main.group("zoo")
@@ -303,15 +385,38 @@ def zoo_list() -> None:
 @zoo.command("show")
 @click.argument("name")
 def zoo_show(name) -> None:
-    """Show one recipe in full (JSON)."""
+    """Show one recipe in full (JSON), with its fine-tune settings and the record of its shipped checkpoint."""
     r = get_recipe(name)
-    click.echo(json.dumps({**r.to_dict(), "shipped_checkpoint": str(shipped_checkpoint(r) or "")}, indent=2))
+    path = shipped_checkpoint(r)
+    record = path.with_suffix(".json") if path is not None else None
+    click.echo(json.dumps({**r.to_dict(), "finetune_settings": r.finetune_settings,
+                           "shipped_checkpoint": str(path or ""),
+                           "shipped_record": json.loads(record.read_text()) if record and record.exists() else None},
+                          indent=2))
+
+
+@zoo.command("build")
+@click.argument("name")
+@click.option("--data", default=None, help="Dataset (default: the build plan's). " + DATA_HELP)
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder for the checkpoint(s) and their JSON records; rerun to resume.")
+@_common
+def zoo_build(name, data, out, device, threads, quiet) -> None:
+    """Reproduce NAME's shipped checkpoint from scratch as its build plan says (`zoo show NAME`):
+    train the ANN, then prepare, calibrate and fine-tune (with distillation) the QCFS model."""
+    device = _setup(threads, device)
+    record = pipeline.build(name, out, data, device, not quiet and distributed.is_main())
+    checkpoint = Path(out) / get_recipe(name).checkpoint
+    _echo(json.dumps(record["history"][-1]))
+    _echo(f"built {name} → {checkpoint} (record: {checkpoint.with_suffix('.json')}); to ship it, copy both "
+          "into snnconvert/model_zoo/checkpoints/")
 
 
 def entry() -> None:
     """Console entry point: bad input ends with a one-paragraph error, not a traceback."""
     try:
         main(standalone_mode=False)
+        distributed.shutdown()
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

@@ -1,6 +1,8 @@
 """The pipeline stages as the CLI runs them, shared by the one-shot command and the subcommands."""
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -10,13 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from snnconvert import distributed
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
-from snnconvert.convert import PrepareConfig, convert, float_operations, prepare
+from snnconvert.convert import PrepareConfig, convert, float_operations, prepare, added_batchnorms
 from snnconvert.convert.qcfs import rate_limit_model
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.errors import CheckpointError, SnnConvertError
-from snnconvert.model_zoo import Recipe, build_ann, get_recipe, load_model
+from snnconvert.model_zoo import Recipe, build_ann, get_recipe, list_recipes, load_model
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.report import simulation_summary, write_report
 from snnconvert.runtime import evaluate, simulate
@@ -39,39 +42,123 @@ def calibration_loader(recipe: Recipe, data: str, batch_size: int = 64):
 
 
 def ensure_prepared(loaded: LoadedModel, levels: int | None, data: str, calibration: CalibrationConfig,
-                    device: str, progress: bool) -> tuple[nn.Module, PrepareConfig, dict[str, Any] | None]:
-    """A prepared model: an ANN is prepared, then BatchNorm statistics and λ calibrated from data."""
+                    device: str, progress: bool, mlp_batchnorm: bool = False,
+                    ) -> tuple[nn.Module, PrepareConfig, dict[str, Any] | None]:
+    """A prepared model: an ANN is prepared (a copy), then BatchNorm statistics and λ calibrated from data."""
     if loaded.stage == "prepared":
         return loaded.model, loaded.prepare_config, None
-    config = PrepareConfig(levels=levels or loaded.recipe.levels)
+    config = PrepareConfig(levels=levels or loaded.recipe.levels, mlp_batchnorm=mlp_batchnorm)
     model = prepare(loaded.model, config).to(device)
     loader = calibration_loader(loaded.recipe, data)
-    calibrate_batchnorm(model, loader, calibration.num_samples, device, progress)
+    calibrate_batchnorm(model, loader, calibration.num_samples, device, progress, identity=added_batchnorms(model))
     calibrate_thresholds(model, loader, calibration, device, progress)
     return model, config, asdict(calibration)
 
 
 def save_prepared(path: str | Path, model: nn.Module, recipe: Recipe, config: PrepareConfig) -> None:
-    save_checkpoint(path, model.state_dict(), "prepared", recipe.to_dict(), asdict(config))
+    if distributed.is_main():
+        save_checkpoint(path, model.state_dict(), "prepared", recipe.to_dict(), asdict(config))
 
 
 def save_converted(path: str | Path, snn: nn.Module, recipe: Recipe, config: PrepareConfig, mode: str,
                    neuron: str) -> None:
-    save_checkpoint(path, snn.state_dict(), "converted", recipe.to_dict(), asdict(config), mode=mode, neuron=neuron)
+    if distributed.is_main():
+        save_checkpoint(path, snn.state_dict(), "converted", recipe.to_dict(), asdict(config), mode=mode,
+                        neuron=neuron)
 
 
-def train(model: nn.Module, recipe: Recipe, config: PrepareConfig, data: str, train_config: TrainConfig,
+def command_line() -> str:
+    """How this process was started, for records (``snnconvert …``)."""
+    return " ".join(["snnconvert", *sys.argv[1:]])
+
+
+def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | None, data: str, train_config: TrainConfig,
           checkpoint: str | Path, device: str, progress: bool, resume: bool = True,
-          val_samples: int | None = None) -> dict[str, Any]:
-    """Train a prepared model on the training split; the checkpoint doubles as the resume file."""
+          val_samples: int | None = None, teacher: nn.Module | None = None) -> dict[str, Any]:
+    """Train a prepared model (or, with ``config`` None, the original ANN) on the training split,
+    distilling from ``teacher`` when given; the checkpoint doubles as the resume file.
+
+    Returns the training record (also written as JSON next to the checkpoint).
+    """
     train_set = load_dataset(data, "train", recipe.input_spec, augment=True)
     val_loader = make_loader(load_dataset(data, "test", recipe.input_spec), 256, limit=val_samples)
     result = fit(model, train_set, train_config, val_loader, checkpoint,
-                 {"stage": "prepared", "recipe": recipe.to_dict(), "prepare": asdict(config),
-                  "extra": {"command": " ".join(["snnconvert", *sys.argv[1:]])}},
-                 resume=resume, device=device, progress=progress)
-    return {"config": asdict(train_config), "history": result.history, "resumed_from": result.resumed_from,
-            "seconds": round(result.seconds, 1), "train_samples": len(train_set)}
+                 {"stage": "ann" if config is None else "prepared", "recipe": recipe.to_dict(),
+                  "prepare": None if config is None else asdict(config), "extra": {"command": command_line()}},
+                 resume=resume, device=device, progress=progress, teacher=teacher)
+    record = {"checkpoint": Path(checkpoint).name, "stage": "ann" if config is None else "prepared",
+              "command": command_line(), "data": data, "train_samples": len(train_set),
+              "val_samples": len(val_loader.dataset) * distributed.world_size(),
+              "processes": distributed.world_size(), "torch_threads": torch.get_num_threads(),
+              "config": asdict(train_config), "distilled": teacher is not None, "history": result.history,
+              "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1)}
+    write_record(Path(checkpoint).with_suffix(".json"), record)
+    return record
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write a JSON record atomically (rank 0 only)."""
+    if distributed.is_main():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, path)
+
+
+def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibration: CalibrationConfig,
+             checkpoint: str | Path, device: str, progress: bool, levels: int | None = None,
+             mlp_batchnorm: bool = False, resume: bool = True, val_samples: int | None = None,
+             ) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
+    """The MST recipe's training step: prepare and calibrate ``loaded`` (if it is an ANN), then train
+    it, distilling from the original ANN when ``train_config.distill_alpha`` > 0.
+
+    The student starts from the teacher's weights (BatchNorm γ/β from LayerNorm, statistics and λ
+    from calibration); its accuracy before training is recorded next to the teacher's.
+    """
+    distill = train_config.distill_alpha > 0
+    if distill and loaded.stage != "ann":
+        raise SnnConvertError(f"distillation needs the original ANN as teacher, but {loaded.source} is already "
+                              "prepared: pass the ANN checkpoint, or --alpha 0 to train without a teacher")
+    test = make_loader(load_dataset(data, "test", loaded.recipe.input_spec), 256, limit=val_samples)
+    teacher_acc = evaluate(loaded.model.to(device), test, device=device) if distill else None
+    model, config, calibrated = ensure_prepared(loaded, levels, data, calibration, device, progress, mlp_batchnorm)
+    before = evaluate(model, test, device=device)
+    record = train(model, loaded.recipe, config, data, train_config, checkpoint, device, progress, resume,
+                   val_samples, teacher=loaded.model if distill else None)
+    record.update(started_from=loaded.source, teacher_accuracy=teacher_acc, accuracy_before_training=before,
+                  calibration=calibrated, prepare=asdict(config))
+    write_record(Path(checkpoint).with_suffix(".json"), record)
+    return model, config, record
+
+
+def build(name: str, out_dir: str | Path, data: str | None, device: str, progress: bool) -> dict[str, Any]:
+    """Make a recipe's shipped checkpoint as its :class:`BuildPlan` says (each stage resumable):
+    train the ANN from random weights if the plan has an ANN stage, then prepare, calibrate and
+    train the QCFS model (distilling from that ANN when the plan asks)."""
+    recipe = get_recipe(name)
+    plan = recipe.build
+    if plan is None or recipe.checkpoint is None:
+        raise SnnConvertError(f"{name} has no build plan (only the small models trained here do: "
+                              f"{', '.join(n for n in list_recipes() if get_recipe(n).build)}); "
+                              f"fine-tune it on your data with `snnconvert finetune {name} --data DIR`")
+    data = data or plan.data
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    qcfs_config = TrainConfig(**plan.qcfs)
+    torch.manual_seed(qcfs_config.seed)
+    loaded = LoadedModel(build_ann(recipe), recipe, "ann", None, "random initialization", {})
+    stages: dict[str, Any] = {}
+    if plan.ann is not None:
+        ann_path = out / Path(recipe.checkpoint).with_suffix("").name
+        ann_path = ann_path.with_name(ann_path.name + "_ann.pt")
+        stages["ann"] = train(loaded.model, recipe, None, data, TrainConfig(**plan.ann), ann_path, device, progress)
+        loaded.source = str(ann_path)
+    elif qcfs_config.distill_alpha > 0:
+        raise SnnConvertError(f"the build plan of {name} distills without an ANN stage to distill from")
+    _, _, stages["qcfs"] = finetune(loaded, data, qcfs_config, CalibrationConfig(), out / recipe.checkpoint,
+                                    device, progress)
+    record = {**stages["qcfs"], "command": command_line(), "build_plan": asdict(plan), "stages": stages}
+    write_record((out / recipe.checkpoint).with_suffix(".json"), record)
+    return record
 
 
 def load_snn(model_name: str, checkpoint: str, mode: str, neuron: str) -> tuple[nn.Module, Recipe]:
@@ -99,10 +186,13 @@ def eval_loader(recipe: Recipe, data: str, batch_size: int, limit: int | None):
 
 
 def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: int, ann_accuracy: float | None,
-                           device: str, progress: bool) -> dict[str, Any]:
-    """Simulate a converted model and summarize it (accuracy per t, spikes, floating-point ops)."""
-    result = simulate(snn, loader, timesteps=timesteps, device=device, progress=progress,
-                      input_shape=recipe.input_size)
+                           device: str, progress: bool, progress_file: Path | None = None) -> dict[str, Any]:
+    """Simulate a converted model and summarize it (accuracy per t, spikes, floating-point ops).
+
+    With ``progress_file`` the simulation resumes from it after an interruption (see :func:`simulate`).
+    """
+    result = simulate(snn, loader, timesteps=timesteps, device=device, progress=progress and distributed.is_main(),
+                      input_shape=recipe.input_size, checkpoint=progress_file)
     summary = simulation_summary(result, ann_accuracy)
     summary["float_operations"] = [asdict(op) for op in float_operations(snn)]
     return summary
@@ -112,37 +202,60 @@ def report_header(recipe: Recipe, weights: str, data: str, levels: int | None, t
                   neuron: str) -> dict[str, Any]:
     """The fields every report starts with."""
     return {"model": recipe.name, "timm_name": recipe.timm_name, "weights": weights, "data": data,
-            "levels": levels, "timesteps": timesteps, "neuron": neuron, "torch_threads": torch.get_num_threads()}
+            "levels": levels, "timesteps": timesteps, "neuron": neuron, "processes": distributed.world_size(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Path]) -> None:
+    """Write the report (rank 0), then drop the simulations' progress files (each process its own)."""
+    if distributed.is_main():
+        write_report(report, out_dir)
+    distributed.barrier()
+    for path in progress_files:
+        path.unlink(missing_ok=True)
+        path.with_name(f"{path.name}.rank{distributed.rank()}").unlink(missing_ok=True)
 
 
 def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | None, calibration: CalibrationConfig,
-        out: str, modes: list[str], neuron: str, levels: int | None, epochs: int, limit: int | None,
+        out: str, modes: list[str], neuron: str, levels: int | None, epochs: int | None, limit: int | None,
         batch_size: int, device: str, pretrained: bool, progress: bool = True) -> dict[str, Any]:
-    """The whole pipeline: load → prepare + calibrate (+ train) → convert → simulate → report."""
+    """The whole pipeline: load → prepare + calibrate (+ fine-tune) → convert → simulate → report.
+
+    With ``epochs`` > 0 the prepared model is trained first: an ANN with real weights is fine-tuned
+    with the recipe's settings, distilling from itself; random weights are trained from scratch.
+    ``epochs`` None: the recipe's fine-tune epochs for an ANN with real weights, else 0.
+    Every long step resumes from the files in ``out`` after an interruption.
+    """
     start = time.perf_counter()
     loaded = load(model_name, checkpoint, pretrained, shipped=pretrained)
     recipe = loaded.recipe
     timesteps = timesteps or recipe.timesteps
     out_dir = Path(out)
-    original_acc = None
-    if loaded.stage == "ann":
-        original_acc = evaluate(loaded.model.to(device), eval_loader(recipe, data, batch_size, limit), device=device)
-    model, config, calibrated = ensure_prepared(loaded, levels, data, calibration, device, progress)
-    training = None
-    if epochs > 0:
-        training = train(model, recipe, config, data, TrainConfig(epochs=epochs), out_dir / "prepared.pt",
-                         device, progress, val_samples=limit)
-    elif loaded.stage == "ann":
-        save_prepared(out_dir / "prepared.pt", model, recipe, config)
     test = eval_loader(recipe, data, batch_size, limit)
+    original_acc = evaluate(loaded.model.to(device), test, device=device) if loaded.stage == "ann" else None
+    training = None
+    real_weights = loaded.stage == "ann" and loaded.source != "random initialization"
+    finetune_settings = get_recipe(model_name).finetune_settings if real_weights else {}
+    epochs = finetune_settings.get("epochs", 0) if epochs is None else epochs
+    if epochs > 0:
+        settings = {**finetune_settings, "epochs": epochs}
+        model, config, training = finetune(loaded, data, TrainConfig(**settings), calibration,
+                                           out_dir / "prepared.pt", device, progress, levels,
+                                           val_samples=limit)
+        calibrated = training["calibration"]
+    else:
+        model, config, calibrated = ensure_prepared(loaded, levels, data, calibration, device, progress)
+        if loaded.stage == "ann":
+            save_prepared(out_dir / "prepared.pt", model, recipe, config)
     ann_acc = {"QCFS ANN": evaluate(model, test, device=device),
                "QCFS ANN, L → ∞ (the SNN's T → ∞ limit)": evaluate(rate_limit_model(model), test, device=device)}
     if original_acc is not None:
         ann_acc = {"original ANN": original_acc, **ann_acc}
+    progress_files = [out_dir / f"simulation_{mode}.progress.pt" for mode in modes]
     sims = {mode: simulate_and_summarize(convert(model, mode, neuron), recipe, test, timesteps, ann_acc["QCFS ANN"],
-                                         device, progress) for mode in modes}
+                                         device, progress, path) for mode, path in zip(modes, progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
               "calibration": calibrated, "training": training, "ann_accuracy": ann_acc, "simulations": sims,
               "seconds": round(time.perf_counter() - start, 1)}
-    write_report(report, out_dir)
+    finish_report(report, out_dir, progress_files)
     return report

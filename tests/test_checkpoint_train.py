@@ -117,3 +117,47 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="other settings"):
         fit(_model(), data, TrainConfig(epochs=2, batch_size=16), checkpoint=tmp_path / "c.pt",
             checkpoint_meta=meta, progress=False)
+
+
+def _snnconvert(*args):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "snnconvert", *args, "--threads", "1", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_cli_training_resumes_and_says_so(tmp_path):
+    """SIGKILL a `snnconvert train` mid-epoch, start it again: it resumes from the last checkpoint
+    (augmentation RNG included) and ends with exactly the weights of an uninterrupted run."""
+    import json
+    import time
+
+    args = ["train", "vit_nano", "--data", "embedded", "--epochs", "2", "--batch-size", "25", "--checkpoint-every", "4",
+            "--limit", "50", "--seed", "3"]
+    run = _snnconvert(*args, "--out", str(tmp_path / "run.pt"))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        path = tmp_path / "run.pt"
+        if path.exists() and load_checkpoint(path)["train_state"]["batch"] >= 8:
+            break
+        time.sleep(0.05)
+    run.kill()
+    run.wait()
+    killed_at = load_checkpoint(tmp_path / "run.pt")["train_state"]
+    assert killed_at["epoch"] < 2, "the run finished before it could be killed"
+
+    resumed = _snnconvert(*args, "--out", str(tmp_path / "run.pt"))
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert f"resumed from epoch {killed_at['epoch']}, batch {killed_at['batch']}" in output
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["resumed_from"] == {"epoch": killed_at["epoch"], "batch": killed_at["batch"]}
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+
+    whole = _snnconvert(*args, "--out", str(tmp_path / "whole.pt"))
+    assert whole.wait(timeout=300) == 0
+    a, b = (load_checkpoint(tmp_path / f"{n}.pt") for n in ("run", "whole"))
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["train_state"]["history"] == b["train_state"]["history"]

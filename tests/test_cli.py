@@ -21,16 +21,20 @@ def _entry(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("name", ["swin_nano", "vit_nano"])
+@pytest.mark.parametrize("name", ["swin_nano", "vit_nano", "resnet_nano"])
 def test_shipped_checkpoints_exist_and_record_training(name):
     from snnconvert.checkpoint import load_checkpoint
 
-    path = shipped_checkpoint(get_recipe(name))
+    recipe = get_recipe(name)
+    path = shipped_checkpoint(recipe)
     assert path is not None and path.stat().st_size < 3_000_000
     ckpt = load_checkpoint(path)
     assert ckpt["stage"] == "prepared" and ckpt["recipe"]["name"] == name
-    assert ckpt["command"].startswith(f"snnconvert train {name}")
-    assert ckpt["train_state"]["history"][-1]["val_accuracy"] > 80
+    assert ckpt["command"].startswith((f"snnconvert train {name}", f"snnconvert zoo build {name}"))
+    history = ckpt["train_state"]["history"]
+    assert history[-1]["val_accuracy"] > 80 and len(history) == recipe.build.qcfs["epochs"]
+    record = json.loads(path.with_suffix(".json").read_text())  # how it was made, next to it
+    assert record["checkpoint"] == path.name and record["history"] == history
 
 
 def test_one_shot_run_writes_report(tmp_path):
@@ -99,8 +103,22 @@ def test_prepare_and_train_from_scratch(tmp_path):
     assert "resumed from epoch 1" in r.output
 
 
+def test_finetune_needs_an_ann_and_says_so(tmp_path):
+    proc = _entry("finetune", "vit_nano", "--checkpoint", str(shipped_checkpoint(get_recipe("vit_nano"))),
+                  "--data", "embedded", "--out", str(tmp_path / "f.pt"), "--quiet")
+    assert proc.returncode == 2 and "finetune starts from a trained ANN" in proc.stderr
+
+
+def test_zoo_show_and_build_errors():
+    shown = json.loads(_invoke("zoo", "show", "swin_t").output)
+    assert shown["crop_pct"] == 0.9 and shown["interpolation"] == "bicubic"
+    assert shown["finetune_settings"]["distill_alpha"] > 0
+    proc = _entry("zoo", "build", "swin_t", "--out", "/tmp/never")
+    assert proc.returncode == 2 and "no build plan" in proc.stderr
+
+
 def test_help_explains_every_option():
-    for command in ("run", "prepare", "train", "calibrate", "convert", "simulate"):
+    for command in ("run", "prepare", "train", "finetune", "calibrate", "convert", "simulate"):
         text = _invoke(command, "--help").output
         assert "--" in text and "Show this message" in text
 
@@ -130,3 +148,22 @@ def test_offline_pretrained_download_says_how_to_pass_weights(monkeypatch, tmp_p
     with pytest.raises(CheckpointError, match="--checkpoint FILE"):
         build.load_model(get_recipe("swin_t"))
     assert get_recipe("swin_t").timm_name == "swin_tiny_patch4_window7_224"
+
+
+def test_one_shot_run_fine_tunes_an_ann_with_distillation(tmp_path):
+    ann = tmp_path / "ann.pt"
+    r = _invoke("train", "vit_nano", "--ann", "--data", "embedded", "--epochs", "1", "--batch-size", "100",
+                "--limit", "100", "--out", str(ann), "--quiet")
+    assert r.exit_code == 0, r.output
+    assert json.loads(ann.with_suffix(".json").read_text())["stage"] == "ann"
+    out = tmp_path / "run"
+    r = _invoke("vit_nano", "--checkpoint", str(ann), "--data", "embedded", "-T", "4", "--limit", "50",
+                "--epochs", "1", "--calib-samples", "64", "--out", str(out), "--quiet")
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    training = report["training"]
+    assert training["distilled"] and training["config"]["distill_alpha"] == get_recipe("vit_nano").finetune_settings[
+        "distill_alpha"]
+    assert "original ANN" in report["ann_accuracy"] and training["teacher_accuracy"] == report["ann_accuracy"][
+        "original ANN"]
+    assert "distilled from the original ANN" in (out / "report.md").read_text()

@@ -66,3 +66,52 @@ def test_bad_paths_name_the_layout(tmp_path):
         load_dataset(str(tmp_path), "test", SPEC_28)
     with pytest.raises(DataError, match="local root"):
         load_dataset("cifar10", "test", SPEC_28)
+
+
+def _image_folder(root, size=(50, 40)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+
+
+def test_image_folder_uses_the_models_timm_data_config(tmp_path):
+    """ImageNet-layout folders get timm's eval transform for the recipe (resize 1/crop_pct, bicubic, crop)."""
+    from PIL import Image
+    from timm.data import create_transform
+
+    from snnconvert.model_zoo import get_recipe
+
+    _image_folder(tmp_path)
+    recipe = get_recipe("vgg16")  # timm: bilinear, crop_pct 0.875, ImageNet mean/std
+    assert (recipe.interpolation, recipe.crop_pct) == ("bilinear", 0.875)
+    ds = load_dataset(str(tmp_path), "test", recipe.input_spec)
+    assert len(ds) == 4 and ds.classes == ["cat", "dog"]
+    x, y = ds[3]
+    expected = create_transform((3, 224, 224), interpolation="bilinear", mean=recipe.mean, std=recipe.std,
+                                crop_pct=0.875)(Image.open(tmp_path / "val" / "dog" / "1.png").convert("RGB"))
+    assert y == 1 and torch.equal(x, expected)
+    train = load_dataset(str(tmp_path), "train", get_recipe("vit_s").input_spec, augment=True)
+    assert train[0][0].shape == (3, 224, 224)
+
+
+def test_torchvision_fashion_mnist_root_is_found(tmp_path):
+    """A torchvision root (ROOT/FashionMNIST/raw/*-ubyte.gz) loads like the Debian files."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.random.default_rng(1).integers(0, 255, (3, 28, 28))
+    _write_idx(raw / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.array([4, 5, 6]))
+    ds = load_dataset(str(tmp_path), "test", SPEC_28)
+    assert len(ds) == 3 and int(ds[2][1]) == 6
+
+
+def test_empty_image_folder_is_named(tmp_path):
+    (tmp_path / "val" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="ImageFolder tree"):
+        load_dataset(str(tmp_path), "test", SPEC_28)

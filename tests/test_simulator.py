@@ -104,3 +104,26 @@ def test_monitor_counts_every_spike_of_a_burst():
         net(torch.tensor([[-3.0, 0.0]]))  # t = 3: v = −1.05 → −2 (a burst back, all it has); v = 10.5 → +1
     (layer,) = monitor.results()
     assert layer.spikes == 2 + 2 + 3
+
+
+def test_interrupted_simulation_resumes_to_the_same_result(tmp_path):
+    from snnconvert.errors import CheckpointError
+
+    snn = _tiny_snn()
+    x, y = images(SPEC_28, 48)
+    batches = list(zip(x.split(16), y.split(16)))
+    whole = simulate(snn, batches, timesteps=6)
+
+    def dies_after_two():
+        yield from batches[:2]
+        raise KeyboardInterrupt("killed")
+
+    progress = tmp_path / "sim.progress.pt"
+    with pytest.raises(KeyboardInterrupt):
+        simulate(snn, dies_after_two(), timesteps=6, checkpoint=progress)
+    resumed = simulate(snn, batches, timesteps=6, checkpoint=progress)
+    assert resumed.resumed_from_batch == 2 and whole.resumed_from_batch is None
+    assert resumed.correct == whole.correct and resumed.samples == 48
+    assert [(l.spikes, l.neuron_steps) for l in resumed.layers] == [(l.spikes, l.neuron_steps) for l in whole.layers]
+    with pytest.raises(CheckpointError, match="another simulation"):
+        simulate(snn, batches, timesteps=7, checkpoint=progress)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from snnconvert import distributed
+
 METHODS = ("max", "percentile", "mse")
 
 
@@ -45,11 +47,21 @@ class ActivationObserver:
         rows = self._rows(x)
         batch_max = rows.amax(dim=1)
         self.maximum = batch_max if self.maximum is None else torch.maximum(self.maximum, batch_max)
-        pool = rows if self.values is None else torch.cat([self.values, rows], dim=1)
+        self._pool([rows] if self.values is None else [self.values, rows])
+
+    def _pool(self, parts: list[torch.Tensor]) -> None:
+        pool = torch.cat(parts, dim=1)
         if pool.shape[1] > self.max_values:
             keep = torch.randperm(pool.shape[1], generator=self.generator)[: self.max_values]
             pool = pool[:, keep]
         self.values = pool
+
+    def merge_processes(self) -> None:
+        """Under torchrun: the maximum and subsample of every process's observations, on each."""
+        if distributed.world_size() == 1 or self.values is None:
+            return
+        self.maximum = distributed.all_reduce(self.maximum.clone(), op="max")
+        self._pool(distributed.all_gather(self.values))
 
     def threshold(self, method: str = "percentile", percentile: float = 99.99, levels: int = 8) -> torch.Tensor:
         """λ per channel (shape broadcasting over the observed tensor) or a scalar.

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from snnconvert import distributed
 from snnconvert.calibrate.observers import METHODS, ActivationObserver
 from snnconvert.convert.prepare import qcfs_modules
 
@@ -46,8 +47,10 @@ class CalibrationConfig:
 
 
 def _limited(loader: Iterable, num_samples: int, desc: str, progress: bool):
+    """The loader's first ``num_samples`` images (under torchrun: this process's share of them)."""
+    num_samples = -(-num_samples // distributed.world_size())
     seen = 0
-    bar = tqdm(total=num_samples, desc=desc, unit="img", disable=not progress)
+    bar = tqdm(total=num_samples, desc=desc, unit="img", disable=not progress or not distributed.is_main())
     for images, _ in loader:
         images = images[: num_samples - seen]
         yield images
@@ -60,13 +63,20 @@ def _limited(loader: Iterable, num_samples: int, desc: str, progress: bool):
 
 @torch.no_grad()
 def calibrate_batchnorm(model: nn.Module, loader: Iterable, num_samples: int = 256,
-                        device: str | torch.device = "cpu", progress: bool = False) -> None:
-    """Re-estimate every BatchNorm's running mean/variance as a plain average over the samples."""
+                        device: str | torch.device = "cpu", progress: bool = False,
+                        identity: list[nn.Module] = ()) -> None:
+    """Re-estimate every BatchNorm's running mean/variance as a plain average over the samples
+    (under torchrun: averaged over the processes, each of which saw an equal share).
+
+    BatchNorms in ``identity`` (new ones that must not change the model's function) pass their
+    input through during the pass, then get ``γ = √(σ²+ε)``, ``β = μ``: the identity in eval mode.
+    """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
     was_training = model.training
     momenta = [bn.momentum for bn in bns]
+    handles = [bn.register_forward_hook(lambda _m, inputs, _out: inputs[0]) for bn in identity]
     try:
         for bn in bns:
             bn.reset_running_stats()
@@ -74,7 +84,15 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, num_samples: int = 2
         model.train()
         for images in _limited(loader, num_samples, "BatchNorm statistics", progress):
             model(images.to(device))
+        for bn in bns:
+            for stat in (bn.running_mean, bn.running_var):
+                stat.copy_(distributed.all_reduce(stat.clone()) / distributed.world_size())
+        for bn in identity:
+            bn.weight.copy_((bn.running_var + bn.eps).sqrt())
+            bn.bias.copy_(bn.running_mean)
     finally:
+        for h in handles:
+            h.remove()
         for bn, momentum in zip(bns, momenta):
             bn.momentum = momentum
         model.train(was_training)
@@ -111,6 +129,7 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, config: Calibration
         model.train(was_training)
     thresholds = {}
     for name, q in sites.items():
+        observers[name].merge_processes()
         lam = observers[name].threshold(cfg.method, cfg.percentile, q.levels)
         q.set_threshold(lam)
         thresholds[name] = lam

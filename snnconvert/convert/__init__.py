@@ -1,4 +1,5 @@
 """ANN surgery and conversion: prepare → (train / calibrate) → convert."""
+from snnconvert.convert.blocks import added_batchnorms
 from snnconvert.convert.config import PrepareConfig
 from snnconvert.convert.convert import MODES, FloatOp, convert, float_operations
 from snnconvert.convert.fold import fold_batchnorms
@@ -10,5 +11,5 @@ from snnconvert.convert.rules import ArchitectureRule, list_rules, register_rule
 __all__ = [
     "PrepareConfig", "MODES", "FloatOp", "convert", "float_operations", "fold_batchnorms",
     "ChannelBatchNorm", "find_unconvertible", "is_prepared", "prepare", "qcfs_modules", "QCFS", "qcfs",
-    "ArchitectureRule", "list_rules", "register_rule",
+    "ArchitectureRule", "list_rules", "register_rule", "added_batchnorms",
 ]

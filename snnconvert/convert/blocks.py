@@ -6,6 +6,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from snnconvert.convert.norm import ChannelBatchNorm
 from snnconvert.convert.qcfs import QCFS
 
 
@@ -16,19 +17,30 @@ def then_qcfs(name: str, module: nn.Module, levels: int, threshold: float) -> nn
 
 
 class SpikeMlp(nn.Module):
-    """Transformer MLP ``QCFS(fc2(QCFS(fc1(x))))`` (MST's SpikingMlp); input ``[*, C]``."""
+    """Transformer MLP ``QCFS(bn2(fc2(norm(QCFS(bn1(fc1(x)))))))`` (MST's SpikingMlp); input ``[*, C]``.
+
+    ``bn1``/``bn2`` are BatchNorms after the Linears (MST's variant, ``batchnorm=True``) or identities.
+    """
 
     def __init__(self, fc1: nn.Linear, fc2: nn.Linear, levels: int, threshold: float,
-                 norm: nn.Module | None = None):
+                 norm: nn.Module | None = None, batchnorm: bool = False):
         super().__init__()
         self.fc1 = fc1
+        self.bn1 = ChannelBatchNorm(fc1.out_features) if batchnorm else nn.Identity()
         self.act1 = QCFS(levels, threshold, channel_axis=-1)
         self.norm = norm if norm is not None else nn.Identity()
         self.fc2 = fc2
+        self.bn2 = ChannelBatchNorm(fc2.out_features) if batchnorm else nn.Identity()
         self.act2 = QCFS(levels, threshold, channel_axis=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act2(self.fc2(self.norm(self.act1(self.fc1(x)))))
+        return self.act2(self.bn2(self.fc2(self.norm(self.act1(self.bn1(self.fc1(x)))))))
+
+
+def added_batchnorms(model: nn.Module) -> list[ChannelBatchNorm]:
+    """The BatchNorms ``mlp_batchnorm`` added (not in the ANN, so they must start as the identity)."""
+    return [bn for mlp in model.modules() if isinstance(mlp, SpikeMlp)
+            for bn in (mlp.bn1, mlp.bn2) if isinstance(bn, ChannelBatchNorm)]
 
 
 class SpikeResidualBlock(nn.Module):

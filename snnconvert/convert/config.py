@@ -12,10 +12,13 @@ class PrepareConfig:
         levels: QCFS quantization levels L (the SNN matches the QCFS ANN exactly at T = L on
             constant input, and approaches it as T grows).
         threshold: initial λ of every new QCFS (calibration usually replaces it).
+        mlp_batchnorm: add a BatchNorm after each Linear of the transformer MLPs, before its
+            QCFS (the MST variant; they fold into the Linears at conversion).
     """
 
     levels: int = 8
     threshold: float = 4.0
+    mlp_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if self.levels < 1:

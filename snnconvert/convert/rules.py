@@ -91,7 +91,7 @@ def _attention_check(attn: nn.Module) -> str | None:
 
 
 def _mlp_rewrite(mlp: nn.Module, cfg: PrepareConfig) -> nn.Module:
-    return SpikeMlp(mlp.fc1, mlp.fc2, cfg.levels, cfg.threshold, norm=mlp.norm)
+    return SpikeMlp(mlp.fc1, mlp.fc2, cfg.levels, cfg.threshold, norm=mlp.norm, batchnorm=cfg.mlp_batchnorm)
 
 
 def _merging_rewrite(merge: nn.Module, cfg: PrepareConfig) -> nn.Module:
@@ -134,7 +134,7 @@ register_rule(LayerScale, ArchitectureRule("layer scale (per-channel multiply)")
 
 register_rule(SpikeAttention, ArchitectureRule("spiking attention"))
 register_rule(SpikeWindowAttention, ArchitectureRule("spiking window attention"))
-register_rule(SpikeMlp, ArchitectureRule("spiking MLP"))
+register_rule(SpikeMlp, ArchitectureRule("spiking MLP", folds=_fixed(("fc1", "bn1"), ("fc2", "bn2"))))
 register_rule(SpikeResidualBlock, ArchitectureRule(
     "spiking residual block", folds=lambda b: [(f"convs.{i}", f"bns.{i}") for i in range(len(b.convs))]))
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from snnconvert import distributed
 from snnconvert.data.idx import find_idx_pair, read_idx
 from snnconvert.errors import DataError
 
@@ -26,11 +27,14 @@ DATASET_NAMES = ("embedded", "fashion-mnist", "mnist", "cifar10", "cifar100")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects: ``(C, H, W)`` and per-channel normalization."""
+    """What a model expects (its timm data config): ``(C, H, W)``, per-channel normalization, and
+    for photographs the resize interpolation and centre-crop fraction of evaluation."""
 
     size: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
 
 
 def fit_images(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
@@ -105,16 +109,19 @@ def _idx(root: Path, split: str, spec: InputSpec, augment: bool) -> TensorImages
 
 
 def _torchvision(kind: str, root: Path, split: str, spec: InputSpec, augment: bool) -> Dataset:
+    """CIFAR or ImageFolder data through timm's transforms for the model's data config (train:
+    random-resized crop, flip, colour jitter; eval: resize by ``1/crop_pct`` and centre crop).
+    Models with other than 3 channels get the images fitted as :func:`fit_images` does."""
+    from timm.data import create_transform
     from torchvision import datasets, transforms
 
     train = split == "train"
-    steps = [transforms.Resize(spec.size[1:]) if kind == "folder" else transforms.Lambda(lambda x: x)]
-    if kind == "folder":
-        steps.append(transforms.CenterCrop(spec.size[1:]))
-    if augment:
-        steps.append(transforms.RandomHorizontalFlip())
-    steps += [transforms.ToTensor(), transforms.Lambda(lambda x: fit_images(x[None], spec)[0])]
-    tf = transforms.Compose(steps)
+    if spec.size[0] == 3:
+        tf = create_transform(spec.size, is_training=augment, interpolation=spec.interpolation,
+                              mean=spec.mean, std=spec.std, crop_pct=spec.crop_pct)
+    else:
+        steps = [transforms.RandomHorizontalFlip()] if augment else []
+        tf = transforms.Compose([*steps, transforms.ToTensor(), transforms.Lambda(lambda x: fit_images(x[None], spec)[0])])
     try:
         if kind == "cifar10":
             return datasets.CIFAR10(str(root), train=train, transform=tf, download=False)
@@ -123,7 +130,8 @@ def _torchvision(kind: str, root: Path, split: str, spec: InputSpec, augment: bo
         folder = root / ("train" if train else "val")
         return datasets.ImageFolder(str(folder if folder.is_dir() else root), transform=tf)
     except (RuntimeError, FileNotFoundError) as e:
-        raise DataError(f"{kind} data not found under {root}: {e}") from e
+        raise DataError(f"{kind} data not found under {root}: {e}. Expected an ImageFolder tree "
+                        "ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg, or a torchvision CIFAR root") from e
 
 
 def load_dataset(data: str, split: str, spec: InputSpec, augment: bool = False) -> Dataset:
@@ -167,8 +175,13 @@ def load_dataset(data: str, split: str, spec: InputSpec, augment: bool = False) 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
                 limit: int | None = None) -> DataLoader:
-    """A DataLoader over the first ``limit`` samples (all when None), seeded when shuffling."""
-    if limit is not None and limit < len(dataset):
-        dataset = torch.utils.data.Subset(dataset, range(limit))
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    """A DataLoader over the first ``limit`` samples (all when None), in a seeded shuffle if asked.
+
+    Under torchrun each process gets its share (:func:`snnconvert.distributed.shard`) of the
+    same ordering, so the processes together see exactly what one process would.
+    """
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist() if shuffle \
+        else list(range(len(dataset)))
+    if limit is not None:
+        order = [i for i in order if i < limit] if shuffle else order[:limit]
+    return DataLoader(torch.utils.data.Subset(dataset, distributed.shard(order)), batch_size=batch_size)

@@ -15,6 +15,37 @@ from snnconvert.errors import SnnConvertError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ``snnconvert finetune`` settings (:class:`~snnconvert.train.TrainConfig` fields) unless a recipe says otherwise.
+FINETUNE_DEFAULTS: dict[str, Any] = {"epochs": 10, "lr": 1e-4, "warmup_epochs": 1.0, "distill_alpha": 0.5,
+                                     "temperature": 2.0}
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How ``snnconvert zoo build`` makes a recipe's shipped checkpoint.
+
+    Attributes:
+        data: the dataset (``--data`` value) it trains on.
+        ann: :class:`~snnconvert.train.TrainConfig` fields for training the original ANN from
+            random weights first (the stand-in for pretrained weights), or None: no ANN stage.
+        qcfs: TrainConfig fields for the prepared model: fine-tuning from the ANN (distilling
+            from it when ``distill_alpha`` > 0) or, without an ANN stage, training from random weights.
+    """
+
+    data: str = "fashion-mnist"
+    ann: dict[str, Any] | None = None
+    qcfs: dict[str, Any] = field(default_factory=dict)
+
+
+def timm_data_config(timm_name: str) -> dict[str, Any]:
+    """Input size, normalization, interpolation and crop of timm's pretrained weights for ``timm_name``."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(timm_name)
+    if cfg is None:
+        return {}
+    return {"input_size": tuple(cfg.input_size), "mean": tuple(cfg.mean), "std": tuple(cfg.std),
+            "interpolation": cfg.interpolation or "bilinear", "crop_pct": cfg.crop_pct or 1.0}
 
 
 @dataclass(frozen=True)
@@ -27,9 +58,12 @@ class Recipe:
         model_args: keyword arguments for ``timm.create_model`` (sizes, heads, classes …).
         input_size: ``(C, H, W)``.
         mean, std: input normalization.
+        interpolation, crop_pct: resize and centre crop of evaluation images (timm's data config).
         levels: QCFS levels L.
         timesteps: default T for simulation.
+        finetune: settings of ``snnconvert finetune`` (TrainConfig fields over :data:`FINETUNE_DEFAULTS`).
         checkpoint: file name of a shipped QCFS checkpoint in ``model_zoo/checkpoints``.
+        build: how ``zoo build`` reproduces that checkpoint.
         description: one line for ``zoo list``.
     """
 
@@ -38,15 +72,29 @@ class Recipe:
     input_size: tuple[int, int, int] = (3, 224, 224)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
     levels: int = 8
     timesteps: int = 128
     model_args: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
+    build: BuildPlan | None = None
     description: str = ""
+
+    @classmethod
+    def from_timm(cls, name: str, timm_name: str, **fields: Any) -> Recipe:
+        """A recipe whose input size and transforms come from timm's data config for ``timm_name``."""
+        return cls(name, timm_name, **{**timm_data_config(timm_name), **fields})
 
     @property
     def input_spec(self) -> InputSpec:
-        return InputSpec(self.input_size, self.mean, self.std)
+        return InputSpec(self.input_size, self.mean, self.std, self.interpolation, self.crop_pct)
+
+    @property
+    def finetune_settings(self) -> dict[str, Any]:
+        """TrainConfig fields of ``snnconvert finetune`` for this model."""
+        return {**FINETUNE_DEFAULTS, **self.finetune}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +108,8 @@ class Recipe:
         for key in ("input_size", "mean", "std"):
             if key in d:
                 d[key] = tuple(d[key])
+        if d.get("build") is not None:
+            d["build"] = BuildPlan(**d["build"])
         return cls(**d)
 
     def with_updates(self, **changes: Any) -> Recipe:
@@ -96,7 +146,7 @@ def get_recipe(name: str) -> Recipe:
     import timm
 
     if timm.is_model(name):
-        return Recipe(name=name, timm_name=name, description="timm architecture (default recipe)")
+        return Recipe.from_timm(name, name, description="timm architecture (default recipe)")
     close = difflib.get_close_matches(name, list(_RECIPES) + timm.list_models(), n=5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise SnnConvertError(f"unknown model {name!r}.{hint} Known recipes: {', '.join(list_recipes())}; "

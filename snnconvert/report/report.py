@@ -29,6 +29,7 @@ def simulation_summary(result: SimulationResult, ann_accuracy: float | None) -> 
         "accuracy_at": {str(t): acc[t - 1] for t in checkpoints_of(result.timesteps)},
         "gap_to_ann_at": ({str(t): round(ann_accuracy - acc[t - 1], 4) for t in checkpoints_of(result.timesteps)}
                           if ann_accuracy is not None else None),
+        "resumed_from_batch": result.resumed_from_batch,
         "spikes_per_sample": result.spikes_per_sample,
         "layers": [{"name": layer.name, "spikes_per_sample": layer.spikes / max(1, result.samples),
                     "firing_rate": layer.rate} for layer in result.layers],
@@ -41,8 +42,11 @@ def _markdown(report: dict[str, Any]) -> str:
                                                 "calibration") if report.get(k) is not None]
     if report.get("training"):
         training = report["training"]
-        lines.append(f"- training: {training['config']['epochs']} epochs, {training['seconds']} s, "
-                     f"history {training['history']}")
+        resumed = training.get("resumed_from")
+        lines.append(f"- training: {training['config']['epochs']} epochs, {training['seconds']} s"
+                     + (f" (this run; resumed from epoch {resumed['epoch']}, batch {resumed['batch']})" if resumed else "")
+                     + (", distilled from the original ANN" if training.get("distilled") else "")
+                     + f", history {training['history']}")
     lines.append("")
     anns = report["ann_accuracy"]
     lines += ["## Accuracy (%)", ""]
@@ -59,8 +63,10 @@ def _markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| gap to QCFS ANN ({mode}) | "
                              + " | ".join(f"{sim['gap_to_ann_at'][t]:+.2f}" for t in steps) + " |")
         for mode, sim in modes.items():
+            resumed = sim.get("resumed_from_batch")
             lines += ["", f"## Spikes per layer ({mode}, {sim['samples']} samples, T={sim['timesteps']}, "
-                          f"{sim['seconds']:.1f} s)", "",
+                          f"{sim['seconds']:.1f} s" + (f"; resumed after {resumed} batches" if resumed else "") + ")",
+                      "",
                       f"Total spikes per sample: {sim['spikes_per_sample']:.0f}", "",
                       "| layer | spikes / sample | firing rate |", "|---|---|---|"]
             lines += [f"| {lay['name']} | {lay['spikes_per_sample']:.0f} | {lay['firing_rate']:.4f} |"

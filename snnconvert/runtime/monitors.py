@@ -57,6 +57,17 @@ class SpikeMonitor:
             h.remove()
         self._handles = []
 
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spikes and neuron-steps per layer so far, as integer tensors in model order."""
+        return (torch.tensor([int(self._spikes.get(n, 0)) for n in self.layers], dtype=torch.long),
+                torch.tensor([self._elements.get(n, 0) for n in self.layers], dtype=torch.long))
+
+    def add(self, spikes: torch.Tensor, neuron_steps: torch.Tensor) -> None:
+        """Add earlier totals (from :meth:`totals`), e.g. those of a resumed run."""
+        for name, s, k in zip(self.layers, spikes.tolist(), neuron_steps.tolist()):
+            self._spikes[name] = self._spikes.get(name, 0) + s
+            self._elements[name] = self._elements.get(name, 0) + k
+
     def results(self) -> list[LayerSpikes]:
         """Per-layer totals, in model order."""
         return [LayerSpikes(n, int(self._spikes.get(n, 0)), self._elements.get(n, 0)) for n in self.layers]

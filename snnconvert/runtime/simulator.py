@@ -9,11 +9,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from snnconvert import distributed
+from snnconvert.checkpoint import atomic_save
+from snnconvert.errors import CheckpointError
 from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor
 from snnconvert.runtime.state import reset_states
 
@@ -27,7 +31,8 @@ class SimulationResult:
         samples: number of samples simulated.
         correct: correct predictions after each step t = 1..T (length T).
         layers: spikes per IF layer.
-        seconds: wall time of the simulation.
+        seconds: wall time of the simulation (this run).
+        resumed_from_batch: batches taken from a progress file instead of simulated (None: a fresh run).
     """
 
     timesteps: int
@@ -35,6 +40,7 @@ class SimulationResult:
     correct: list[int]
     layers: list[LayerSpikes] = field(default_factory=list)
     seconds: float = 0.0
+    resumed_from_batch: int | None = None
 
     @property
     def accuracy(self) -> list[float]:
@@ -64,11 +70,33 @@ def _batches(data, labels) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         yield from data
 
 
+def _progress_file(checkpoint: str | Path) -> Path:
+    """This process's progress file (one per rank under torchrun)."""
+    path = Path(checkpoint)
+    return path if distributed.world_size() == 1 else path.with_name(f"{path.name}.rank{distributed.rank()}")
+
+
+def _load_progress(path: Path, timesteps: int, layers: list[str]) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"simulation progress file {path} cannot be read ({e}); delete it to start afresh") from e
+    if state.get("timesteps") != timesteps or state.get("layers") != layers:
+        raise CheckpointError(f"{path} holds the progress of another simulation (T={state.get('timesteps')}); "
+                              "delete it or write to another output folder")
+    return state
+
+
 @torch.no_grad()
 def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps: int = 32,
              device: str | torch.device = "cpu", progress: bool = False,
-             input_shape: tuple[int, ...] | None = None) -> SimulationResult:
+             input_shape: tuple[int, ...] | None = None, checkpoint: str | Path | None = None) -> SimulationResult:
     """Run a converted model for ``timesteps`` steps on a batch or a DataLoader.
+
+    Under torchrun each process simulates its shard of the data and the counts are summed, so
+    every process returns the result of the whole set.
 
     Args:
         snn: output of :func:`snnconvert.convert.convert`.
@@ -79,19 +107,28 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         device: where to run.
         progress: show a progress bar over batches.
         input_shape: the ``(C, H, W)`` the model expects; checked on every batch.
+        checkpoint: progress file, written atomically after every batch; a run that finds it
+            skips the batches already simulated (``resumed_from_batch`` says how many).
     """
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
     snn.eval().to(device)
     correct = torch.zeros(timesteps, dtype=torch.long)
-    samples = 0
+    samples = done = 0
     start = time.perf_counter()
     batches = _batches(data, labels)
     if progress:
         total = len(data) if hasattr(data, "__len__") and not isinstance(data, torch.Tensor) else None
         batches = tqdm(batches, total=total, desc=f"simulate T={timesteps}", unit="batch")
     with SpikeMonitor(snn) as monitor:
-        for images, targets in batches:
+        path = _progress_file(checkpoint) if checkpoint is not None else None
+        saved = _load_progress(path, timesteps, list(monitor.layers)) if path is not None else None
+        if saved is not None:
+            correct, samples, done = saved["correct"], int(saved["samples"]), int(saved["batches"])
+            monitor.add(saved["spikes"], saved["neuron_steps"])
+        for index, (images, targets) in enumerate(batches):
+            if index < done:
+                continue
             if input_shape is not None and tuple(images.shape[1:]) != tuple(input_shape):
                 raise ValueError(f"input batch has shape {tuple(images.shape)}, the model expects "
                                  f"[N, {', '.join(map(str, input_shape))}]: resize the data or pick "
@@ -104,19 +141,29 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
                 total_out = out if total_out is None else total_out + out
                 correct[t] += (total_out.argmax(-1) == targets).sum().cpu()
             samples += targets.numel()
+            if path is not None:
+                spikes, steps = monitor.totals()
+                atomic_save({"timesteps": timesteps, "layers": list(monitor.layers), "batches": index + 1,
+                             "samples": samples, "correct": correct, "spikes": spikes, "neuron_steps": steps}, path)
         reset_states(snn)
-    return SimulationResult(timesteps, samples, correct.tolist(), monitor.results(),
-                            time.perf_counter() - start)
+        spikes, steps = monitor.totals()
+    counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples]), spikes, steps]))
+    correct, samples = counts[:timesteps], int(counts[timesteps])
+    spikes, steps = counts[timesteps + 1:].chunk(2)
+    layers = [LayerSpikes(n, int(s), int(k)) for n, s, k in zip(monitor.layers, spikes, steps)]
+    return SimulationResult(timesteps, samples, correct.tolist(), layers, time.perf_counter() - start,
+                            resumed_from_batch=saved["batches"] if saved is not None else None)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data, labels: torch.Tensor | None = None,
              device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy (%) of an ANN (e.g. the QCFS model) on the same inputs as :func:`simulate`."""
+    """Top-1 accuracy (%) of an ANN (e.g. the QCFS model) on the same inputs as :func:`simulate`
+    (under torchrun: over every process's shard)."""
     model.eval().to(device)
-    correct = total = 0
+    counts = torch.zeros(2, dtype=torch.long)
     for images, targets in _batches(data, labels):
         pred = model(images.to(device)).argmax(-1).cpu()
-        correct += int((pred == targets).sum())
-        total += targets.numel()
+        counts += torch.tensor([int((pred == targets).sum()), targets.numel()])
+    correct, total = distributed.all_reduce(counts).tolist()
     return 100.0 * correct / max(1, total)

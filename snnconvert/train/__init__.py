@@ -1,4 +1,5 @@
-"""Training of prepared QCFS models (from scratch for small models)."""
+"""Training: QCFS models from scratch, the original ANN, and distillation fine-tuning."""
+from snnconvert.train.distill import DistillationLoss
 from snnconvert.train.trainer import TrainConfig, TrainResult, fit
 
-__all__ = ["TrainConfig", "TrainResult", "fit"]
+__all__ = ["DistillationLoss", "TrainConfig", "TrainResult", "fit"]

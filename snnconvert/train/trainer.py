@@ -1,8 +1,14 @@
-"""Training of prepared (QCFS) models: AdamW, warmup + cosine schedule, label smoothing.
+"""Training and distillation fine-tuning: AdamW, warmup + cosine schedule, label smoothing.
 
-Checkpoints are written atomically every ``checkpoint_every`` steps and at each epoch end, with
-the optimizer, schedule, position in the epoch and history, so a killed run resumes where it
-stopped: each epoch's shuffle order derives from ``seed + epoch`` and the finished batches are skipped.
+One loop serves training from scratch, training the original ANN, and fine-tuning a prepared
+model against a teacher (:class:`DistillationLoss`). Checkpoints are written atomically every
+``checkpoint_every`` steps and at each epoch end, with the optimizer, schedule, position in the
+epoch and history, so a killed run resumes where it stopped: each epoch's shuffle order derives
+from ``seed + epoch`` and the finished batches are skipped.
+
+Under torchrun every global batch of ``batch_size`` images is split evenly across the processes
+(DistributedDataParallel averages the gradients), so a run means the same with any number of
+processes and can resume with another number; only rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
@@ -18,9 +24,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from snnconvert import distributed
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
 from snnconvert.errors import CheckpointError
 from snnconvert.runtime.simulator import evaluate
+from snnconvert.train.distill import DistillationLoss
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,8 @@ class TrainConfig:
         warmup_epochs: linear warmup before the cosine decay (may be fractional).
         seed: seeds shuffling and initialization-free randomness.
         checkpoint_every: steps between mid-epoch checkpoints (0: epoch ends only).
+        distill_alpha: weight α of distillation from the teacher (0: cross-entropy only).
+        temperature: τ of the distillation softmax.
     """
 
     epochs: int = 10
@@ -46,10 +56,13 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     seed: int = 0
     checkpoint_every: int = 200
+    distill_alpha: float = 0.0
+    temperature: float = 2.0
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        DistillationLoss(self.distill_alpha, self.temperature)  # validates both
 
 
 @dataclass
@@ -78,38 +91,60 @@ def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     return factor
 
 
+def _epoch_batches(n: int, batch_size: int, seed: int, start_batch: int) -> list[list[int]]:
+    """This process's part of each global batch of one epoch, from ``start_batch`` on."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    world, rank = distributed.world_size(), distributed.rank()
+    return [chunk.tolist() for chunk in (b.tensor_split(world)[rank] for b in order.split(batch_size)[start_batch:])]
+
+
 def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: DataLoader | None = None,
         checkpoint: str | Path | None = None, checkpoint_meta: dict[str, Any] | None = None,
-        resume: bool = True, device: str | torch.device = "cpu", progress: bool = True) -> TrainResult:
-    """Train ``model`` on ``train_set`` with cross-entropy.
+        resume: bool = True, device: str | torch.device = "cpu", progress: bool = True,
+        teacher: nn.Module | None = None) -> TrainResult:
+    """Train ``model`` on ``train_set`` with cross-entropy, distilling from ``teacher`` if given.
 
     Args:
         model: a prepared QCFS model (or any classifier).
         train_set: yields ``(image, label)``.
-        config: hyper-parameters.
+        config: hyper-parameters (``distill_alpha`` > 0 needs a teacher).
         val_loader: evaluated after each epoch (accuracy recorded in the history).
         checkpoint: file written atomically during training and resumed from when it exists.
         checkpoint_meta: ``stage``, ``recipe`` and ``prepare`` stored with the weights, and
             ``extra`` (JSON-able metadata such as the command line).
         resume: continue from ``checkpoint`` if it holds an unfinished run.
+        teacher: the model whose softened logits the student learns (kept frozen, in eval mode).
     """
+    if config.distill_alpha > 0 and teacher is None:
+        raise ValueError("distill_alpha > 0 needs a teacher model")
+    if config.batch_size % distributed.world_size():
+        raise ValueError(f"batch size {config.batch_size} does not split over {distributed.world_size()} "
+                         "processes: pick a multiple of the process count")
     model.to(device)
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(total, int(config.warmup_epochs * steps_per_epoch)))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    loss_fn = DistillationLoss(config.distill_alpha, config.temperature, config.label_smoothing)
     result = TrainResult()
     epoch, start_batch = 0, 0
     meta = checkpoint_meta or {"stage": "prepared", "recipe": {}, "prepare": None}
+    main = distributed.is_main()
+    running = torch.zeros(2, dtype=torch.float64)  # summed loss and samples of this process in this epoch
 
     def save(epoch_: int, batch_: int) -> None:
         if checkpoint is None:
             return
+        # every process's augmentation RNG and running loss, so that a resumed epoch continues exactly
+        processes = distributed.all_gather({"rng": torch.get_rng_state(), "running": running.clone()})
+        if not main:
+            return
         state = {"epoch": epoch_, "batch": batch_, "config": asdict(config), "history": result.history}
         if epoch_ < config.epochs:  # a finished run keeps no optimizer state: the file stays small
-            state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+            state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), processes=processes)
         save_checkpoint(checkpoint, model.state_dict(), meta["stage"], meta["recipe"], meta.get("prepare"),
                         train_state=state, **meta.get("extra", {}))
 
@@ -127,39 +162,48 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
             optimizer.load_state_dict(train_state["optimizer"])
             scheduler.load_state_dict(train_state["scheduler"])
         epoch, start_batch = train_state["epoch"], train_state["batch"]
+        if len(train_state.get("processes", [])) == distributed.world_size():  # else: a fresh RNG, loss of this part
+            torch.set_rng_state(train_state["processes"][distributed.rank()]["rng"])
+            if start_batch:
+                running = train_state["processes"][distributed.rank()]["running"]
         result.history = list(train_state["history"])
         result.resumed_from = {"epoch": epoch, "batch": start_batch}
 
+    trained = distributed.wrap(model)
     start = time.perf_counter()
     while epoch < config.epochs:
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed + epoch))
-        loader = DataLoader(train_set, batch_size=config.batch_size,
-                            sampler=order[start_batch * config.batch_size:].tolist())
+        # the loader's own generator: starting an epoch must not draw from the augmentation RNG
+        loader = DataLoader(train_set, batch_sampler=_epoch_batches(len(train_set), config.batch_size,
+                                                                    config.seed + epoch, start_batch),
+                            generator=torch.Generator())
         model.train()
-        running, seen = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress,
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress or not main,
                    initial=start_batch, total=steps_per_epoch)
         for batch, (images, labels) in enumerate(bar, start=start_batch):
             images, labels = images.to(device), labels.to(device)
-            loss = loss_fn(model(images), labels)
+            with torch.no_grad():
+                target = teacher(images) if teacher is not None and config.distill_alpha > 0 else None
+            loss = loss_fn(trained(images), labels, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            running += loss.item() * len(labels)
-            seen += len(labels)
-            bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            running += torch.tensor([loss.item() * len(labels), len(labels)], dtype=torch.float64)
+            bar.set_postfix(loss=f"{running[0] / running[1]:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if config.checkpoint_every and (batch + 1) % config.checkpoint_every == 0 and batch + 1 < steps_per_epoch:
                 save(epoch, batch + 1)
-        entry = {"epoch": epoch + 1, "train_loss": running / max(1, seen)}
+        loss_sum, seen = distributed.all_reduce(running.clone()).tolist()
+        entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen)}
         if val_loader is not None:
             entry["val_accuracy"] = evaluate(model, val_loader, device=device)
             model.train()
         result.history.append(entry)
-        if progress:
+        if progress and main:
             tqdm.write(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "epoch"))
         epoch, start_batch = epoch + 1, 0
+        running = torch.zeros(2, dtype=torch.float64)
         save(epoch, 0)
+    distributed.barrier()
     result.seconds = time.perf_counter() - start
     model.eval()
     return result

@@ -1,0 +1,72 @@
+"""torchrun with 2 CPU processes (gloo): the same results as one process, one set of files."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from snnconvert.checkpoint import load_checkpoint
+
+
+def _snnconvert(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+                if processes > 1 else [sys.executable])
+    result = subprocess.run([*launcher, "-m", "snnconvert", *args, "--threads", "1", "--quiet"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_simulation_is_the_same_with_two_processes(tmp_path, processes):
+    out = tmp_path / f"sim{processes}"
+    _snnconvert("simulate", "vit_nano", "-T", "8", "--limit", "90", "--batch-size", "16", "--out", str(out),
+                processes=processes)
+    report = json.loads((out / "report.json").read_text())
+    sim = report["simulations"]["compensated"]
+    assert report["processes"] == processes and sim["samples"] == 90
+    assert not list(out.glob("*.progress*")), "progress files are removed once the report is written"
+    reference = tmp_path / "sim_reference.json"
+    if processes == 1:
+        reference.write_text(json.dumps(sim))
+    else:
+        _snnconvert("simulate", "vit_nano", "-T", "8", "--limit", "90", "--batch-size", "16", "--out",
+                    str(tmp_path / "one"))
+        one = json.loads((tmp_path / "one" / "report.json").read_text())["simulations"]["compensated"]
+        assert sim["accuracy_per_step"] == one["accuracy_per_step"]
+        assert [lay["spikes_per_sample"] for lay in sim["layers"]] == \
+            pytest.approx([lay["spikes_per_sample"] for lay in one["layers"]], rel=1e-6)
+
+
+def test_calibration_with_two_processes_sees_the_same_samples(tmp_path):
+    for processes in (1, 2):
+        _snnconvert("calibrate", "vit_nano", "--calib-method", "max", "--calib-samples", "64",
+                    "--out", str(tmp_path / f"c{processes}.pt"), processes=processes)
+    one, two = (load_checkpoint(tmp_path / f"c{p}.pt")["model"] for p in (1, 2))
+    lambdas = [k for k in one if k.endswith("threshold")]
+    assert lambdas and all(torch.equal(one[k], two[k]) for k in lambdas)
+
+
+def test_training_with_two_processes_matches_one(tmp_path):
+    """Fine-tuning the shipped ViT for one epoch: one checkpoint and record, rank 0's, and the
+    same accuracy within noise as one process (BatchNorm statistics are per process)."""
+    records = {}
+    for processes in (1, 2):
+        out = tmp_path / f"t{processes}.pt"
+        result = _snnconvert("train", "vit_nano", "--checkpoint", _shipped("vit_nano"), "--data", "embedded",
+                             "--epochs", "1", "--batch-size", "50", "--lr", "1e-4", "--out", str(out),
+                             processes=processes)
+        assert result.stdout.count("trained vit_nano") == 1  # printed once
+        records[processes] = json.loads(out.with_suffix(".json").read_text())
+        assert records[processes]["processes"] == processes
+        assert sorted(p.name for p in tmp_path.glob(f"t{processes}*")) == [f"t{processes}.json", f"t{processes}.pt"]
+    acc = {p: r["history"][-1]["val_accuracy"] for p, r in records.items()}
+    assert abs(acc[1] - acc[2]) < 2.0, acc
+    assert abs(records[1]["history"][-1]["train_loss"] - records[2]["history"][-1]["train_loss"]) < 0.05
+
+
+def _shipped(name: str) -> str:
+    from snnconvert.model_zoo import get_recipe, shipped_checkpoint
+
+    return str(shipped_checkpoint(get_recipe(name)))
