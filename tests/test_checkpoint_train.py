@@ -161,3 +161,13 @@ def test_killed_cli_training_resumes_and_says_so(tmp_path):
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     assert a["train_state"]["history"] == b["train_state"]["history"]
+
+
+def test_resume_of_another_models_run_is_refused(tmp_path):
+    data = load_dataset("embedded", "train", SPEC_28).subset(32)
+    config = TrainConfig(epochs=1, batch_size=16)
+    fit(_model(), data, config, checkpoint=tmp_path / "c.pt",
+        checkpoint_meta={"stage": "prepared", "recipe": {"name": "a"}, "prepare": None}, progress=False)
+    with pytest.raises(CheckpointError, match="run of 'a', not a prepared run of 'b'"):
+        fit(_model(), data, config, checkpoint=tmp_path / "c.pt",
+            checkpoint_meta={"stage": "prepared", "recipe": {"name": "b"}, "prepare": None}, progress=False)

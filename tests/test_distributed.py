@@ -18,25 +18,20 @@ def _snnconvert(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-def test_simulation_is_the_same_with_two_processes(tmp_path, processes):
-    out = tmp_path / f"sim{processes}"
-    _snnconvert("simulate", "vit_nano", "-T", "8", "--limit", "90", "--batch-size", "16", "--out", str(out),
-                processes=processes)
-    report = json.loads((out / "report.json").read_text())
-    sim = report["simulations"]["compensated"]
-    assert report["processes"] == processes and sim["samples"] == 90
-    assert not list(out.glob("*.progress*")), "progress files are removed once the report is written"
-    reference = tmp_path / "sim_reference.json"
-    if processes == 1:
-        reference.write_text(json.dumps(sim))
-    else:
-        _snnconvert("simulate", "vit_nano", "-T", "8", "--limit", "90", "--batch-size", "16", "--out",
-                    str(tmp_path / "one"))
-        one = json.loads((tmp_path / "one" / "report.json").read_text())["simulations"]["compensated"]
-        assert sim["accuracy_per_step"] == one["accuracy_per_step"]
-        assert [lay["spikes_per_sample"] for lay in sim["layers"]] == \
-            pytest.approx([lay["spikes_per_sample"] for lay in one["layers"]], rel=1e-6)
+@pytest.mark.parametrize("command", [["simulate", "vit_nano"], ["vit_nano", "--epochs", "0"]])
+def test_simulation_is_the_same_with_two_processes(tmp_path, command):
+    """`simulate` and the one-shot command under torchrun: one report, the numbers of one process."""
+    args = [*command, "-T", "8", "--limit", "90", "--batch-size", "16"]
+    _snnconvert(*args, "--out", str(tmp_path / "two"), processes=2)
+    _snnconvert(*args, "--out", str(tmp_path / "one"))
+    two, one = (json.loads((tmp_path / n / "report.json").read_text()) for n in ("two", "one"))
+    assert (two["processes"], one["processes"]) == (2, 1)
+    assert not list((tmp_path / "two").glob("*.progress*")), "progress files are removed once the report is written"
+    assert two["ann_accuracy"] == one["ann_accuracy"]
+    a, b = two["simulations"]["compensated"], one["simulations"]["compensated"]
+    assert a["samples"] == b["samples"] == 90 and a["accuracy_per_step"] == b["accuracy_per_step"]
+    assert [lay["spikes_per_sample"] for lay in a["layers"]] == \
+        pytest.approx([lay["spikes_per_sample"] for lay in b["layers"]], rel=1e-6)
 
 
 def test_calibration_with_two_processes_sees_the_same_samples(tmp_path):

@@ -70,4 +70,9 @@ class SpikeMonitor:
 
     def results(self) -> list[LayerSpikes]:
         """Per-layer totals, in model order."""
-        return [LayerSpikes(n, int(self._spikes.get(n, 0)), self._elements.get(n, 0)) for n in self.layers]
+        return layer_spikes(list(self.layers), *self.totals())
+
+
+def layer_spikes(names: list[str], spikes: torch.Tensor, neuron_steps: torch.Tensor) -> list[LayerSpikes]:
+    """:class:`LayerSpikes` from per-layer totals (as :meth:`SpikeMonitor.totals` gives them)."""
+    return [LayerSpikes(n, int(s), int(k)) for n, s, k in zip(names, spikes, neuron_steps)]

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from snnconvert import distributed
 from snnconvert.checkpoint import atomic_save
 from snnconvert.errors import CheckpointError
-from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor
+from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor, layer_spikes
 from snnconvert.runtime.state import reset_states
 
 
@@ -150,7 +150,7 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples]), spikes, steps]))
     correct, samples = counts[:timesteps], int(counts[timesteps])
     spikes, steps = counts[timesteps + 1:].chunk(2)
-    layers = [LayerSpikes(n, int(s), int(k)) for n, s, k in zip(monitor.layers, spikes, steps)]
+    layers = layer_spikes(list(monitor.layers), spikes, steps)
     return SimulationResult(timesteps, samples, correct.tolist(), layers, time.perf_counter() - start,
                             resumed_from_batch=saved["batches"] if saved is not None else None)
 

@@ -154,6 +154,10 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
         if train_state is None:
             raise CheckpointError(f"{checkpoint} exists but holds no training state; pass another --out "
                                   "or delete it to start afresh")
+        ran, running_now = (state.get("recipe") or {}).get("name"), meta["recipe"].get("name")
+        if (state["stage"], ran) != (meta["stage"], running_now):
+            raise CheckpointError(f"{checkpoint} holds a {state['stage']} run of {ran!r}, not a {meta['stage']} run of "
+                                  f"{running_now!r}: pass another output path, or delete it to start afresh")
         if train_state["config"] != asdict(config):
             raise CheckpointError(f"{checkpoint} was written with other settings {train_state['config']}; "
                                   "use the same options to resume, or another output path")
