@@ -114,16 +114,24 @@ def test_interrupted_simulation_resumes_to_the_same_result(tmp_path):
     batches = list(zip(x.split(16), y.split(16)))
     whole = simulate(snn, batches, timesteps=6)
 
-    def dies_after_two():
-        yield from batches[:2]
-        raise KeyboardInterrupt("killed")
+    class DiesAfterTwo:  # a loader of the same 3 batches, killed after 2
+        def __len__(self):
+            return len(batches)
+
+        def __iter__(self):
+            yield from batches[:2]
+            raise KeyboardInterrupt("killed")
 
     progress = tmp_path / "sim.progress.pt"
     with pytest.raises(KeyboardInterrupt):
-        simulate(snn, dies_after_two(), timesteps=6, checkpoint=progress)
+        simulate(snn, DiesAfterTwo(), timesteps=6, checkpoint=progress)
     resumed = simulate(snn, batches, timesteps=6, checkpoint=progress)
     assert resumed.resumed_from_batch == 2 and whole.resumed_from_batch is None
     assert resumed.correct == whole.correct and resumed.samples == 48
     assert [(l.spikes, l.neuron_steps) for l in resumed.layers] == [(l.spikes, l.neuron_steps) for l in whole.layers]
     with pytest.raises(CheckpointError, match="another simulation"):
         simulate(snn, batches, timesteps=7, checkpoint=progress)
+    with pytest.raises(CheckpointError, match="another simulation"):
+        simulate(snn, batches[:2], timesteps=6, checkpoint=progress)
+    with pytest.raises(CheckpointError, match="another simulation"):
+        simulate(_tiny_snn(), batches, timesteps=6, checkpoint=progress)  # other weights

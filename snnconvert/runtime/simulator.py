@@ -76,15 +76,22 @@ def _progress_file(checkpoint: str | Path) -> Path:
     return path if distributed.world_size() == 1 else path.with_name(f"{path.name}.rank{distributed.rank()}")
 
 
-def _load_progress(path: Path, timesteps: int, layers: list[str]) -> dict | None:
+def _signature(snn: nn.Module, monitor: SpikeMonitor, timesteps: int, data) -> dict:
+    """What a progress file must match to be resumed: T, the neurons, the weights and the data size."""
+    weights = sum(float(v.double().sum()) for v in snn.state_dict().values() if v.is_floating_point())
+    return {"timesteps": timesteps, "neurons": [f"{n}:{type(m).__name__}" for n, m in monitor.layers.items()],
+            "weights": weights, "batches": len(data) if hasattr(data, "__len__") else None}
+
+
+def _load_progress(path: Path, signature: dict) -> dict | None:
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"simulation progress file {path} cannot be read ({e}); delete it to start afresh") from e
-    if state.get("timesteps") != timesteps or state.get("layers") != layers:
-        raise CheckpointError(f"{path} holds the progress of another simulation (T={state.get('timesteps')}); "
+    if state.get("signature") != signature:
+        raise CheckpointError(f"{path} holds the progress of another simulation (other T, model, neurons or data); "
                               "delete it or write to another output folder")
     return state
 
@@ -122,7 +129,8 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         batches = tqdm(batches, total=total, desc=f"simulate T={timesteps}", unit="batch")
     with SpikeMonitor(snn) as monitor:
         path = _progress_file(checkpoint) if checkpoint is not None else None
-        saved = _load_progress(path, timesteps, list(monitor.layers)) if path is not None else None
+        signature = _signature(snn, monitor, timesteps, data)
+        saved = _load_progress(path, signature) if path is not None else None
         if saved is not None:
             correct, samples, done = saved["correct"], int(saved["samples"]), int(saved["batches"])
             monitor.add(saved["spikes"], saved["neuron_steps"])
@@ -143,7 +151,7 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
             samples += targets.numel()
             if path is not None:
                 spikes, steps = monitor.totals()
-                atomic_save({"timesteps": timesteps, "layers": list(monitor.layers), "batches": index + 1,
+                atomic_save({"signature": signature, "batches": index + 1,
                              "samples": samples, "correct": correct, "spikes": spikes, "neuron_steps": steps}, path)
         reset_states(snn)
         spikes, steps = monitor.totals()
