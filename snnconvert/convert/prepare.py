@@ -16,6 +16,7 @@ from snnconvert.convert.config import PrepareConfig
 from snnconvert.convert.norm import ChannelBatchNorm, layernorm2d_to_batchnorm
 from snnconvert.convert.ops import MatMul
 from snnconvert.convert.qcfs import QCFS
+from snnconvert.convert.rsm import RandomSpikeMask
 from snnconvert.convert.rules import rule_for
 from snnconvert.errors import UnsupportedLayersError
 
@@ -23,6 +24,7 @@ from snnconvert.errors import UnsupportedLayersError
 CONVERTIBLE_LEAVES: tuple[type, ...] = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.modules.batchnorm._BatchNorm, QCFS, MatMul, nn.Softmax,
     nn.AvgPool2d, nn.AdaptiveAvgPool2d, FastAdaptiveAvgPool, nn.Identity, nn.Flatten, LayerScale,
+    RandomSpikeMask,
 )
 CONTAINERS: tuple[type, ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 

@@ -1,0 +1,96 @@
+"""Random Spike Masking: the fraction it drops, exactness at ratio 0, seeds, sites and conversion."""
+import copy
+
+import pytest
+import torch
+
+from snnconvert.convert import MaskConfig, RandomSpikeMask, add_spike_masks, convert, prepare, spike_masks
+from snnconvert.convert.qcfs import QCFS
+from snnconvert.errors import SnnConvertError
+from snnconvert.runtime import simulate
+from snnconvert.runtime.neurons import IFNeuron
+
+from conftest import SPEC_28, SPEC_32, images, tiny_swin, tiny_timm_resnet, tiny_vit
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.9])
+def test_mask_removes_a_fraction_p(p):
+    spikes = (torch.rand(200_000) < 0.3).float()
+    kept = RandomSpikeMask(p, seed=1)(spikes).sum() / spikes.sum()
+    n = spikes.sum()
+    assert abs(kept - (1 - p)) < 5 * (p * (1 - p) / n) ** 0.5  # within 5 standard deviations
+
+
+def test_same_seed_same_masks_and_reseed_restarts():
+    x = torch.ones(1000)
+    a, b, c = RandomSpikeMask(0.5, seed=3), RandomSpikeMask(0.5, seed=3), RandomSpikeMask(0.5, seed=4)
+    first = a(x)
+    assert torch.equal(first, b(x)) and not torch.equal(first, c(x))
+    assert not torch.equal(a(x), first)  # a new draw every step
+    a.reseed()
+    assert torch.equal(a(x), first)
+
+
+def _low_thresholds(model):
+    for m in model.modules():
+        if isinstance(m, QCFS):
+            m.threshold.data.fill_(0.5)
+    return model
+
+
+def _prepared_vit():
+    return _low_thresholds(prepare(tiny_vit()).eval())
+
+
+def test_ratio_zero_changes_nothing_bit_for_bit():
+    x, y = images(SPEC_28, 16)
+    plain = _prepared_vit()
+    masked = copy.deepcopy(plain)
+    add_spike_masks(masked, MaskConfig({"q": 0.0, "k": 0.0, "attn": 0.0, "mlp": 0.0}))
+    with torch.no_grad():
+        assert torch.equal(plain(x), masked(x))
+    a, b = simulate(convert(plain), x, y, timesteps=6), simulate(convert(masked), x, y, timesteps=6)
+    assert a.correct == b.correct and [l.spikes for l in a.layers] == [l.spikes for l in b.layers]
+
+
+def test_sites_blocks_and_conversion():
+    model = _prepared_vit()  # 2 blocks
+    masked = add_spike_masks(model, MaskConfig({"q": 0.5, "mlp": 0.75}, blocks=1, seed=7))
+    assert masked == ["blocks.0.attn.q_act", "blocks.0.mlp.act1"]
+    masks = spike_masks(model)
+    assert [m.ratio for m in masks.values()] == [0.5, 0.75] and [m.seed for m in masks.values()] == [7, 8]
+    snn = convert(model)  # the masks stay behind the sites, now IF neurons
+    assert isinstance(snn.blocks[0].attn.q_act.site, IFNeuron) and isinstance(snn.blocks[0].attn.q_act.mask,
+                                                                               RandomSpikeMask)
+    assert isinstance(snn.blocks[1].attn.q_act, IFNeuron)
+    with pytest.raises(SnnConvertError, match="masked already"):
+        add_spike_masks(model, MaskConfig({"q": 0.5}))
+    with pytest.raises(SnnConvertError, match="unknown masking targets"):
+        MaskConfig({"values": 0.5})
+
+
+def test_masks_drop_spikes_in_simulation_and_swin_windows():
+    model = _low_thresholds(prepare(tiny_swin()).eval())
+    add_spike_masks(model, MaskConfig({"attn": 0.5, "mlp": 0.5}))
+    snn = convert(model)
+    seen = {"in": 0.0, "out": 0.0}
+
+    def count(module, inputs, out):
+        seen["in"] += float((inputs[0] != 0).sum())
+        seen["out"] += float((out != 0).sum())
+
+    for mask in spike_masks(snn).values():
+        mask.register_forward_hook(count)
+    x, y = images(SPEC_32, 8)
+    simulate(snn, x, y, timesteps=8)
+    assert seen["in"] > 1000 and seen["out"] / seen["in"] == pytest.approx(0.5, abs=0.03)
+
+
+def test_conv_target_masks_every_cnn_activation():
+    model = prepare(tiny_timm_resnet()).eval()
+    n_sites = sum(isinstance(m, QCFS) for m in model.modules())
+    masked = add_spike_masks(model, MaskConfig({"conv": 0.25}))
+    assert len(masked) == n_sites and all(m.ratio == 0.25 for m in spike_masks(model).values())
+    x, _ = images(SPEC_28, 4)
+    with torch.no_grad():
+        assert convert(model)(x).shape == (4, 10)
