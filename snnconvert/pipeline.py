@@ -23,6 +23,7 @@ from snnconvert.model_zoo import Recipe, build_ann, get_recipe, list_recipes, lo
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.report import simulation_summary, write_report
 from snnconvert.runtime import evaluate, simulate
+from snnconvert.runtime.energy import OpCounter
 from snnconvert.train import TrainConfig, fit
 
 
@@ -198,6 +199,15 @@ def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: in
     return summary
 
 
+@torch.no_grad()
+def ann_energy_uj_per_sample(model: nn.Module, loader, device: str) -> float:
+    """The ANN's Linear / Conv energy per sample, E_MAC × MACs (one batch: MACs do not depend on the input)."""
+    images, _ = next(iter(loader))
+    with OpCounter(model.eval(), all_real=True) as counter:
+        model(images.to(device))
+    return sum(o.energy_pj() for o in counter.results()) / len(images) / 1e6
+
+
 def report_header(recipe: Recipe, weights: str, data: str, levels: int | None, timesteps: int,
                   neuron: str) -> dict[str, Any]:
     """The fields every report starts with."""
@@ -255,7 +265,8 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
     sims = {mode: simulate_and_summarize(convert(model, mode, neuron), recipe, test, timesteps, ann_acc["QCFS ANN"],
                                          device, progress, path) for mode, path in zip(modes, progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
-              "calibration": calibrated, "training": training, "ann_accuracy": ann_acc, "simulations": sims,
+              "calibration": calibrated, "training": training, "ann_accuracy": ann_acc,
+              "ann_energy_uj_per_sample": ann_energy_uj_per_sample(model, test, device), "simulations": sims,
               "seconds": round(time.perf_counter() - start, 1)}
     finish_report(report, out_dir, progress_files)
     return report

@@ -33,6 +33,11 @@ def simulation_summary(result: SimulationResult, ann_accuracy: float | None) -> 
         "spikes_per_sample": result.spikes_per_sample,
         "layers": [{"name": layer.name, "spikes_per_sample": layer.spikes / max(1, result.samples),
                     "firing_rate": layer.rate} for layer in result.layers],
+        "sops_per_sample": sum(o.sops for o in result.ops) / max(1, result.samples),
+        "macs_per_sample": sum(o.macs for o in result.ops) / max(1, result.samples),
+        "energy_uj_per_sample": result.energy_per_sample_pj() / 1e6,
+        "ops": [{"name": o.name, "sops_per_sample": o.sops / max(1, result.samples),
+                 "macs_per_sample": o.macs / max(1, result.samples)} for o in result.ops],
     }
 
 
@@ -71,6 +76,12 @@ def _markdown(report: dict[str, Any]) -> str:
                       "| layer | spikes / sample | firing rate |", "|---|---|---|"]
             lines += [f"| {lay['name']} | {lay['spikes_per_sample']:.0f} | {lay['firing_rate']:.4f} |"
                       for lay in sim["layers"]]
+            energy = f"{sim['energy_uj_per_sample']:.3f} µJ"
+            if report.get("ann_energy_uj_per_sample"):
+                energy += f" ({sim['energy_uj_per_sample'] / report['ann_energy_uj_per_sample']:.3f} × the ANN's " \
+                          f"{report['ann_energy_uj_per_sample']:.3f} µJ)"
+            lines += ["", f"Linear / Conv layers per sample: {sim['sops_per_sample']:.4g} SOPs (AC, 0.9 pJ), "
+                          f"{sim['macs_per_sample']:.4g} MACs (real-valued inputs, 4.6 pJ): {energy}"]
             lines += ["", f"Operations that run in floating point ({mode}):", ""]
             lines += [f"- {op['name']} ({op['kind']}): {op['why']}" for op in sim["float_operations"]] or ["- none"]
     return "\n".join(lines) + "\n"

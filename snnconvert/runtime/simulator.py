@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from snnconvert import distributed
 from snnconvert.checkpoint import atomic_save
 from snnconvert.errors import CheckpointError
+from snnconvert.runtime.energy import E_AC_PJ, E_MAC_PJ, LayerOps, OpCounter
 from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor, layer_spikes
 from snnconvert.runtime.state import reset_states
 
@@ -33,6 +34,7 @@ class SimulationResult:
         layers: spikes per IF layer.
         seconds: wall time of the simulation (this run).
         resumed_from_batch: batches taken from a progress file instead of simulated (None: a fresh run).
+        ops: SOPs and MACs per Linear / Conv layer (see :mod:`snnconvert.runtime.energy`).
     """
 
     timesteps: int
@@ -41,6 +43,7 @@ class SimulationResult:
     layers: list[LayerSpikes] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from_batch: int | None = None
+    ops: list[LayerOps] = field(default_factory=list)
 
     @property
     def accuracy(self) -> list[float]:
@@ -57,6 +60,10 @@ class SimulationResult:
     def spikes_per_sample(self) -> float:
         """Total spikes over T steps, per sample."""
         return sum(layer.spikes for layer in self.layers) / max(1, self.samples)
+
+    def energy_per_sample_pj(self, e_ac: float = E_AC_PJ, e_mac: float = E_MAC_PJ) -> float:
+        """Energy of the Linear / Conv layers over T steps, per sample (pJ)."""
+        return sum(o.energy_pj(e_ac, e_mac) for o in self.ops) / max(1, self.samples)
 
 
 def _batches(data, labels) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -127,13 +134,14 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     if progress:
         total = len(data) if hasattr(data, "__len__") and not isinstance(data, torch.Tensor) else None
         batches = tqdm(batches, total=total, desc=f"simulate T={timesteps}", unit="batch")
-    with SpikeMonitor(snn) as monitor:
+    with SpikeMonitor(snn) as monitor, OpCounter(snn) as ops:
         path = _progress_file(checkpoint) if checkpoint is not None else None
         signature = _signature(snn, monitor, timesteps, data)
         saved = _load_progress(path, signature) if path is not None else None
         if saved is not None:
             correct, samples, done = saved["correct"], int(saved["samples"]), int(saved["batches"])
             monitor.add(saved["spikes"], saved["neuron_steps"])
+            ops.add(saved["sops"], saved["macs"])
         for index, (images, targets) in enumerate(batches):
             if index < done:
                 continue
@@ -151,16 +159,19 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
             samples += targets.numel()
             if path is not None:
                 spikes, steps = monitor.totals()
-                atomic_save({"signature": signature, "batches": index + 1,
-                             "samples": samples, "correct": correct, "spikes": spikes, "neuron_steps": steps}, path)
+                sops, macs = ops.totals()
+                atomic_save({"signature": signature, "batches": index + 1, "samples": samples, "correct": correct,
+                             "spikes": spikes, "neuron_steps": steps, "sops": sops, "macs": macs}, path)
         reset_states(snn)
-        spikes, steps = monitor.totals()
-    counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples]), spikes, steps]))
+    per_layer = [*monitor.totals(), *ops.totals()]
+    sizes = [len(t) for t in per_layer]
+    counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples]), *per_layer]))
     correct, samples = counts[:timesteps], int(counts[timesteps])
-    spikes, steps = counts[timesteps + 1:].chunk(2)
-    layers = layer_spikes(list(monitor.layers), spikes, steps)
-    return SimulationResult(timesteps, samples, correct.tolist(), layers, time.perf_counter() - start,
-                            resumed_from_batch=saved["batches"] if saved is not None else None)
+    spikes, steps, sops, macs = counts[timesteps + 1:].split(sizes)
+    layer_ops = [LayerOps(o.name, int(s), int(m)) for o, s, m in zip(ops.results(), sops, macs)]
+    return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spikes, steps),
+                            time.perf_counter() - start, resumed_from_batch=saved["batches"] if saved is not None else None,
+                            ops=layer_ops)
 
 
 @torch.no_grad()
