@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from snnconvert.convert import MODES, PrepareConfig, convert, float_operations, 
 from snnconvert.data import DATASET_NAMES
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import NEURONS
+from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.model_zoo import get_recipe, list_recipes, shipped_checkpoint
 from snnconvert.train import TrainConfig
 
@@ -41,6 +43,13 @@ def _common(f):
     f = click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")(f)
     f = click.option("--quiet", is_flag=True, help="No progress bars.")(f)
     return f
+
+
+def _energy_options(f):
+    f = click.option("--e-mac", type=click.FloatRange(0), default=4.6, show_default=True,
+                     help="Energy of one multiply-accumulate in pJ (45 nm default), for layers fed real values.")(f)
+    return click.option("--e-ac", type=click.FloatRange(0), default=0.9, show_default=True,
+                        help="Energy of one accumulate (synaptic operation) in pJ (45 nm default).")(f)
 
 
 def _neuron_option(f):
@@ -161,9 +170,10 @@ def main() -> None:
                    "(--no-pretrained: random initialization, e.g. with --epochs).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help="Folder for report.json, report.md, accuracy_vs_t.png (and prepared.pt).")
+@_energy_options
 @_common
 def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, percentile, granularity, levels,
-            epochs, modes, neuron, limit, batch_size, pretrained, out, device, threads, quiet):
+            epochs, modes, neuron, limit, batch_size, pretrained, out, e_ac, e_mac, device, threads, quiet):
     """Run the whole pipeline on MODEL (a zoo name such as swin_nano, vit_nano, swin_t, or a timm
     architecture): load weights, prepare (LayerNorm→BatchNorm, activations→QCFS) and calibrate if
     needed, optionally train, convert to IF neurons, simulate T steps and write a report."""
@@ -171,7 +181,7 @@ def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, per
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
     report = pipeline.run(model, timesteps, data, checkpoint, calibration, out, list(modes) or ["compensated"], neuron,
                           levels, epochs, limit, batch_size, device, pretrained,
-                          progress=not quiet and distributed.is_main())
+                          progress=not quiet and distributed.is_main(), costs=EnergyCosts(e_ac, e_mac))
     if distributed.is_main():
         _print_summary(report, out)
 
@@ -185,6 +195,10 @@ def _print_summary(report: dict, out: str) -> None:
     for mode, sim in report["simulations"].items():
         cells = ", ".join(f"T={t}: {a:.2f}" for t, a in sim["accuracy_at"].items())
         click.echo(f"  SNN {mode:<20} {cells}")
+    for mode, sim in report["simulations"].items():
+        click.echo(f"energy ({mode}, Linear/Conv, per image over T={sim['timesteps']}): "
+                   f"{sim['energy_uj_per_sample']:.3f} µJ = {sim['sops_per_sample']:.4g} SOPs + "
+                   f"{sim['macs_per_sample']:.4g} MACs; ANN {report['ann_energy_uj_per_sample']:.3f} µJ")
     for mode, sim in report["simulations"].items():
         kinds = ", ".join(sorted({op["kind"] for op in sim["float_operations"]})) or "none"
         click.echo(f"floating-point ops ({mode}): {len(sim['float_operations'])} ({kinds})")
@@ -343,8 +357,10 @@ def convert_cmd(model, checkpoint, mode, neuron, out, device, threads, quiet):
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write report.json/.md/.png here.")
+@_energy_options
 @_common
-def simulate_cmd(model, checkpoint, timesteps, data, mode, neuron, limit, batch_size, out, device, threads, quiet):
+def simulate_cmd(model, checkpoint, timesteps, data, mode, neuron, limit, batch_size, out, e_ac, e_mac, device, threads,
+                 quiet):
     """Simulate a converted MODEL for T steps on DATA's test split; print accuracy at t = 4, 8, …, T
     (all t in the report) and spikes per sample."""
     device = _setup(threads, device)
@@ -355,15 +371,17 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, neuron, limit, batch_
     timesteps = timesteps or recipe.timesteps
     test = pipeline.eval_loader(recipe, data, batch_size, limit)
     progress_file = Path(out) / "simulation.progress.pt" if out else None
-    sim = pipeline.simulate_and_summarize(snn, recipe, test, timesteps, None, device, not quiet, progress_file)
+    costs = EnergyCosts(e_ac, e_mac)
+    sim = pipeline.simulate_and_summarize(snn, recipe, test, timesteps, None, device, not quiet, progress_file, costs)
     if sim["resumed_from_batch"]:
         _echo(f"resumed after {sim['resumed_from_batch']} batches")
     for t, acc in sim["accuracy_at"].items():
         _echo(f"T={t:<5} accuracy {acc:6.2f} %")
-    _echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s)")
+    _echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s); "
+          f"Linear/Conv energy per sample: {sim['energy_uj_per_sample']:.3f} µJ")
     if out:
         report = {**pipeline.report_header(recipe, str(path), data, None, timesteps, neuron), "ann_accuracy": {},
-                  "simulations": {mode: sim}}
+                  "energy_costs_pj": asdict(costs), "simulations": {mode: sim}}
         pipeline.finish_report(report, Path(out), [progress_file])
         _echo(f"report: {Path(out) / 'report.md'}")
 

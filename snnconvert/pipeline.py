@@ -23,7 +23,7 @@ from snnconvert.model_zoo import Recipe, build_ann, get_recipe, list_recipes, lo
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.report import simulation_summary, write_report
 from snnconvert.runtime import evaluate, simulate
-from snnconvert.runtime.energy import OpCounter
+from snnconvert.runtime.energy import EnergyCosts, OpCounter
 from snnconvert.train import TrainConfig, fit
 
 
@@ -187,25 +187,26 @@ def eval_loader(recipe: Recipe, data: str, batch_size: int, limit: int | None):
 
 
 def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: int, ann_accuracy: float | None,
-                           device: str, progress: bool, progress_file: Path | None = None) -> dict[str, Any]:
+                           device: str, progress: bool, progress_file: Path | None = None,
+                           costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
     """Simulate a converted model and summarize it (accuracy per t, spikes, floating-point ops).
 
     With ``progress_file`` the simulation resumes from it after an interruption (see :func:`simulate`).
     """
     result = simulate(snn, loader, timesteps=timesteps, device=device, progress=progress and distributed.is_main(),
                       input_shape=recipe.input_size, checkpoint=progress_file)
-    summary = simulation_summary(result, ann_accuracy)
+    summary = simulation_summary(result, ann_accuracy, costs)
     summary["float_operations"] = [asdict(op) for op in float_operations(snn)]
     return summary
 
 
 @torch.no_grad()
-def ann_energy_uj_per_sample(model: nn.Module, loader, device: str) -> float:
+def ann_energy_uj_per_sample(model: nn.Module, loader, device: str, costs: EnergyCosts = EnergyCosts()) -> float:
     """The ANN's Linear / Conv energy per sample, E_MAC × MACs (one batch: MACs do not depend on the input)."""
     images, _ = next(iter(loader))
     with OpCounter(model.eval(), all_real=True) as counter:
         model(images.to(device))
-    return sum(o.energy_pj() for o in counter.results()) / len(images) / 1e6
+    return costs.of(0, sum(o.macs for o in counter.results())) / len(images) / 1e6
 
 
 def report_header(recipe: Recipe, weights: str, data: str, levels: int | None, timesteps: int,
@@ -228,7 +229,8 @@ def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Pa
 
 def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | None, calibration: CalibrationConfig,
         out: str, modes: list[str], neuron: str, levels: int | None, epochs: int | None, limit: int | None,
-        batch_size: int, device: str, pretrained: bool, progress: bool = True) -> dict[str, Any]:
+        batch_size: int, device: str, pretrained: bool, progress: bool = True,
+        costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
     """The whole pipeline: load → prepare + calibrate (+ fine-tune) → convert → simulate → report.
 
     With ``epochs`` > 0 the prepared model is trained first: an ANN with real weights is fine-tuned
@@ -263,10 +265,12 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
         ann_acc = {"original ANN": original_acc, **ann_acc}
     progress_files = [out_dir / f"simulation_{mode}.progress.pt" for mode in modes]
     sims = {mode: simulate_and_summarize(convert(model, mode, neuron), recipe, test, timesteps, ann_acc["QCFS ANN"],
-                                         device, progress, path) for mode, path in zip(modes, progress_files)}
+                                         device, progress, path, costs) for mode, path in zip(modes, progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
               "calibration": calibrated, "training": training, "ann_accuracy": ann_acc,
-              "ann_energy_uj_per_sample": ann_energy_uj_per_sample(model, test, device), "simulations": sims,
+              "energy_costs_pj": asdict(costs), "ann_energy_uj_per_sample": ann_energy_uj_per_sample(model, test, device,
+                                                                                                     costs),
+              "simulations": sims,
               "seconds": round(time.perf_counter() - start, 1)}
     finish_report(report, out_dir, progress_files)
     return report

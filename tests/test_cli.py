@@ -167,3 +167,18 @@ def test_one_shot_run_fine_tunes_an_ann_with_distillation(tmp_path):
     assert "original ANN" in report["ann_accuracy"] and training["teacher_accuracy"] == report["ann_accuracy"][
         "original ANN"]
     assert "distilled from the original ANN" in (out / "report.md").read_text()
+
+
+def test_reports_carry_energy_with_configurable_costs(tmp_path):
+    runs = {}
+    for e_ac in ("0.9", "0.03"):
+        out = tmp_path / e_ac
+        r = _invoke("swin_nano", "-T", "8", "--limit", "32", "--e-ac", e_ac, "--out", str(out), "--quiet")
+        assert r.exit_code == 0 and "SOPs" in r.output, r.output
+        runs[e_ac] = json.loads((out / "report.json").read_text())
+    a, b = (runs[k]["simulations"]["compensated"] for k in ("0.9", "0.03"))
+    assert a["sops_per_sample"] == b["sops_per_sample"] > 0 and a["macs_per_sample"] == b["macs_per_sample"] > 0
+    assert a["energy_uj_per_sample"] - b["energy_uj_per_sample"] == pytest.approx(
+        (0.9 - 0.03) * a["sops_per_sample"] / 1e6, rel=1e-9)
+    assert runs["0.03"]["energy_costs_pj"] == {"ac_pj": 0.03, "mac_pj": 4.6}
+    assert runs["0.9"]["ann_energy_uj_per_sample"] > 0

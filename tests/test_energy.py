@@ -5,7 +5,7 @@ from torch import nn
 
 from snnconvert.convert import convert, prepare
 from snnconvert.runtime import reset_states
-from snnconvert.runtime.energy import E_AC_PJ, E_MAC_PJ, LayerOps, OpCounter
+from snnconvert.runtime.energy import EnergyCosts, OpCounter
 from snnconvert.runtime.neurons import IFNeuron
 
 from conftest import SPEC_28, images, tiny_vit
@@ -24,12 +24,14 @@ def test_linear_sops_and_macs_by_hand():
     ops = {o.name: o for o in counter.results()}
     assert (ops["0"].macs, ops["0"].sops) == (2 * 4 * 3, 0)
     assert (ops["2"].macs, ops["2"].sops) == (0, 2 * 2)  # 2 spikes × 2 outputs
-    assert ops["2"].energy_pj() == pytest.approx(4 * E_AC_PJ)
-    assert LayerOps("x", sops=10, macs=3).energy_pj(1.0, 2.0) == 16.0
+    assert EnergyCosts().of(ops["2"].sops, ops["2"].macs) == pytest.approx(4 * 0.9)
+    assert EnergyCosts(1.0, 2.0).of(10, 3) == 16.0 and EnergyCosts().of(0, 1) == 4.6
+    with pytest.raises(ValueError, match=">= 0"):
+        EnergyCosts(-1.0)
     reset_states(model)
     with OpCounter(model, all_real=True) as ann:
         model(x)
-    assert [o.macs for o in ann.results()] == [24, 12] and E_MAC_PJ == 4.6
+    assert [o.macs for o in ann.results()] == [24, 12]
 
 
 def test_conv_sops_count_every_connection_at_the_edges():

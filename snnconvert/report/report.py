@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.runtime.simulator import SimulationResult
 
 
@@ -18,8 +19,9 @@ def checkpoints_of(timesteps: int) -> list[int]:
     return ts + [timesteps]
 
 
-def simulation_summary(result: SimulationResult, ann_accuracy: float | None) -> dict[str, Any]:
-    """A JSON-able record of one simulation, with the gap to the ANN at each step."""
+def simulation_summary(result: SimulationResult, ann_accuracy: float | None,
+                       costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
+    """A JSON-able record of one simulation, with the gap to the ANN at each step and the energy."""
     acc = result.accuracy
     return {
         "timesteps": result.timesteps,
@@ -35,7 +37,7 @@ def simulation_summary(result: SimulationResult, ann_accuracy: float | None) -> 
                     "firing_rate": layer.rate} for layer in result.layers],
         "sops_per_sample": sum(o.sops for o in result.ops) / max(1, result.samples),
         "macs_per_sample": sum(o.macs for o in result.ops) / max(1, result.samples),
-        "energy_uj_per_sample": result.energy_per_sample_pj() / 1e6,
+        "energy_uj_per_sample": result.energy_per_sample_pj(costs) / 1e6,
         "ops": [{"name": o.name, "sops_per_sample": o.sops / max(1, result.samples),
                  "macs_per_sample": o.macs / max(1, result.samples)} for o in result.ops],
     }
@@ -80,8 +82,9 @@ def _markdown(report: dict[str, Any]) -> str:
             if report.get("ann_energy_uj_per_sample"):
                 energy += f" ({sim['energy_uj_per_sample'] / report['ann_energy_uj_per_sample']:.3f} × the ANN's " \
                           f"{report['ann_energy_uj_per_sample']:.3f} µJ)"
-            lines += ["", f"Linear / Conv layers per sample: {sim['sops_per_sample']:.4g} SOPs (AC, 0.9 pJ), "
-                          f"{sim['macs_per_sample']:.4g} MACs (real-valued inputs, 4.6 pJ): {energy}"]
+            costs = report.get("energy_costs_pj") or {"ac_pj": 0.9, "mac_pj": 4.6}
+            lines += ["", f"Linear / Conv layers per sample: {sim['sops_per_sample']:.4g} SOPs (AC, {costs['ac_pj']} pJ), "
+                          f"{sim['macs_per_sample']:.4g} MACs (real-valued inputs, {costs['mac_pj']} pJ): {energy}"]
             lines += ["", f"Operations that run in floating point ({mode}):", ""]
             lines += [f"- {op['name']} ({op['kind']}): {op['why']}" for op in sim["float_operations"]] or ["- none"]
     return "\n".join(lines) + "\n"

@@ -22,8 +22,22 @@ from torch import nn
 
 from snnconvert.runtime.neurons import IFNeuron
 
-E_AC_PJ = 0.9
-E_MAC_PJ = 4.6
+
+
+@dataclass(frozen=True)
+class EnergyCosts:
+    """Energy per operation in pJ; the defaults are 45 nm CMOS figures (32-bit float)."""
+
+    ac_pj: float = 0.9
+    mac_pj: float = 4.6
+
+    def __post_init__(self) -> None:
+        if self.ac_pj < 0 or self.mac_pj < 0:
+            raise ValueError(f"energies per operation must be >= 0, got AC {self.ac_pj} pJ, MAC {self.mac_pj} pJ")
+
+    def of(self, sops: float, macs: float) -> float:
+        """``E_AC·SOP + E_MAC·MAC`` in pJ."""
+        return self.ac_pj * sops + self.mac_pj * macs
 
 
 @dataclass
@@ -39,9 +53,6 @@ class LayerOps:
     name: str
     sops: int = 0
     macs: int = 0
-
-    def energy_pj(self, e_ac: float = E_AC_PJ, e_mac: float = E_MAC_PJ) -> float:
-        return e_ac * self.sops + e_mac * self.macs
 
 
 def _dense_macs(layer: nn.Module, x: torch.Tensor, out: torch.Tensor) -> int:

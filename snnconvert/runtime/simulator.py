@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from snnconvert import distributed
 from snnconvert.checkpoint import atomic_save
 from snnconvert.errors import CheckpointError
-from snnconvert.runtime.energy import E_AC_PJ, E_MAC_PJ, LayerOps, OpCounter
+from snnconvert.runtime.energy import EnergyCosts, LayerOps, OpCounter
 from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor, layer_spikes
 from snnconvert.runtime.state import reset_states
 
@@ -61,9 +61,9 @@ class SimulationResult:
         """Total spikes over T steps, per sample."""
         return sum(layer.spikes for layer in self.layers) / max(1, self.samples)
 
-    def energy_per_sample_pj(self, e_ac: float = E_AC_PJ, e_mac: float = E_MAC_PJ) -> float:
+    def energy_per_sample_pj(self, costs: EnergyCosts = EnergyCosts()) -> float:
         """Energy of the Linear / Conv layers over T steps, per sample (pJ)."""
-        return sum(o.energy_pj(e_ac, e_mac) for o in self.ops) / max(1, self.samples)
+        return costs.of(sum(o.sops for o in self.ops), sum(o.macs for o in self.ops)) / max(1, self.samples)
 
 
 def _batches(data, labels) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
