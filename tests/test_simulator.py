@@ -135,3 +135,15 @@ def test_interrupted_simulation_resumes_to_the_same_result(tmp_path):
         simulate(snn, batches[:2], timesteps=6, checkpoint=progress)
     with pytest.raises(CheckpointError, match="another simulation"):
         simulate(_tiny_snn(), batches, timesteps=6, checkpoint=progress)  # other weights
+
+
+def test_spiking_metrics_by_hand():
+    """θ = 1, v(0) = 0.5, inputs 0.7, −1.0, 0.2: fires at step 1 leaving 0.2, then ends two steps negative."""
+    neuron = IFNeuron(1.0, initial_potential=0.5)
+    with SpikeMonitor(neuron) as monitor:
+        for x in (0.7, -1.0, 0.2):
+            neuron(torch.tensor([x]))
+    (layer,) = monitor.results()
+    assert (layer.spikes, layer.neuron_steps, layer.firing, layer.negative) == (1, 3, 1, 2)
+    assert layer.mean_residual == pytest.approx(0.2) and layer.negative_percent == pytest.approx(200 / 3)
+    assert layer.spike_percent == pytest.approx(100 / 3)

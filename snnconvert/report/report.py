@@ -34,7 +34,9 @@ def simulation_summary(result: SimulationResult, ann_accuracy: float | None,
         "resumed_from_batch": result.resumed_from_batch,
         "spikes_per_sample": result.spikes_per_sample,
         "layers": [{"name": layer.name, "spikes_per_sample": layer.spikes / max(1, result.samples),
-                    "firing_rate": layer.rate} for layer in result.layers],
+                    "firing_rate": layer.rate, "spike_percent": layer.spike_percent,
+                    "negative_potential_percent": layer.negative_percent,
+                    "mean_residual_potential": layer.mean_residual} for layer in result.layers],
         "sops_per_sample": sum(o.sops for o in result.ops) / max(1, result.samples),
         "macs_per_sample": sum(o.macs for o in result.ops) / max(1, result.samples),
         "energy_uj_per_sample": result.energy_per_sample_pj(costs) / 1e6,
@@ -75,9 +77,11 @@ def _markdown(report: dict[str, Any]) -> str:
                           f"{sim['seconds']:.1f} s" + (f"; resumed after {resumed} batches" if resumed else "") + ")",
                       "",
                       f"Total spikes per sample: {sim['spikes_per_sample']:.0f}", "",
-                      "| layer | spikes / sample | firing rate |", "|---|---|---|"]
-            lines += [f"| {lay['name']} | {lay['spikes_per_sample']:.0f} | {lay['firing_rate']:.4f} |"
-                      for lay in sim["layers"]]
+                      "| layer | spikes / sample | firing rate | spike % | negative-potential % | residual (θ) |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {lay['name']} | {lay['spikes_per_sample']:.0f} | {lay['firing_rate']:.4f} | "
+                      f"{lay['spike_percent']:.2f} | {lay['negative_potential_percent']:.2f} | "
+                      f"{lay['mean_residual_potential']:.3f} |" for lay in sim["layers"]]
             energy = f"{sim['energy_uj_per_sample']:.3f} µJ"
             if report.get("ann_energy_uj_per_sample"):
                 energy += f" ({sim['energy_uj_per_sample'] / report['ann_energy_uj_per_sample']:.3f} × the ANN's " \

@@ -17,39 +17,69 @@ class LayerSpikes:
         name: qualified module name.
         spikes: number of spikes emitted (negative spikes and every spike of a burst included).
         neuron_steps: neurons × steps × samples (every chance to spike).
+        firing: neuron-steps with at least one spike.
+        negative: neuron-steps that ended with a negative membrane potential.
+        residual: Σ v/θ left after firing, over the firing neuron-steps (the overshoot kept by
+            reset by subtraction).
     """
 
     name: str
     spikes: int
     neuron_steps: int
+    firing: int = 0
+    negative: int = 0
+    residual: float = 0.0
 
     @property
     def rate(self) -> float:
         """Firing rate: spikes per neuron per step."""
         return self.spikes / max(1, self.neuron_steps)
 
+    @property
+    def spike_percent(self) -> float:
+        """Percent of neuron-steps that fired (the survey's spike percent)."""
+        return 100.0 * self.firing / max(1, self.neuron_steps)
+
+    @property
+    def negative_percent(self) -> float:
+        """Percent of neuron-steps ending with a negative potential (negative-potential percent)."""
+        return 100.0 * self.negative / max(1, self.neuron_steps)
+
+    @property
+    def mean_residual(self) -> float:
+        """Mean potential left after firing, in units of θ (residual potential)."""
+        return self.residual / max(1, self.firing)
+
+
+#: the per-layer totals a monitor keeps, in :class:`LayerSpikes` field order
+STATS = ("spikes", "neuron_steps", "firing", "negative", "residual")
+
 
 class SpikeMonitor:
-    """Counts the spikes every :class:`IFNeuron` of ``model`` emits while attached (a context manager)."""
+    """Records the spiking statistics of every :class:`IFNeuron` of ``model`` while attached (a
+    context manager): spikes, neuron-steps, firing, negative-potential and residual-potential totals."""
 
     def __init__(self, model: nn.Module):
         self.layers = {n: m for n, m in model.named_modules() if isinstance(m, IFNeuron)}
-        self._spikes: dict[str, torch.Tensor] = {}
-        self._elements: dict[str, int] = {}
+        self._totals = torch.zeros(len(self.layers), len(STATS), dtype=torch.float64)
         self._handles: list = []
 
-    def _hook(self, name: str):
+    def _hook(self, index: int):
+        @torch.no_grad()
         def record(module: IFNeuron, _inputs, out: torch.Tensor) -> None:
             # out = θ·s with s the signed number of spikes this step (bursts count each spike); the
             # per-step count is rounded to an integer so that totals over many steps stay exact
             theta = module.threshold
             spikes = (out.abs() / theta).sum() if theta.dim() else out.abs().sum() / theta
-            self._spikes[name] = self._spikes.get(name, 0) + spikes.round().long()
-            self._elements[name] = self._elements.get(name, 0) + out.numel()
+            fired = out != 0
+            v = module.v / theta
+            step = torch.stack([spikes.round().double(), torch.tensor(out.numel(), dtype=torch.float64),
+                                fired.sum().double(), (v < 0).sum().double(), v[fired].sum().double()])
+            self._totals[index] += step.cpu()
         return record
 
     def __enter__(self) -> SpikeMonitor:
-        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()]
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers.values())]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -57,22 +87,20 @@ class SpikeMonitor:
             h.remove()
         self._handles = []
 
-    def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spikes and neuron-steps per layer so far, as integer tensors in model order."""
-        return (torch.tensor([int(self._spikes.get(n, 0)) for n in self.layers], dtype=torch.long),
-                torch.tensor([self._elements.get(n, 0) for n in self.layers], dtype=torch.long))
+    def totals(self) -> torch.Tensor:
+        """``[layers, len(STATS)]`` totals so far (float64, exact for counts below 2⁵³)."""
+        return self._totals.clone()
 
-    def add(self, spikes: torch.Tensor, neuron_steps: torch.Tensor) -> None:
+    def add(self, totals: torch.Tensor) -> None:
         """Add earlier totals (from :meth:`totals`), e.g. those of a resumed run."""
-        for name, s, k in zip(self.layers, spikes.tolist(), neuron_steps.tolist()):
-            self._spikes[name] = self._spikes.get(name, 0) + s
-            self._elements[name] = self._elements.get(name, 0) + k
+        self._totals += totals
 
     def results(self) -> list[LayerSpikes]:
         """Per-layer totals, in model order."""
-        return layer_spikes(list(self.layers), *self.totals())
+        return layer_spikes(list(self.layers), self._totals)
 
 
-def layer_spikes(names: list[str], spikes: torch.Tensor, neuron_steps: torch.Tensor) -> list[LayerSpikes]:
-    """:class:`LayerSpikes` from per-layer totals (as :meth:`SpikeMonitor.totals` gives them)."""
-    return [LayerSpikes(n, int(s), int(k)) for n, s, k in zip(names, spikes, neuron_steps)]
+def layer_spikes(names: list[str], totals: torch.Tensor) -> list[LayerSpikes]:
+    """:class:`LayerSpikes` from ``[layers, len(STATS)]`` totals (as :meth:`SpikeMonitor.totals` gives them)."""
+    return [LayerSpikes(n, int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
+            for n, row in zip(names, totals.tolist())]

@@ -140,7 +140,7 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         saved = _load_progress(path, signature) if path is not None else None
         if saved is not None:
             correct, samples, done = saved["correct"], int(saved["samples"]), int(saved["batches"])
-            monitor.add(saved["spikes"], saved["neuron_steps"])
+            monitor.add(saved["spiking"])
             ops.add(saved["sops"], saved["macs"])
         for index, (images, targets) in enumerate(batches):
             if index < done:
@@ -158,18 +158,17 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
                 correct[t] += (total_out.argmax(-1) == targets).sum().cpu()
             samples += targets.numel()
             if path is not None:
-                spikes, steps = monitor.totals()
                 sops, macs = ops.totals()
                 atomic_save({"signature": signature, "batches": index + 1, "samples": samples, "correct": correct,
-                             "spikes": spikes, "neuron_steps": steps, "sops": sops, "macs": macs}, path)
+                             "spiking": monitor.totals(), "sops": sops, "macs": macs}, path)
         reset_states(snn)
-    per_layer = [*monitor.totals(), *ops.totals()]
-    sizes = [len(t) for t in per_layer]
-    counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples]), *per_layer]))
+    per_layer_ops = list(ops.totals())
+    counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples]), *per_layer_ops]))
     correct, samples = counts[:timesteps], int(counts[timesteps])
-    spikes, steps, sops, macs = counts[timesteps + 1:].split(sizes)
+    sops, macs = counts[timesteps + 1:].split([len(t) for t in per_layer_ops])
     layer_ops = [LayerOps(o.name, int(s), int(m)) for o, s, m in zip(ops.results(), sops, macs)]
-    return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spikes, steps),
+    spiking = distributed.all_reduce(monitor.totals())
+    return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spiking),
                             time.perf_counter() - start, resumed_from_batch=saved["batches"] if saved is not None else None,
                             ops=layer_ops)
 
