@@ -15,7 +15,7 @@ import torch
 
 from snnconvert import distributed, pipeline
 from snnconvert.calibrate import METHODS, CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import MODES, PrepareConfig, convert, float_operations, prepare, qcfs_modules
+from snnconvert.convert import MODES, MaskConfig, PrepareConfig, convert, float_operations, prepare, qcfs_modules
 from snnconvert.data import DATASET_NAMES
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import NEURONS
@@ -384,6 +384,49 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, neuron, limit, batch_
                   "energy_costs_pj": asdict(costs), "simulations": {mode: sim}}
         pipeline.finish_report(report, Path(out), [progress_file])
         _echo(f"report: {Path(out) / 'report.md'}")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"expected comma-separated numbers such as 0,0.25,0.5, got {text!r}") from e
+
+
+@main.command("mask-sweep")
+@click.argument("model")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Prepared checkpoint (default: the recipe's shipped one).")
+@click.option("--ratios", default="0,0.25,0.5,0.75,0.9", show_default=True, help="Masking ratios p, comma-separated.")
+@click.option("--targets", default="attn,mlp", show_default=True,
+              help="Comma-separated sites: q, k, attn (scores), mlp (hidden layer), conv (CNN activations).")
+@click.option("--block-ratio", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Also mask only the first k blocks at this ratio, for every k (the MST paper's Fig. 6).")
+@click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Steps T (default: the recipe's).")
+@click.option("--data", default="embedded", show_default=True, help=DATA_HELP)
+@_neuron_option
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first mask.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/mask-sweep", show_default=True,
+              help="Folder for sweep.json, sweep.md and sweep.png; rerun to resume.")
+@_energy_options
+@_common
+def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, data, neuron, limit, batch_size, seed,
+                   out, e_ac, e_mac, device, threads, quiet):
+    """Random Spike Masking sweep of a prepared MODEL: accuracy at T, spikes, power (MST's model:
+    total spikes, relative to the unmasked SNN) and energy for every target and ratio. Masked models
+    are simulated as converted; distillation fine-tuning of each masked model is not built yet."""
+    device = _setup(threads, device)
+    targets = [t.strip() for t in targets.split(",") if t.strip()]
+    MaskConfig({t: 0.0 for t in targets})  # names the unknown targets
+    report = pipeline.mask_sweep(model, checkpoint, data, timesteps, targets, _floats(ratios), block_ratio, neuron,
+                                 limit, batch_size, out, device, not quiet and distributed.is_main(), seed,
+                                 EnergyCosts(e_ac, e_mac))
+    for row in report["rows"]:
+        _echo(f"{row['target']:<6} p={row['ratio']:.2f} blocks={row['blocks']!s:<4} accuracy {row['accuracy']:6.2f} %  "
+              f"power {row['power_ratio']:.3f}  energy {row['energy_ratio']:.3f}")
+    _echo(f"report: {Path(out) / 'sweep.md'}")
 
 
 @main.group("zoo")

@@ -1,6 +1,7 @@
 """The pipeline stages as the CLI runs them, shared by the one-shot command and the subcommands."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -15,13 +16,15 @@ from torch import nn
 from snnconvert import distributed
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
-from snnconvert.convert import PrepareConfig, convert, float_operations, prepare, added_batchnorms
+from snnconvert.convert import (MaskConfig, PrepareConfig, add_spike_masks, added_batchnorms, convert,
+                                float_operations, prepare)
+from snnconvert.convert.rsm import mask_sites
 from snnconvert.convert.qcfs import rate_limit_model
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.errors import CheckpointError, SnnConvertError
 from snnconvert.model_zoo import Recipe, build_ann, get_recipe, list_recipes, load_model
 from snnconvert.model_zoo.build import LoadedModel
-from snnconvert.report import simulation_summary, write_report
+from snnconvert.report import simulation_summary, write_report, write_sweep_report
 from snnconvert.runtime import evaluate, simulate
 from snnconvert.runtime.energy import EnergyCosts, OpCounter
 from snnconvert.train import TrainConfig, fit
@@ -217,10 +220,10 @@ def report_header(recipe: Recipe, weights: str, data: str, levels: int | None, t
             "torch_threads": torch.get_num_threads()}
 
 
-def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Path]) -> None:
-    """Write the report (rank 0), then drop the simulations' progress files (each process its own)."""
+def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Path], write=write_report) -> None:
+    """Write the report with ``write`` (rank 0), then drop the simulations' progress files (each process its own)."""
     if distributed.is_main():
-        write_report(report, out_dir)
+        write(report, out_dir)
     distributed.barrier()
     for path in progress_files:
         path.unlink(missing_ok=True)
@@ -273,4 +276,48 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
               "simulations": sims,
               "seconds": round(time.perf_counter() - start, 1)}
     finish_report(report, out_dir, progress_files)
+    return report
+
+
+def mask_sweep(model_name: str, checkpoint: str | None, data: str, timesteps: int | None, targets: list[str],
+               ratios: list[float], block_ratio: float | None, neuron: str, limit: int | None, batch_size: int,
+               out: str, device: str, progress: bool, seed: int = 0,
+               costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
+    """Random Spike Masking sweep of a prepared model: for each target, each ratio on every block,
+    and (with ``block_ratio``) that ratio on the first k blocks for every k; each simulated for T
+    steps against the unmasked SNN (accuracy at T, spikes, MST power ratio, energy). Resumable."""
+    loaded = load(model_name, checkpoint)
+    if loaded.stage != "prepared":
+        raise SnnConvertError(f"mask-sweep needs a prepared model, but {loaded.source} is an ANN: run "
+                              f"`snnconvert finetune {model_name}` (or `calibrate`) first")
+    recipe, model = loaded.recipe, loaded.model
+    timesteps = timesteps or recipe.timesteps
+    test = eval_loader(recipe, data, batch_size, limit)
+    out_dir = Path(out)
+    plans = [("unmasked", "none", 0.0, None)]
+    for target in targets:
+        plans += [("ratio", target, ratio, None) for ratio in ratios if ratio > 0]
+        if block_ratio:
+            count = len(mask_sites(model, target))
+            plans += [("blocks", target, block_ratio, k) for k in range(1, count + 1)]
+    rows, progress_files = [], []
+    for sweep, target, ratio, blocks in plans:
+        masked = copy.deepcopy(model)
+        if target != "none":
+            add_spike_masks(masked, MaskConfig({target: ratio}, blocks=blocks, seed=seed))
+        path = out_dir / f"sweep_{target}_{ratio:g}_{blocks or 'all'}.progress.pt"
+        progress_files.append(path)
+        sim = simulate_and_summarize(convert(masked, "compensated", neuron), recipe, test, timesteps, None, device,
+                                     progress, path, costs)
+        rows.append({"sweep": sweep, "target": target, "ratio": ratio, "blocks": blocks or "all",
+                     "accuracy": sim["accuracy_per_step"][-1], "spikes_per_sample": sim["spikes_per_sample"],
+                     "energy_uj_per_sample": sim["energy_uj_per_sample"], "resumed_from_batch": sim["resumed_from_batch"]})
+    base = rows[0]
+    for row in rows:
+        row["power_ratio"] = row["spikes_per_sample"] / max(1e-12, base["spikes_per_sample"])
+        row["energy_ratio"] = row["energy_uj_per_sample"] / max(1e-12, base["energy_uj_per_sample"])
+    report = {**report_header(recipe, loaded.source, data, loaded.prepare_config.levels, timesteps, neuron),
+              "samples": len(test.dataset) * distributed.world_size(), "energy_costs_pj": asdict(costs),
+              "seed": seed, "rows": rows}
+    finish_report(report, out_dir, progress_files, write_sweep_report)
     return report

@@ -182,3 +182,20 @@ def test_reports_carry_energy_with_configurable_costs(tmp_path):
         (0.9 - 0.03) * a["sops_per_sample"] / 1e6, rel=1e-9)
     assert runs["0.03"]["energy_costs_pj"] == {"ac_pj": 0.03, "mac_pj": 4.6}
     assert runs["0.9"]["ann_energy_uj_per_sample"] > 0
+
+
+def test_mask_sweep_writes_table_and_plot(tmp_path):
+    out = tmp_path / "sweep"
+    r = _invoke("mask-sweep", "vit_nano", "-T", "8", "--limit", "32", "--ratios", "0,0.5", "--targets", "mlp",
+                "--block-ratio", "0.5", "--out", str(out), "--quiet")
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "sweep.json").read_text())
+    rows = report["rows"]
+    assert [(row["target"], row["ratio"], row["blocks"]) for row in rows] == [
+        ("none", 0.0, "all"), ("mlp", 0.5, "all"), *[("mlp", 0.5, k) for k in range(1, 5)]]
+    assert rows[0]["power_ratio"] == 1.0 and rows[1]["power_ratio"] < 0.9
+    assert rows[-1]["spikes_per_sample"] == pytest.approx(rows[1]["spikes_per_sample"], rel=1e-9)  # k = all 4 blocks
+    assert (out / "sweep.png").stat().st_size > 1000 and "| mlp | 0.50 |" in (out / "sweep.md").read_text()
+    assert not list(out.glob("*.progress*"))
+    proc = _entry("mask-sweep", "vit_nano", "--targets", "values", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "unknown masking targets" in proc.stderr

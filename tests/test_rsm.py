@@ -94,3 +94,20 @@ def test_conv_target_masks_every_cnn_activation():
     x, _ = images(SPEC_28, 4)
     with torch.no_grad():
         assert convert(model)(x).shape == (4, 10)
+
+
+def test_monitor_counts_only_transmitted_spikes():
+    from snnconvert.runtime import SpikeMonitor
+
+    model = _prepared_vit()
+    add_spike_masks(model, MaskConfig({"mlp": 0.5}))
+    snn = convert(model)
+    mask = snn.blocks[0].mlp.act1.mask
+    passed = []
+    mask.register_forward_hook(lambda m, i, out: passed.append(float((out != 0).sum())))
+    x, _ = images(SPEC_28, 8)
+    with SpikeMonitor(snn) as monitor, torch.no_grad():
+        for _ in range(5):
+            snn(x)
+    layer = {l.name: l for l in monitor.results()}["blocks.0.mlp.act1.site"]
+    assert layer.spikes == sum(passed) and layer.firing > layer.spikes  # fired, then half dropped

@@ -86,7 +86,7 @@ class MaskConfig:
             raise ValueError(f"blocks must be >= 0, got {self.blocks}")
 
 
-def _sites(model: nn.Module, target: str) -> list[tuple[nn.Module, str]]:
+def mask_sites(model: nn.Module, target: str) -> list[tuple[nn.Module, str]]:
     """``(owner, attribute)`` of every site of ``target``, in model order."""
     if target == "conv":  # QCFS over channels-first maps (CNN activations; found before conversion only)
         return [(owner, name) for owner in model.modules() for name, child in owner.named_children()
@@ -101,7 +101,7 @@ def add_spike_masks(model: nn.Module, config: MaskConfig) -> list[str]:
     names = {id(m): n for n, m in model.named_modules()}
     masked, seed = [], config.seed
     for target, ratio in config.ratios.items():
-        sites = _sites(model, target)
+        sites = mask_sites(model, target)
         if config.blocks is not None:
             sites = sites[: config.blocks]
         for owner, attr in sites:

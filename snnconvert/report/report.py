@@ -1,10 +1,10 @@
 """Reports of a conversion run: JSON (everything), Markdown (for people) and a PNG of accuracy vs t."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from snnconvert.report.output import saved_figure, write_files
 from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.runtime.simulator import SimulationResult
 
@@ -95,37 +95,16 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for mode, sim in report["simulations"].items():
-        acc = sim["accuracy_per_step"]
-        ax.plot(range(1, len(acc) + 1), acc, label=f"SNN ({mode})")
-    for label, value in report["ann_accuracy"].items():
-        ax.axhline(value, linestyle="--" if label == "QCFS ANN" else ":", linewidth=1, label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{report['model']}: accuracy vs time steps")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, f"{report['model']}: accuracy vs time steps", "time step t", "accuracy (%)") as ax:
+        for mode, sim in report["simulations"].items():
+            acc = sim["accuracy_per_step"]
+            ax.plot(range(1, len(acc) + 1), acc, label=f"SNN ({mode})")
+        for label, value in report["ann_accuracy"].items():
+            ax.axhline(value, linestyle="--" if label == "QCFS ANN" else ":", linewidth=1, label=label)
+        ax.set_xscale("log", base=2)
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and ``accuracy_vs_t.png`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "report.json", "markdown": out / "report.md", "plot": out / "accuracy_vs_t.png"}
-    paths["json"].write_text(json.dumps(report, indent=2))
-    paths["markdown"].write_text(_markdown(report))
-    if report["simulations"]:
-        _plot(report, paths["plot"])
-    else:
-        del paths["plot"]
-    return paths
+    return write_files(report, out_dir, ("report.json", "report.md", "accuracy_vs_t.png"), _markdown,
+                       _plot if report["simulations"] else None)

@@ -15,7 +15,8 @@ class LayerSpikes:
 
     Attributes:
         name: qualified module name.
-        spikes: number of spikes emitted (negative spikes and every spike of a burst included).
+        spikes: number of spikes transmitted (negative spikes and every spike of a burst included;
+            spikes a random spike mask removes are not).
         neuron_steps: neurons × steps × samples (every chance to spike).
         firing: neuron-steps with at least one spike.
         negative: neuron-steps that ended with a negative membrane potential.
@@ -60,6 +61,7 @@ class SpikeMonitor:
     context manager): spikes, neuron-steps, firing, negative-potential and residual-potential totals."""
 
     def __init__(self, model: nn.Module):
+        self.model = model
         self.layers = {n: m for n, m in model.named_modules() if isinstance(m, IFNeuron)}
         self._totals = torch.zeros(len(self.layers), len(STATS), dtype=torch.float64)
         self._handles: list = []
@@ -78,8 +80,23 @@ class SpikeMonitor:
             self._totals[index] += step.cpu()
         return record
 
+    def _dropped(self, index: int, neuron: IFNeuron):
+        @torch.no_grad()
+        def record(_mask, inputs, out: torch.Tensor) -> None:  # spikes a mask removed are not transmitted
+            theta = neuron.threshold
+            self._totals[index, 0] -= float(((inputs[0].abs() - out.abs()) / theta).sum().round())
+        return record
+
     def __enter__(self) -> SpikeMonitor:
-        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers.values())]
+        from snnconvert.convert.rsm import RandomSpikeMask
+
+        modules = dict(self.model.named_modules())
+        self._handles = []
+        for i, (name, neuron) in enumerate(self.layers.items()):
+            self._handles.append(neuron.register_forward_hook(self._hook(i)))
+            parent = modules.get(name.rpartition(".")[0]) if name.endswith(".site") else None
+            if isinstance(getattr(parent, "mask", None), RandomSpikeMask):
+                self._handles.append(parent.mask.register_forward_hook(self._dropped(i, neuron)))
         return self
 
     def __exit__(self, *exc) -> None:
