@@ -76,7 +76,7 @@ class SpikeMonitor:
             fired = out != 0
             v = module.v / theta
             step = torch.stack([spikes.round().double(), torch.tensor(out.numel(), dtype=torch.float64),
-                                fired.sum().double(), (v < 0).sum().double(), v[fired].sum().double()])
+                                fired.sum().double(), (v < 0).sum().double(), (v * fired).sum().double()])
             self._totals[index] += step.cpu()
         return record
 
