@@ -85,7 +85,7 @@ def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | None, data: 
     Returns the training record (also written as JSON next to the checkpoint).
     """
     train_set = load_dataset(data, "train", recipe.input_spec, augment=True)
-    val_loader = make_loader(load_dataset(data, "test", recipe.input_spec), 256, limit=val_samples)
+    val_loader = eval_loader(recipe, data, 256, val_samples)
     result = fit(model, train_set, train_config, val_loader, checkpoint,
                  {"stage": "ann" if config is None else "prepared", "recipe": recipe.to_dict(),
                   "prepare": None if config is None else asdict(config), "extra": {"command": command_line()}},
@@ -122,7 +122,7 @@ def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibrat
     if distill and loaded.stage != "ann":
         raise SnnConvertError(f"distillation needs the original ANN as teacher, but {loaded.source} is already "
                               "prepared: pass the ANN checkpoint, or --alpha 0 to train without a teacher")
-    test = make_loader(load_dataset(data, "test", loaded.recipe.input_spec), 256, limit=val_samples)
+    test = eval_loader(loaded.recipe, data, 256, val_samples)
     teacher_acc = evaluate(loaded.model.to(device), test, device=device) if distill else None
     model, config, calibrated = ensure_prepared(loaded, levels, data, calibration, device, progress, mlp_batchnorm)
     before = evaluate(model, test, device=device)
