@@ -15,7 +15,7 @@ import torch
 
 from snnconvert import distributed, pipeline
 from snnconvert.calibrate import METHODS, CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import MODES, MaskConfig, PrepareConfig, convert, float_operations, prepare, qcfs_modules
+from snnconvert.convert import MASK_TARGETS, MODES, MaskConfig, PrepareConfig, convert, float_operations, prepare, qcfs_modules
 from snnconvert.data import DATASET_NAMES
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import NEURONS
@@ -69,6 +69,29 @@ def _calibration_options(f):
     f = click.option("--granularity", type=click.Choice(["layer", "channel"]), default="layer",
                      show_default=True, help="One threshold per layer, or per channel where a site has channels.")(f)
     return f
+
+
+def _mask_options(f):
+    f = click.option("--mask-seed", type=int, default=0, show_default=True, help="Seed of the first spike mask.")(f)
+    f = click.option("--mask-blocks", type=click.IntRange(0), default=None,
+                     help="Mask only the first K blocks (activations for conv); default: all.")(f)
+    return click.option("--mask", "masks", multiple=True, metavar="TARGET=P",
+                        help=f"Random Spike Masking at ratio P on TARGET ({', '.join(MASK_TARGETS)}), repeatable: "
+                             "e.g. --mask sa=0.75 --mask mlp=0.25.")(f)
+
+
+def _mask_config(masks: tuple[str, ...], mask_blocks: int | None, mask_seed: int, **_other_options) -> MaskConfig | None:
+    """The ``--mask`` options as a config (None without masks)."""
+    if not masks:
+        return None
+    ratios = {}
+    for item in masks:
+        target, _, ratio = item.partition("=")
+        try:
+            ratios[target.strip()] = float(ratio)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not TARGET=P (e.g. attn=0.75)", param_hint="--mask") from None
+    return MaskConfig(ratios, blocks=mask_blocks, seed=mask_seed)
 
 
 def _setup(threads: int | None, device: str) -> str:
@@ -162,6 +185,7 @@ def main() -> None:
               help="Attention mode(s), repeatable: compensated (exact in expectation, default) and/or "
                    "mst (the MST reference code's per-step products).")
 @_neuron_option
+@_mask_options
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Test images simulated together.")
@@ -173,15 +197,18 @@ def main() -> None:
 @_energy_options
 @_common
 def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, percentile, granularity, levels,
-            epochs, modes, neuron, limit, batch_size, pretrained, out, e_ac, e_mac, device, threads, quiet):
+            epochs, modes, neuron, masks, mask_blocks, mask_seed, limit, batch_size, pretrained, out, e_ac, e_mac,
+            device, threads, quiet):
     """Run the whole pipeline on MODEL (a zoo name such as swin_nano, vit_nano, swin_t, or a timm
     architecture): load weights, prepare (LayerNorm→BatchNorm, activations→QCFS) and calibrate if
-    needed, optionally train, convert to IF neurons, simulate T steps and write a report."""
+    needed, optionally train (with --mask: the masked model), convert to IF neurons, simulate T
+    steps and write a report."""
     device = _setup(threads, device)
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
     report = pipeline.run(model, timesteps, data, checkpoint, calibration, out, list(modes) or ["compensated"], neuron,
                           levels, epochs, limit, batch_size, device, pretrained,
-                          progress=not quiet and distributed.is_main(), costs=EnergyCosts(e_ac, e_mac))
+                          progress=not quiet and distributed.is_main(), costs=EnergyCosts(e_ac, e_mac),
+                          masks=_mask_config(masks, mask_blocks, mask_seed))
     if distributed.is_main():
         _print_summary(report, out)
 
@@ -196,9 +223,9 @@ def _print_summary(report: dict, out: str) -> None:
         cells = ", ".join(f"T={t}: {a:.2f}" for t, a in sim["accuracy_at"].items())
         click.echo(f"  SNN {mode:<20} {cells}")
     for mode, sim in report["simulations"].items():
-        click.echo(f"energy ({mode}, Linear/Conv, per image over T={sim['timesteps']}): "
-                   f"{sim['energy_uj_per_sample']:.3f} µJ = {sim['sops_per_sample']:.4g} SOPs + "
-                   f"{sim['macs_per_sample']:.4g} MACs; ANN {report['ann_energy_uj_per_sample']:.3f} µJ")
+        click.echo(f"energy ({mode}, per image over T={sim['timesteps']}): {sim['energy_uj_per_sample']:.3f} µJ = "
+                   f"{sim['sops_per_sample']:.4g} SOPs + {sim['macs_per_sample']:.4g} MACs + "
+                   f"{sim['float_ops_per_sample']:.4g} float ops; ANN {report['ann_energy_uj_per_sample']:.3f} µJ")
     for mode, sim in report["simulations"].items():
         kinds = ", ".join(sorted({op["kind"] for op in sim["float_operations"]})) or "none"
         click.echo(f"floating-point ops ({mode}): {len(sim['float_operations'])} ({kinds})")
@@ -270,24 +297,29 @@ def train_cmd(model, checkpoint, ann, **options):
               help="The trained ANN (teacher and starting point); default: timm's pretrained weights.")
 @click.option("--mlp-batchnorm", is_flag=True, help="Add a BatchNorm after each MLP Linear (MST's variant; "
               "started as the identity, folded away at conversion).")
+@_mask_options
 @_training_options
 @_common
 def finetune_cmd(model, checkpoint, mlp_batchnorm, **options):
     """Prepare a trained ANN MODEL (LayerNorm→BatchNorm, GELU/ReLU→QCFS), calibrate it and fine-tune
-    it with distillation from the original ANN (the MST recipe). Unset hyper-parameters come from the
-    recipe (`snnconvert zoo show MODEL`). Runs under torchrun too (one process per core or GPU)."""
+    it with distillation from the original ANN (the MST recipe). With --mask the student gets Random
+    Spike Masks; starting from a prepared checkpoint, the unmasked model is the teacher (MST §4.3).
+    Unset hyper-parameters come from the recipe (`snnconvert zoo show MODEL`). Runs under torchrun
+    too (one process per core or GPU)."""
     device = _setup(options["threads"], options["device"])
+    masks = _mask_config(**options)
     loaded = pipeline.load(model, checkpoint, pretrained=True, shipped=False)
-    if loaded.stage != "ann":
+    if loaded.stage != "ann" and masks is None:
         raise SnnConvertError(f"finetune starts from a trained ANN, but {loaded.source} is {loaded.stage}: pass the "
-                              "ANN's checkpoint, or `snnconvert train MODEL --checkpoint FILE` to keep training it")
+                              "ANN's checkpoint, add --mask to fine-tune a masked copy against it, or "
+                              "`snnconvert train MODEL --checkpoint FILE` to keep training it")
     config = _train_config(get_recipe(model).finetune_settings, options)
     torch.manual_seed(config.seed)
     _, _, record = pipeline.finetune(loaded, options["data"], config, _calibration(**options), options["out"], device,
                                      not options["quiet"] and distributed.is_main(), options["levels"],
-                                     mlp_batchnorm, options["resume"], options["limit"])
+                                     mlp_batchnorm, options["resume"], options["limit"], masks)
     if record["teacher_accuracy"] is not None:
-        _echo(f"original ANN {record['teacher_accuracy']:.2f} %, prepared before fine-tuning "
+        _echo(f"teacher ({record['teacher']}) {record['teacher_accuracy']:.2f} %, student before fine-tuning "
               f"{record['accuracy_before_training']:.2f} %")
     _train_summary(record, "fine-tuned", model, options["out"])
 
@@ -408,24 +440,39 @@ def _floats(text: str) -> list[float]:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first mask.")
+@click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="Also fine-tune every masked model this many epochs on DATA's training split, distilling from "
+                   "the unmasked model, and simulate it again (0: no fine-tuning).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Peak learning rate of that fine-tuning (default: the recipe's).")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=None,
+              help="Distillation weight α of that fine-tuning (default: the recipe's).")
+@click.option("--warmup-epochs", type=click.FloatRange(0), default=None,
+              help="Warmup of that fine-tuning (default: the recipe's).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/mask-sweep", show_default=True,
-              help="Folder for sweep.json, sweep.md and sweep.png; rerun to resume.")
+              help="Folder for sweep.json, sweep.md and sweep.png (and fine-tuned checkpoints); rerun to resume.")
 @_energy_options
 @_common
 def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, data, neuron, limit, batch_size, seed,
-                   out, e_ac, e_mac, device, threads, quiet):
+                   finetune_epochs, lr, alpha, warmup_epochs, out, e_ac, e_mac, device, threads, quiet):
     """Random Spike Masking sweep of a prepared MODEL: accuracy at T, spikes, power (MST's model:
-    total spikes, relative to the unmasked SNN) and energy for every target and ratio. Masked models
-    are simulated as converted; distillation fine-tuning of each masked model is not built yet."""
+    total spikes, relative to the unmasked SNN) and energy for every target and ratio, optionally
+    after fine-tuning each masked model against the unmasked one (--finetune-epochs)."""
     device = _setup(threads, device)
     targets = [t.strip() for t in targets.split(",") if t.strip()]
     MaskConfig({t: 0.0 for t in targets})  # names the unknown targets
+    finetune = None
+    if finetune_epochs:
+        given = {"epochs": finetune_epochs, "lr": lr, "distill_alpha": alpha, "warmup_epochs": warmup_epochs}
+        finetune = TrainConfig(**{**get_recipe(model).finetune_settings,
+                                  **{k: v for k, v in given.items() if v is not None}})
     report = pipeline.mask_sweep(model, checkpoint, data, timesteps, targets, _floats(ratios), block_ratio, neuron,
                                  limit, batch_size, out, device, not quiet and distributed.is_main(), seed,
-                                 EnergyCosts(e_ac, e_mac))
+                                 EnergyCosts(e_ac, e_mac), finetune)
     for row in report["rows"]:
-        _echo(f"{row['target']:<6} p={row['ratio']:.2f} blocks={row['blocks']!s:<4} accuracy {row['accuracy']:6.2f} %  "
-              f"power {row['power_ratio']:.3f}  energy {row['energy_ratio']:.3f}")
+        _echo(f"{row['target']:<6} p={row['ratio']:.2f} blocks={row['blocks']!s:<4} "
+              f"{'fine-tuned' if row['fine_tuned'] else 'as masked':<10} accuracy {row['accuracy']:6.2f} % "
+              f"({row['accuracy_change']:+.2f})  power {row['power_ratio']:.3f}  energy {row['energy_ratio']:.3f}")
     _echo(f"report: {Path(out) / 'sweep.md'}")
 
 

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,7 @@ from snnconvert import distributed
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
 from snnconvert.convert import (MaskConfig, PrepareConfig, add_spike_masks, added_batchnorms, convert,
-                                float_operations, prepare)
-from snnconvert.convert.rsm import mask_sites
+                                float_operations, mask_sites, prepare)
 from snnconvert.convert.qcfs import rate_limit_model
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.errors import CheckpointError, SnnConvertError
@@ -111,24 +110,36 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
 def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibration: CalibrationConfig,
              checkpoint: str | Path, device: str, progress: bool, levels: int | None = None,
              mlp_batchnorm: bool = False, resume: bool = True, val_samples: int | None = None,
-             ) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
-    """The MST recipe's training step: prepare and calibrate ``loaded`` (if it is an ANN), then train
-    it, distilling from the original ANN when ``train_config.distill_alpha`` > 0.
+             masks: MaskConfig | None = None) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
+    """The MST recipe's training steps: prepare and calibrate ``loaded`` (if it is an ANN), add
+    Random Spike Masks (if ``masks``), then train, distilling from ``loaded``'s model as it came
+    when ``train_config.distill_alpha`` > 0: the original ANN, or — for masks on a prepared model —
+    the unmasked prepared model (MST §4.3).
 
-    The student starts from the teacher's weights (BatchNorm γ/β from LayerNorm, statistics and λ
-    from calibration); its accuracy before training is recorded next to the teacher's.
+    The student starts from the teacher's weights; its accuracy before training is recorded next
+    to the teacher's.
     """
     distill = train_config.distill_alpha > 0
-    if distill and loaded.stage != "ann":
-        raise SnnConvertError(f"distillation needs the original ANN as teacher, but {loaded.source} is already "
-                              "prepared: pass the ANN checkpoint, or --alpha 0 to train without a teacher")
+    if distill and loaded.stage != "ann" and masks is None:
+        raise SnnConvertError(f"distillation needs a teacher, but {loaded.source} is already prepared: pass the ANN "
+                              "checkpoint, add spike masks (the unmasked model then teaches the masked one), or "
+                              "--alpha 0 to train without a teacher")
+    masked_already = loaded.prepare_config.masks if loaded.prepare_config is not None else None
+    if masks is not None and masked_already is not None:
+        raise SnnConvertError(f"{loaded.source} is masked already ({masked_already.describe()}): start from the "
+                              "unmasked model")
     test = eval_loader(loaded.recipe, data, 256, val_samples)
     teacher_acc = evaluate(loaded.model.to(device), test, device=device) if distill else None
     model, config, calibrated = ensure_prepared(loaded, levels, data, calibration, device, progress, mlp_batchnorm)
+    if masks is not None:
+        model = prepare_masked(model, masks)
+        config = replace(config, masks=masks)
     before = evaluate(model, test, device=device)
     record = train(model, loaded.recipe, config, data, train_config, checkpoint, device, progress, resume,
                    val_samples, teacher=loaded.model if distill else None)
-    record.update(started_from=loaded.source, teacher_accuracy=teacher_acc, accuracy_before_training=before,
+    record.update(started_from=loaded.source, teacher=("original ANN" if loaded.stage == "ann" else
+                                                       "unmasked prepared model") if distill else None,
+                  teacher_accuracy=teacher_acc, accuracy_before_training=before,
                   calibration=calibrated, prepare=asdict(config))
     write_record(Path(checkpoint).with_suffix(".json"), record)
     return model, config, record
@@ -205,11 +216,12 @@ def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: in
 
 @torch.no_grad()
 def ann_energy_uj_per_sample(model: nn.Module, loader, device: str, costs: EnergyCosts = EnergyCosts()) -> float:
-    """The ANN's Linear / Conv energy per sample, E_MAC × MACs (one batch: MACs do not depend on the input)."""
+    """The ANN's energy per sample, E_MAC × (MACs + float ops) of the same ops the SNN counts (one
+    batch: the counts do not depend on the input)."""
     images, _ = next(iter(loader))
     with OpCounter(model.eval(), all_real=True) as counter:
         model(images.to(device))
-    return costs.of(0, sum(o.macs for o in counter.results())) / len(images) / 1e6
+    return costs.of(0, *counter.totals().sum(1)[1:].tolist()) / len(images) / 1e6
 
 
 def report_header(recipe: Recipe, weights: str, data: str, levels: int | None, timesteps: int,
@@ -233,12 +245,13 @@ def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Pa
 def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | None, calibration: CalibrationConfig,
         out: str, modes: list[str], neuron: str, levels: int | None, epochs: int | None, limit: int | None,
         batch_size: int, device: str, pretrained: bool, progress: bool = True,
-        costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
-    """The whole pipeline: load → prepare + calibrate (+ fine-tune) → convert → simulate → report.
+        costs: EnergyCosts = EnergyCosts(), masks: MaskConfig | None = None) -> dict[str, Any]:
+    """The whole pipeline: load → prepare + calibrate (+ masks) (+ fine-tune) → convert → simulate → report.
 
     With ``epochs`` > 0 the prepared model is trained first: an ANN with real weights is fine-tuned
     with the recipe's settings, distilling from itself; random weights are trained from scratch.
-    ``epochs`` None: the recipe's fine-tune epochs for an ANN with real weights, else 0.
+    ``epochs`` None: the recipe's fine-tune epochs for an ANN with real weights, else 0. ``masks``
+    adds Random Spike Masks to the prepared model (before training, if it is trained).
     Every long step resumes from the files in ``out`` after an interruption.
     """
     start = time.perf_counter()
@@ -256,11 +269,13 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
         settings = {**finetune_settings, "epochs": epochs}
         model, config, training = finetune(loaded, data, TrainConfig(**settings), calibration,
                                            out_dir / "prepared.pt", device, progress, levels,
-                                           val_samples=limit)
+                                           val_samples=limit, masks=masks)
         calibrated = training["calibration"]
     else:
         model, config, calibrated = ensure_prepared(loaded, levels, data, calibration, device, progress)
-        if loaded.stage == "ann":
+        if masks is not None:
+            model, config = prepare_masked(model, masks), replace(config, masks=masks)
+        if loaded.stage == "ann" or masks is not None:
             save_prepared(out_dir / "prepared.pt", model, recipe, config)
     ann_acc = {"QCFS ANN": evaluate(model, test, device=device),
                "QCFS ANN, L → ∞ (the SNN's T → ∞ limit)": evaluate(rate_limit_model(model), test, device=device)}
@@ -270,7 +285,8 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
     sims = {mode: simulate_and_summarize(convert(model, mode, neuron), recipe, test, timesteps, ann_acc["QCFS ANN"],
                                          device, progress, path, costs) for mode, path in zip(modes, progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
-              "calibration": calibrated, "training": training, "ann_accuracy": ann_acc,
+              "calibration": calibrated, "masks": config.masks.describe() if config.masks else None,
+              "training": training, "ann_accuracy": ann_acc,
               "energy_costs_pj": asdict(costs), "ann_energy_uj_per_sample": ann_energy_uj_per_sample(model, test, device,
                                                                                                      costs),
               "simulations": sims,
@@ -281,43 +297,69 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
 
 def mask_sweep(model_name: str, checkpoint: str | None, data: str, timesteps: int | None, targets: list[str],
                ratios: list[float], block_ratio: float | None, neuron: str, limit: int | None, batch_size: int,
-               out: str, device: str, progress: bool, seed: int = 0,
-               costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
+               out: str, device: str, progress: bool, seed: int = 0, costs: EnergyCosts = EnergyCosts(),
+               finetune_config: TrainConfig | None = None) -> dict[str, Any]:
     """Random Spike Masking sweep of a prepared model: for each target, each ratio on every block,
     and (with ``block_ratio``) that ratio on the first k blocks for every k; each simulated for T
-    steps against the unmasked SNN (accuracy at T, spikes, MST power ratio, energy). Resumable."""
+    steps against the unmasked SNN (accuracy at T, spikes, MST power ratio, energy).
+
+    With ``finetune_config`` every masked model is also fine-tuned with distillation from the
+    unmasked one (:func:`finetune`; checkpoints ``finetuned_*.pt`` in ``out``) and simulated again.
+    Everything resumes from the files in ``out``.
+    """
     loaded = load(model_name, checkpoint)
     if loaded.stage != "prepared":
         raise SnnConvertError(f"mask-sweep needs a prepared model, but {loaded.source} is an ANN: run "
                               f"`snnconvert finetune {model_name}` (or `calibrate`) first")
+    if loaded.prepare_config.masks is not None:
+        raise SnnConvertError(f"{loaded.source} is masked already ({loaded.prepare_config.masks.describe()}): "
+                              "sweep the unmasked model")
     recipe, model = loaded.recipe, loaded.model
     timesteps = timesteps or recipe.timesteps
     test = eval_loader(recipe, data, batch_size, limit)
     out_dir = Path(out)
-    plans = [("unmasked", "none", 0.0, None)]
+    plans: list[tuple[str, MaskConfig | None]] = [("unmasked", None)]
     for target in targets:
-        plans += [("ratio", target, ratio, None) for ratio in ratios if ratio > 0]
+        plans += [("ratio", MaskConfig({target: ratio}, seed=seed)) for ratio in ratios if ratio > 0]
         if block_ratio:
-            count = len(mask_sites(model, target))
-            plans += [("blocks", target, block_ratio, k) for k in range(1, count + 1)]
+            plans += [("blocks", MaskConfig({target: block_ratio}, blocks=k, seed=seed))
+                      for k in range(1, len(mask_sites(model, target)) + 1)]
     rows, progress_files = [], []
-    for sweep, target, ratio, blocks in plans:
-        masked = copy.deepcopy(model)
-        if target != "none":
-            add_spike_masks(masked, MaskConfig({target: ratio}, blocks=blocks, seed=seed))
-        path = out_dir / f"sweep_{target}_{ratio:g}_{blocks or 'all'}.progress.pt"
-        progress_files.append(path)
-        sim = simulate_and_summarize(convert(masked, "compensated", neuron), recipe, test, timesteps, None, device,
-                                     progress, path, costs)
-        rows.append({"sweep": sweep, "target": target, "ratio": ratio, "blocks": blocks or "all",
-                     "accuracy": sim["accuracy_per_step"][-1], "spikes_per_sample": sim["spikes_per_sample"],
-                     "energy_uj_per_sample": sim["energy_uj_per_sample"], "resumed_from_batch": sim["resumed_from_batch"]})
+    for sweep, masks in plans:
+        target, ratio = next(iter(masks.ratios.items())) if masks else ("none", 0.0)
+        key = f"{target}_{ratio:g}_{masks.blocks if masks and masks.blocks is not None else 'all'}"
+        variants = [(False, model if masks is None else prepare_masked(model, masks))]
+        if finetune_config is not None and masks is not None:
+            torch.manual_seed(finetune_config.seed)
+            student, _, _ = finetune(loaded, data, finetune_config, CalibrationConfig(), out_dir / f"finetuned_{key}.pt",
+                                     device, progress, val_samples=limit, masks=masks)
+            variants.append((True, student))
+        for fine_tuned, variant in variants:
+            path = out_dir / f"sweep_{key}{'_finetuned' if fine_tuned else ''}.progress.pt"
+            progress_files.append(path)
+            qcfs_acc = evaluate(variant, test, device=device)
+            sim = simulate_and_summarize(convert(variant, "compensated", neuron), recipe, test, timesteps, qcfs_acc,
+                                         device, progress, path, costs)
+            rows.append({"sweep": sweep, "target": target, "ratio": ratio,
+                         "blocks": "all" if masks is None or masks.blocks is None else masks.blocks,
+                         "fine_tuned": fine_tuned, "qcfs_accuracy": qcfs_acc, "accuracy": sim["accuracy_per_step"][-1],
+                         "spikes_per_sample": sim["spikes_per_sample"], "sops_per_sample": sim["sops_per_sample"],
+                         "energy_uj_per_sample": sim["energy_uj_per_sample"],
+                         "resumed_from_batch": sim["resumed_from_batch"]})
     base = rows[0]
     for row in rows:
+        row["accuracy_change"] = row["accuracy"] - base["accuracy"]
         row["power_ratio"] = row["spikes_per_sample"] / max(1e-12, base["spikes_per_sample"])
         row["energy_ratio"] = row["energy_uj_per_sample"] / max(1e-12, base["energy_uj_per_sample"])
     report = {**report_header(recipe, loaded.source, data, loaded.prepare_config.levels, timesteps, neuron),
               "samples": len(test.dataset) * distributed.world_size(), "energy_costs_pj": asdict(costs),
-              "seed": seed, "rows": rows}
+              "seed": seed, "finetune": asdict(finetune_config) if finetune_config else None, "rows": rows}
     finish_report(report, out_dir, progress_files, write_sweep_report)
     return report
+
+
+def prepare_masked(model: nn.Module, masks: MaskConfig) -> nn.Module:
+    """A copy of a prepared ``model`` with Random Spike Masks added."""
+    masked = copy.deepcopy(model)
+    add_spike_masks(masked, masks)
+    return masked

@@ -199,3 +199,41 @@ def test_mask_sweep_writes_table_and_plot(tmp_path):
     assert not list(out.glob("*.progress*"))
     proc = _entry("mask-sweep", "vit_nano", "--targets", "values", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "unknown masking targets" in proc.stderr
+
+
+def test_mask_sweep_fine_tunes_each_masked_model_against_the_unmasked_one(tmp_path):
+    out = tmp_path / "sweep"
+    args = ("mask-sweep", "vit_nano", "-T", "8", "--limit", "200", "--ratios", "0.75", "--targets", "mlp",
+            "--finetune-epochs", "1", "--lr", "1e-3", "--warmup-epochs", "0", "--out", str(out), "--quiet")
+    r = _invoke(*args)
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [(row["target"], row["fine_tuned"]) for row in rows] == [("none", False), ("mlp", False), ("mlp", True)]
+    unmasked, masked, tuned = rows
+    assert masked["qcfs_accuracy"] < unmasked["qcfs_accuracy"] - 10  # 75 % of the MLP spikes gone, no rescaling
+    assert tuned["qcfs_accuracy"] > masked["qcfs_accuracy"] + 10  # distillation wins most of it back
+    assert tuned["power_ratio"] < 1.0 and tuned["accuracy"] > masked["accuracy"]
+    record = json.loads((out / "finetuned_mlp_0.75_all.json").read_text())
+    assert record["teacher"] == "unmasked prepared model" and record["prepare"]["masks"]["ratios"] == {"mlp": 0.75}
+    again = _invoke(*args)  # everything finished: reloaded, not retrained
+    assert again.exit_code == 0 and json.loads((out / "sweep.json").read_text())["rows"] == rows
+    assert "fine-tuned" in (out / "sweep.md").read_text() or "| yes |" in (out / "sweep.md").read_text()
+
+
+def test_finetune_and_run_take_masks(tmp_path):
+    r = _invoke("finetune", "vit_nano", "--checkpoint", str(shipped_checkpoint(get_recipe("vit_nano"))), "--mask", "mlp=0.5", "--data", "embedded",
+                "--epochs", "1", "--limit", "100", "--out", str(tmp_path / "m.pt"), "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "teacher (unmasked prepared model)" in r.output
+    r = _invoke("simulate", "vit_nano", "--checkpoint", str(tmp_path / "m.pt"), "-T", "4", "--limit", "16",
+                "--out", str(tmp_path / "sim"))
+    assert r.exit_code == 0, r.output
+    r = _invoke("run", "vit_nano", "-T", "4", "--limit", "16", "--mask", "sa=0.5", "--mask-blocks", "1",
+                "--out", str(tmp_path / "run"), "--quiet")
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["masks"] == "sa 0.5 (first 1 blocks)"
+    proc = _entry("run", "vit_nano", "--mask", "attn", "--out", str(tmp_path / "bad"))
+    assert proc.returncode != 0 and "TARGET=P" in proc.stderr
+    proc = _entry("run", "vit_nano", "--mask", "attn=1.5", "--out", str(tmp_path / "bad"))
+    assert proc.returncode != 0 and "[0, 1)" in proc.stderr

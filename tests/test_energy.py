@@ -7,6 +7,7 @@ from snnconvert.convert import convert, prepare
 from snnconvert.runtime import reset_states
 from snnconvert.runtime.energy import EnergyCosts, OpCounter
 from snnconvert.runtime.neurons import IFNeuron
+from snnconvert.runtime.operators import ExpectationCompensated, MatMul
 
 from conftest import SPEC_28, images, tiny_vit
 
@@ -65,7 +66,70 @@ def test_spikes_are_recognized_after_swin_window_partition_and_shift():
     with OpCounter(snn) as counter, torch.no_grad():
         for _ in range(4):
             snn(x)
-    real = {o.name for o in counter.results() if o.macs}
+    layers = [o for o in counter.results() if o.kind == "linear"]
+    real = {o.name for o in layers if o.macs}
     # only the layers fed real values: the image, the residual stream into patch merging, the head
     assert real == {"patch_embed.proj", "layers.1.downsample.reduction.linear", "head.fc"}
-    assert all(o.sops > 0 for o in counter.results() if o.name not in real)
+    assert all(o.sops > 0 for o in layers if o.name not in real)
+    products = {o.name.rsplit(".", 1)[-1]: o for o in counter.results() if o.kind == "product"}
+    assert set(products) == {"qk", "av"} and products["qk"].macs == 0  # Q·Kᵀ: spikes × spikes, additions only
+    assert products["av"].macs > 0 and products["av"].sops > 0  # softmax (real) × V (spikes)
+
+
+def _two_spike_streams(n, k, m):
+    """IF neurons (θ = 1, v0 = 0) feeding a compensated product a @ b: inputs ≥ 1 fire at once."""
+    a, b = IFNeuron(1.0, initial_potential=0.0), IFNeuron(1.0, initial_potential=0.0)
+    product = ExpectationCompensated(MatMul(), bilinear=True)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.product = a, b, product
+
+        def forward(self, x, y):
+            return self.product(self.a(x), self.b(y))
+
+    return Net()
+
+
+def test_compensated_product_counts_by_hand():
+    net = _two_spike_streams(2, 3, 4)
+    x, y = torch.zeros(2, 3), torch.zeros(3, 4)
+    x[0, 0] = x[1, 2] = 1.0  # 2 events in a (n=2, k=3)
+    y[1, 1] = 1.0  # 1 event in b (k=3, m=4)
+    with OpCounter(net) as counter:
+        net(x, y)  # t = 1: a_1·B_1 only (A_0 = 0): 2 events × m=4; emit 2×4 outputs
+        first = counter.results()[0]
+        assert (first.kind, first.sops, first.macs, first.float_ops) == ("product", 2 * 4, 0, 8)
+        net(torch.zeros(2, 3), y * 0.0 + (y > 0))  # t = 2: no event in a, 1 in b: A_1·b_2 → 1 × n=2
+    op = counter.results()[0]
+    assert (op.sops, op.macs, op.float_ops) == (8 + 2, 0, 16)
+    reset_states(net)
+    with OpCounter(net, all_real=True) as ann:  # an ANN multiplies densely: n·m outputs × k
+        net(x, y)
+    assert ann.results()[0].macs == 2 * 4 * 3
+
+
+def test_real_operands_softmax_and_energy_sum():
+    product = ExpectationCompensated(MatMul(), bilinear=True)
+    spikes = IFNeuron(1.0, initial_potential=0.0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.softmax, self.v, self.product = ExpectationCompensated(nn.Softmax(-1)), spikes, product
+
+        def forward(self, scores, v):
+            return self.product(self.softmax(scores), self.v(v))
+
+    net = Net()
+    scores, v = torch.randn(5, 5), torch.zeros(5, 3)
+    v[0, 0] = v[4, 2] = 1.0
+    with OpCounter(net) as counter:
+        net(scores, v)
+        net(scores, v)
+    ops = {o.name: o for o in counter.results()}
+    assert ops["softmax"].float_ops == 2 * 25 and ops["softmax"].kind == "elementwise"
+    # t=1: softmax (real, 5×5) × B → 25 × m=3 MACs; t=2: + the same, and 2 events of v × n=5 additions
+    assert (ops["product"].macs, ops["product"].sops, ops["product"].float_ops) == (2 * 75, 2 * 5, 2 * 15)
+    assert EnergyCosts(1.0, 2.0).of(10, 150, 80) == 10 + 2 * 230

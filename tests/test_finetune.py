@@ -9,13 +9,14 @@ from torch.utils.data import TensorDataset
 
 from snnconvert import pipeline
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import PrepareConfig, convert, prepare, added_batchnorms
+from snnconvert.convert import MaskConfig, PrepareConfig, convert, prepare, added_batchnorms, spike_masks
 from snnconvert.convert.blocks import SpikeMlp
 from snnconvert.convert.norm import ChannelBatchNorm
 from snnconvert.model_zoo import get_recipe
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.model_zoo.registry import BuildPlan, Recipe, register_recipe
-from snnconvert.runtime import evaluate
+from snnconvert.errors import SnnConvertError
+from snnconvert.runtime import evaluate, reseed_masks
 from snnconvert.train import DistillationLoss, TrainConfig, fit
 
 from conftest import SPEC_32, images, tiny_swin
@@ -98,6 +99,32 @@ def test_finetune_starts_from_the_teacher_and_records_it(tmp_path):
     assert pipeline.load("swin_nano", str(tmp_path / "ft.pt")).stage == "prepared"
 
 
+def test_masked_finetune_distills_from_the_unmasked_model(tmp_path):
+    loaded = pipeline.load("vit_nano", None)  # the shipped prepared model
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    masks = MaskConfig({"mlp": 0.5}, seed=3)
+    config = TrainConfig(epochs=1, batch_size=100, lr=5e-4, warmup_epochs=0, distill_alpha=0.5)
+    torch.manual_seed(0)
+    student, prep, record = pipeline.finetune(loaded, "embedded", config, CalibrationConfig(), tmp_path / "m.pt",
+                                              "cpu", False, val_samples=200, masks=masks)
+    assert record["teacher"] == "unmasked prepared model" and record["distilled"] and prep.masks == masks
+    assert record["teacher_accuracy"] > record["accuracy_before_training"]  # masking costs accuracy at first
+    assert len(spike_masks(student)) == 4 and not spike_masks(loaded.model)
+    assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())  # the teacher is untouched
+    assert not torch.equal(student.head.weight, loaded.model.head.weight)  # the student trained
+    reloaded = pipeline.load("vit_nano", str(tmp_path / "m.pt"))
+    assert reloaded.prepare_config.masks == masks and len(spike_masks(reloaded.model)) == 4
+    x, _ = images(loaded.recipe.input_spec, 16)
+    reseed_masks(reloaded.model), reseed_masks(student)
+    with torch.no_grad():
+        assert torch.equal(reloaded.model.eval()(x), student.eval()(x))  # same weights, same mask seeds
+    with pytest.raises(SnnConvertError, match="masked already"):
+        pipeline.finetune(reloaded, "embedded", config, CalibrationConfig(), tmp_path / "n.pt", "cpu", False,
+                          masks=masks)
+    with pytest.raises(SnnConvertError, match="needs a teacher"):
+        pipeline.finetune(loaded, "embedded", config, CalibrationConfig(), tmp_path / "n.pt", "cpu", False)
+
+
 def test_zoo_build_trains_ann_then_distills(tmp_path):
     base = get_recipe("resnet_nano")
     recipe = register_recipe(base.with_updates(
@@ -117,8 +144,6 @@ def test_zoo_build_trains_ann_then_distills(tmp_path):
 
 
 def test_recipes_without_a_build_plan_say_what_to_do(tmp_path):
-    from snnconvert.errors import SnnConvertError
-
     with pytest.raises(SnnConvertError, match="finetune swin_t"):
         pipeline.build("swin_t", tmp_path, None, "cpu", False)
 

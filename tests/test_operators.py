@@ -1,7 +1,7 @@
 """Spike-correct operators: running means of outputs equal the op of the inputs' running means."""
 import torch
 
-from snnconvert.convert.ops import MatMul
+from snnconvert.runtime.operators import MatMul
 from snnconvert.runtime import ExpectationCompensated, reset_states
 
 

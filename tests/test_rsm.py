@@ -4,8 +4,10 @@ import copy
 import pytest
 import torch
 
-from snnconvert.convert import MaskConfig, RandomSpikeMask, add_spike_masks, convert, prepare, spike_masks
+from snnconvert.convert import (MASK_TARGETS, MaskConfig, PrepareConfig, RandomSpikeMask, add_spike_masks, convert,
+                                prepare, spike_masks)
 from snnconvert.convert.qcfs import QCFS
+from snnconvert.convert.rsm import TARGETS
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import simulate
 from snnconvert.runtime.neurons import IFNeuron
@@ -23,12 +25,23 @@ def test_mask_removes_a_fraction_p(p):
 
 def test_same_seed_same_masks_and_reseed_restarts():
     x = torch.ones(1000)
-    a, b, c = RandomSpikeMask(0.5, seed=3), RandomSpikeMask(0.5, seed=3), RandomSpikeMask(0.5, seed=4)
+    a, b, c = (RandomSpikeMask(0.5, seed=s).eval() for s in (3, 3, 4))
     first = a(x)
     assert torch.equal(first, b(x)) and not torch.equal(first, c(x))
     assert not torch.equal(a(x), first)  # a new draw every step
     a.reseed()
     assert torch.equal(a(x), first)
+
+
+def test_training_masks_draw_from_the_global_generator():
+    x, mask = torch.ones(1000), RandomSpikeMask(0.5, seed=3).train()
+    torch.manual_seed(11)
+    first = mask(x)
+    torch.manual_seed(11)
+    assert torch.equal(mask(x), first)  # reproducible through the trainer's seed and RNG checkpoints
+    assert (first == 0).float().mean() == pytest.approx(0.5, abs=0.08)
+    with pytest.raises(SnnConvertError, match=r"\[0, 1\)"):
+        MaskConfig({"attn": 1.0})
 
 
 def _low_thresholds(model):
@@ -67,6 +80,34 @@ def test_sites_blocks_and_conversion():
         add_spike_masks(model, MaskConfig({"q": 0.5}))
     with pytest.raises(SnnConvertError, match="unknown masking targets"):
         MaskConfig({"values": 0.5})
+
+
+def test_sa_target_masks_q_k_and_scores_of_the_first_blocks():
+    model = _prepared_vit()
+    assert add_spike_masks(model, MaskConfig({"sa": 0.5}, blocks=1)) == [
+        "blocks.0.attn.q_act", "blocks.0.attn.k_act", "blocks.0.attn.attn_act"]
+    assert set(TARGETS) | {"conv"} == set(MASK_TARGETS)
+
+
+def test_masks_travel_in_the_prepare_config_and_checkpoints(tmp_path):
+    from snnconvert import pipeline
+    from snnconvert.model_zoo import get_recipe
+
+    recipe = get_recipe("vit_nano")
+    masks = MaskConfig({"attn": 0.75, "mlp": 0.25}, blocks=2, seed=5)
+    loaded = pipeline.load("vit_nano", None)
+    masked = pipeline.prepare_masked(loaded.model, masks)
+    config = PrepareConfig(levels=loaded.prepare_config.levels, masks=masks)
+    pipeline.save_prepared(tmp_path / "masked.pt", masked, recipe, config)
+    again = pipeline.load("vit_nano", str(tmp_path / "masked.pt"))
+    assert again.prepare_config == config and again.prepare_config.masks == masks
+    assert {n: (m.ratio, m.seed) for n, m in spike_masks(again.model).items()} == {
+        n: (m.ratio, m.seed) for n, m in spike_masks(masked).items()} and len(spike_masks(masked)) == 4
+    snn, _ = pipeline.load_snn("vit_nano", str(tmp_path / "masked.pt"), "compensated", "if")
+    assert len(spike_masks(snn)) == 4
+    x, y = images(recipe.input_spec, 8)
+    reference = convert(masked)
+    assert simulate(snn, x, y, timesteps=4).correct == simulate(reference, x, y, timesteps=4).correct  # same seeds
 
 
 def test_masks_drop_spikes_in_simulation_and_swin_windows():

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snnconvert.convert.ops import MatMul
 from snnconvert.convert.qcfs import QCFS
+from snnconvert.runtime.operators import MatMul
 
 
 class SpikeAttention(nn.Module):

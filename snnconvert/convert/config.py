@@ -1,7 +1,44 @@
-"""Typed configuration of the prepare stage."""
+"""Typed configuration of the prepare stage: QCFS levels and thresholds, MLP BatchNorm, spike masks."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from snnconvert.errors import SnnConvertError
+
+#: Random Spike Masking targets (sites in :mod:`snnconvert.convert.rsm`): Q, K and the attention
+#: scores of every spiking attention, ``sa`` (all three), the MLP hidden layer, CNN activations.
+MASK_TARGETS = ("q", "k", "attn", "sa", "mlp", "conv")
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Where and how much Random Spike Masking to apply.
+
+    Attributes:
+        ratios: masking ratio p per target (see :data:`MASK_TARGETS`).
+        blocks: mask only the first ``blocks`` owners of each target in model order (transformer
+            blocks for ``q``/``k``/``attn``/``sa``/``mlp``, activations for ``conv``); None: all.
+        seed: seed of the first mask; each further mask gets the next seed.
+    """
+
+    ratios: dict[str, float] = field(default_factory=dict)
+    blocks: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.ratios) - set(MASK_TARGETS))
+        if unknown:
+            raise SnnConvertError(f"unknown masking targets {unknown}; choose from {', '.join(MASK_TARGETS)}")
+        bad = {t: p for t, p in self.ratios.items() if not 0.0 <= p < 1.0}
+        if bad:
+            raise SnnConvertError(f"masking ratios must be in [0, 1), got {bad}")
+        if self.blocks is not None and self.blocks < 0:
+            raise ValueError(f"blocks must be >= 0, got {self.blocks}")
+
+    def describe(self) -> str:
+        """``attn 0.75, mlp 0.5 (first 2 blocks)``."""
+        where = f" (first {self.blocks} blocks)" if self.blocks is not None else ""
+        return ", ".join(f"{t} {p:g}" for t, p in self.ratios.items()) + where
 
 
 @dataclass(frozen=True)
@@ -14,13 +51,18 @@ class PrepareConfig:
         threshold: initial λ of every new QCFS (calibration usually replaces it).
         mlp_batchnorm: add a BatchNorm after each Linear of the transformer MLPs, before its
             QCFS (the MST variant; they fold into the Linears at conversion).
+        masks: Random Spike Masking after the QCFS sites it names (kept by conversion); a
+            checkpoint's config carries them, so a masked model reloads masked.
     """
 
     levels: int = 8
     threshold: float = 4.0
     mlp_batchnorm: bool = False
+    masks: MaskConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.masks, dict):  # from a checkpoint's JSON
+            object.__setattr__(self, "masks", MaskConfig(**self.masks))
         if self.levels < 1:
             raise ValueError(f"levels must be >= 1, got {self.levels}")
         if self.threshold <= 0:

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from torch import nn
 
 from snnconvert.convert.fold import fold_batchnorms
-from snnconvert.convert.ops import MatMul
 from snnconvert.convert.prepare import find_unconvertible, is_prepared
 from snnconvert.convert.qcfs import QCFS
 from snnconvert.errors import SnnConvertError, UnsupportedLayersError
 from snnconvert.runtime.neurons import NEURONS
-from snnconvert.runtime.operators import ExpectationCompensated
+from snnconvert.runtime.operators import ExpectationCompensated, MatMul
 
 MODES = ("compensated", "mst")
 

@@ -14,11 +14,11 @@ from timm.layers.adaptive_avgmax_pool import FastAdaptiveAvgPool
 
 from snnconvert.convert.config import PrepareConfig
 from snnconvert.convert.norm import ChannelBatchNorm, layernorm2d_to_batchnorm
-from snnconvert.convert.ops import MatMul
 from snnconvert.convert.qcfs import QCFS
-from snnconvert.convert.rsm import RandomSpikeMask
+from snnconvert.convert.rsm import RandomSpikeMask, add_spike_masks
 from snnconvert.convert.rules import rule_for
 from snnconvert.errors import UnsupportedLayersError
+from snnconvert.runtime.operators import MatMul
 
 #: leaf modules a prepared model may contain: each converts exactly (linear) or is a QCFS/op.
 CONVERTIBLE_LEAVES: tuple[type, ...] = (
@@ -91,7 +91,7 @@ def prepare(model: nn.Module, config: PrepareConfig | None = None, inplace: bool
     Args:
         model: a timm Swin / ViT / DeiT, a timm or torchvision ResNet / VGG, or any model built
             from supported layers and registered blocks.
-        config: levels and initial thresholds.
+        config: levels, initial thresholds, MLP BatchNorm and spike masks (added last).
         inplace: modify ``model`` instead of a deep copy.
 
     Raises:
@@ -109,6 +109,8 @@ def prepare(model: nn.Module, config: PrepareConfig | None = None, inplace: bool
                           if p not in refused and not p[0].startswith(inside_refused)]
     if problems:
         raise UnsupportedLayersError(problems)
+    if cfg.masks is not None:
+        add_spike_masks(model, cfg.masks)
     if param is not None:
         model.to(param.device)
     return model.train(training)

@@ -9,6 +9,9 @@ from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.runtime.simulator import SimulationResult
 
 
+OP_FIELDS = ("sops", "macs", "float_ops")
+
+
 def checkpoints_of(timesteps: int) -> list[int]:
     """The steps shown in tables: powers of two up to T, and T itself."""
     ts, t = [], 1
@@ -37,24 +40,25 @@ def simulation_summary(result: SimulationResult, ann_accuracy: float | None,
                     "firing_rate": layer.rate, "spike_percent": layer.spike_percent,
                     "negative_potential_percent": layer.negative_percent,
                     "mean_residual_potential": layer.mean_residual} for layer in result.layers],
-        "sops_per_sample": sum(o.sops for o in result.ops) / max(1, result.samples),
-        "macs_per_sample": sum(o.macs for o in result.ops) / max(1, result.samples),
+        **{f"{field}_per_sample": sum(getattr(o, field) for o in result.ops) / max(1, result.samples)
+           for field in OP_FIELDS},
         "energy_uj_per_sample": result.energy_per_sample_pj(costs) / 1e6,
-        "ops": [{"name": o.name, "sops_per_sample": o.sops / max(1, result.samples),
-                 "macs_per_sample": o.macs / max(1, result.samples)} for o in result.ops],
+        "ops": [{"name": o.name, "kind": o.kind,
+                 **{f"{field}_per_sample": getattr(o, field) / max(1, result.samples) for field in OP_FIELDS}}
+                for o in result.ops],
     }
 
 
 def _markdown(report: dict[str, Any]) -> str:
     lines = [f"# snnconvert report: {report['model']}", ""]
     lines += [f"- {k}: {report[k]}" for k in ("timm_name", "weights", "data", "levels", "timesteps", "neuron",
-                                                "calibration") if report.get(k) is not None]
+                                                "calibration", "masks") if report.get(k) is not None]
     if report.get("training"):
         training = report["training"]
         resumed = training.get("resumed_from")
         lines.append(f"- training: {training['config']['epochs']} epochs, {training['seconds']} s"
                      + (f" (this run; resumed from epoch {resumed['epoch']}, batch {resumed['batch']})" if resumed else "")
-                     + (", distilled from the original ANN" if training.get("distilled") else "")
+                     + (f", distilled from the {training.get('teacher') or 'original ANN'}" if training.get("distilled") else "")
                      + f", history {training['history']}")
     lines.append("")
     anns = report["ann_accuracy"]
@@ -87,8 +91,13 @@ def _markdown(report: dict[str, Any]) -> str:
                 energy += f" ({sim['energy_uj_per_sample'] / report['ann_energy_uj_per_sample']:.3f} × the ANN's " \
                           f"{report['ann_energy_uj_per_sample']:.3f} µJ)"
             costs = report.get("energy_costs_pj") or {"ac_pj": 0.9, "mac_pj": 4.6}
-            lines += ["", f"Linear / Conv layers per sample: {sim['sops_per_sample']:.4g} SOPs (AC, {costs['ac_pj']} pJ), "
-                          f"{sim['macs_per_sample']:.4g} MACs (real-valued inputs, {costs['mac_pj']} pJ): {energy}"]
+            lines += ["", f"Energy per sample: {energy} = {sim['sops_per_sample']:.4g} SOPs (spike-driven additions, "
+                          f"{costs['ac_pj']} pJ) + {sim['macs_per_sample']:.4g} MACs (real-valued operands) + "
+                          f"{sim['float_ops_per_sample']:.4g} floating-point ops (softmax, compensated products' "
+                          f"outputs, …; {costs['mac_pj']} pJ each)", "",
+                      "| op | kind | SOPs / sample | MACs / sample | float ops / sample |", "|---|---|---|---|---|"]
+            lines += [f"| {op['name']} | {op['kind']} | {op['sops_per_sample']:.4g} | {op['macs_per_sample']:.4g} | "
+                      f"{op['float_ops_per_sample']:.4g} |" for op in sim["ops"]]
             lines += ["", f"Operations that run in floating point ({mode}):", ""]
             lines += [f"- {op['name']} ({op['kind']}): {op['why']}" for op in sim["float_operations"]] or ["- none"]
     return "\n".join(lines) + "\n"

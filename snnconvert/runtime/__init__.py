@@ -1,4 +1,5 @@
 """Spiking runtime: neurons, spike-correct operators, state, monitors and the simulator."""
+from snnconvert.runtime.masking import RandomSpikeMask, reseed_masks
 from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor
 from snnconvert.runtime.neurons import NEURONS, IFNeuron, SignedIFNeuron
 from snnconvert.runtime.operators import ExpectationCompensated
@@ -6,4 +7,4 @@ from snnconvert.runtime.simulator import SimulationResult, evaluate, simulate
 from snnconvert.runtime.state import StatefulModule, reset_states
 
 __all__ = ["NEURONS", "IFNeuron", "SignedIFNeuron", "ExpectationCompensated", "StatefulModule", "reset_states",
-           "LayerSpikes", "SpikeMonitor", "SimulationResult", "evaluate", "simulate"]
+           "RandomSpikeMask", "reseed_masks", "LayerSpikes", "SpikeMonitor", "SimulationResult", "evaluate", "simulate"]

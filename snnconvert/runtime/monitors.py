@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from snnconvert.runtime.masking import RandomSpikeMask
 from snnconvert.runtime.neurons import IFNeuron
 
 
@@ -88,8 +89,6 @@ class SpikeMonitor:
         return record
 
     def __enter__(self) -> SpikeMonitor:
-        from snnconvert.convert.rsm import RandomSpikeMask
-
         modules = dict(self.model.named_modules())
         self._handles = []
         for i, (name, neuron) in enumerate(self.layers.items()):

@@ -9,6 +9,7 @@ so that the running mean of its output is exactly ``g`` of the running means of 
 For a product ``g(a, b) = a·b`` this is ``A_t·B_t/t − A_{t−1}·B_{t−1}/(t−1)``; its increment
 ``a_t·B_{t−1} + A_{t−1}·b_t + a_t·b_t`` has one binary operand per term (additions only).
 For softmax, GELU or LayerNorm it is expectation compensation and runs in floating point.
+:class:`MatMul` holds the ANN's product as a module, so that ``convert`` can wrap it.
 """
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ import torch
 from torch import nn
 
 from snnconvert.runtime.state import StatefulModule
+
+
+class MatMul(nn.Module):
+    """``a @ b`` as a module; conversion wraps it in :class:`ExpectationCompensated` (or, in the
+    ``mst`` mode, leaves it to multiply each step's operands)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a @ b
 
 
 class ExpectationCompensated(StatefulModule):

@@ -20,6 +20,7 @@ from snnconvert.checkpoint import atomic_save
 from snnconvert.errors import CheckpointError
 from snnconvert.runtime.energy import EnergyCosts, LayerOps, OpCounter
 from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor, layer_spikes
+from snnconvert.runtime.masking import RandomSpikeMask, reseed_masks
 from snnconvert.runtime.state import reset_states
 
 
@@ -34,7 +35,7 @@ class SimulationResult:
         layers: spikes per IF layer.
         seconds: wall time of the simulation (this run).
         resumed_from_batch: batches taken from a progress file instead of simulated (None: a fresh run).
-        ops: SOPs and MACs per Linear / Conv layer (see :mod:`snnconvert.runtime.energy`).
+        ops: SOPs, MACs and floating-point ops per op (see :mod:`snnconvert.runtime.energy`).
     """
 
     timesteps: int
@@ -62,8 +63,8 @@ class SimulationResult:
         return sum(layer.spikes for layer in self.layers) / max(1, self.samples)
 
     def energy_per_sample_pj(self, costs: EnergyCosts = EnergyCosts()) -> float:
-        """Energy of the Linear / Conv layers over T steps, per sample (pJ)."""
-        return costs.of(sum(o.sops for o in self.ops), sum(o.macs for o in self.ops)) / max(1, self.samples)
+        """Energy over T steps, per sample (pJ): ``E_AC·SOP + E_MAC·(MAC + float ops)``."""
+        return costs.of(*(sum(getattr(o, f) for o in self.ops) for f in ("sops", "macs", "float_ops"))) / max(1, self.samples)
 
 
 def _batches(data, labels) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -84,9 +85,11 @@ def _progress_file(checkpoint: str | Path) -> Path:
 
 
 def _signature(snn: nn.Module, monitor: SpikeMonitor, timesteps: int, data) -> dict:
-    """What a progress file must match to be resumed: T, the neurons, the weights and the data size."""
+    """What a progress file must match to be resumed: T, the neurons, the masks, the weights and the data size."""
     weights = sum(float(v.double().sum()) for v in snn.state_dict().values() if v.is_floating_point())
-    return {"timesteps": timesteps, "neurons": [f"{n}:{type(m).__name__}" for n, m in monitor.layers.items()],
+    return {"format": 2, "timesteps": timesteps,
+            "neurons": [f"{n}:{type(m).__name__}" for n, m in monitor.layers.items()],
+            "masks": [f"{n}:{m.ratio}:{m.seed}" for n, m in snn.named_modules() if isinstance(m, RandomSpikeMask)],
             "weights": weights, "batches": len(data) if hasattr(data, "__len__") else None}
 
 
@@ -141,7 +144,7 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         if saved is not None:
             correct, samples, done = saved["correct"], int(saved["samples"]), int(saved["batches"])
             monitor.add(saved["spiking"])
-            ops.add(saved["sops"], saved["macs"])
+            ops.add(saved["ops"])
         for index, (images, targets) in enumerate(batches):
             if index < done:
                 continue
@@ -151,6 +154,7 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
                                  f"the matching model")
             images, targets = images.to(device), targets.to(device)
             reset_states(snn)
+            reseed_masks(snn, index)
             total_out = None
             for t in range(timesteps):
                 out = snn(images)
@@ -158,15 +162,13 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
                 correct[t] += (total_out.argmax(-1) == targets).sum().cpu()
             samples += targets.numel()
             if path is not None:
-                sops, macs = ops.totals()
                 atomic_save({"signature": signature, "batches": index + 1, "samples": samples, "correct": correct,
-                             "spiking": monitor.totals(), "sops": sops, "macs": macs}, path)
+                             "spiking": monitor.totals(), "ops": ops.totals()}, path)
         reset_states(snn)
-    per_layer_ops = list(ops.totals())
-    counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples]), *per_layer_ops]))
+    op_totals = ops.totals()
+    counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples]), op_totals.flatten()]))
     correct, samples = counts[:timesteps], int(counts[timesteps])
-    sops, macs = counts[timesteps + 1:].split([len(t) for t in per_layer_ops])
-    layer_ops = [LayerOps(o.name, int(s), int(m)) for o, s, m in zip(ops.results(), sops, macs)]
+    layer_ops = ops.results(counts[timesteps + 1:].reshape(op_totals.shape))
     spiking = distributed.all_reduce(monitor.totals())
     return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spiking),
                             time.perf_counter() - start, resumed_from_batch=saved["batches"] if saved is not None else None,
@@ -180,7 +182,8 @@ def evaluate(model: nn.Module, data, labels: torch.Tensor | None = None,
     (under torchrun: over every process's shard)."""
     model.eval().to(device)
     counts = torch.zeros(2, dtype=torch.long)
-    for images, targets in _batches(data, labels):
+    for index, (images, targets) in enumerate(_batches(data, labels)):
+        reseed_masks(model, index)
         pred = model(images.to(device)).argmax(-1).cpu()
         counts += torch.tensor([int((pred == targets).sum()), targets.numel()])
     correct, total = distributed.all_reduce(counts).tolist()

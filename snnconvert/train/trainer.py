@@ -122,7 +122,7 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
                          "processes: pick a multiple of the process count")
     model.to(device)
     if teacher is not None:
-        teacher.to(device).eval().requires_grad_(False)
+        teacher.to(device).eval()
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
@@ -158,6 +158,9 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
         if (state["stage"], ran) != (meta["stage"], running_now):
             raise CheckpointError(f"{checkpoint} holds a {state['stage']} run of {ran!r}, not a {meta['stage']} run of "
                                   f"{running_now!r}: pass another output path, or delete it to start afresh")
+        if state["prepare"] != meta.get("prepare"):
+            raise CheckpointError(f"{checkpoint} holds a model prepared otherwise ({state['prepare']}); pass another "
+                                  "output path, or delete it to start afresh")
         if train_state["config"] != asdict(config):
             raise CheckpointError(f"{checkpoint} was written with other settings {train_state['config']}; "
                                   "use the same options to resume, or another output path")
