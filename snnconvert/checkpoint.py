@@ -1,7 +1,8 @@
 """Checkpoints: written atomically, loaded safely (``weights_only=True`` / safetensors).
 
 An snnconvert checkpoint is a dict ``{"format": "snnconvert", "stage": …, "recipe": {…},
-"prepare": {…}, "model": state_dict, …}``; stage is ``ann``, ``prepared`` or ``converted``.
+"prepare": {…}, "model": state_dict, …}``; stage is ``ann``, ``prepared``, ``converted`` or
+``direct`` (a directly trained SNN, with its ``direct`` settings).
 A plain state dict (e.g. timm weights) loads as stage ``ann``.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from snnconvert.errors import CheckpointError
 
 FORMAT = "snnconvert"
-STAGES = ("ann", "prepared", "converted")
+STAGES = ("ann", "prepared", "converted", "direct")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

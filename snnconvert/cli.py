@@ -17,10 +17,12 @@ from snnconvert import distributed, pipeline
 from snnconvert.calibrate import METHODS, CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
 from snnconvert.convert import MASK_TARGETS, MODES, MaskConfig, PrepareConfig, convert, float_operations, prepare, qcfs_modules
 from snnconvert.data import DATASET_NAMES
+from snnconvert.direct import ENCODERS, NODES, SURROGATES
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import NEURONS
 from snnconvert.runtime.energy import EnergyCosts
-from snnconvert.model_zoo import get_recipe, list_recipes, shipped_checkpoint
+from snnconvert.model_zoo import direct_config, get_recipe, list_recipes, shipped_checkpoint
+from snnconvert.report import comparison, write_comparison
 from snnconvert.train import TrainConfig
 
 DATA_HELP = (f"Dataset: one of {', '.join(DATASET_NAMES)} (embedded: a 1,000+1,000-image Fashion-MNIST "
@@ -119,25 +121,31 @@ _HYPER_PARAMETERS = [
     ("--alpha", click.FloatRange(0, 1), "Distillation weight α: loss = (1-α)·CE + α·τ²·KL(teacher ‖ student)."),
     ("--temperature", click.FloatRange(0, min_open=True), "Distillation temperature τ."),
     ("--seed", int, "Seed of initialization and shuffling."),
+    ("--train-samples", click.IntRange(1), "Train on this many training images (a subset fixed by --seed)."),
     ("--checkpoint-every", click.IntRange(0), "Steps between mid-epoch checkpoints (0: epoch ends only)."),
 ]
 
 
+def _training_options_without_calibration(f):
+    """Data, hyper-parameters (unset ones come from the recipe where it has them, else the
+    defaults) and the validation / test limit."""
+    f = click.option("--limit", type=click.IntRange(1), default=None,
+                     help="Validate (and test) on the first N test images only.")(f)
+    for name, kind, text in reversed(_HYPER_PARAMETERS):
+        f = click.option(name, type=kind, default=None, help=text)(f)
+    return click.option("--data", default="fashion-mnist", show_default=True, help=DATA_HELP)(f)
+
+
 def _training_options(f):
-    """Options of train / finetune: data, hyper-parameters (unset ones come from the recipe for
-    finetune, else the defaults), levels, calibration, validation limit, resume, output."""
+    """Options of train / finetune: the above, levels, calibration, resume and the checkpoint."""
     f = _calibration_options(f)
     f = click.option("--out", type=click.Path(dir_okay=False), required=True,
                      help="Checkpoint written atomically during training (and the resume file); "
                           "a JSON record of the run beside it.")(f)
     f = click.option("--resume/--no-resume", default=True, show_default=True,
                      help="Continue from --out when it holds an unfinished run of the same settings.")(f)
-    f = click.option("--limit", type=click.IntRange(1), default=None,
-                     help="Validate on the first N test images only.")(f)
     f = click.option("--levels", type=click.IntRange(1), default=None, help="QCFS levels L (default: the recipe's).")(f)
-    for name, kind, text in reversed(_HYPER_PARAMETERS):
-        f = click.option(name, type=kind, default=None, help=text)(f)
-    return click.option("--data", default="fashion-mnist", show_default=True, help=DATA_HELP)(f)
+    return _training_options_without_calibration(f)
 
 
 def _calibration(calib_samples, calib_method, percentile, granularity, **_other_options) -> CalibrationConfig:
@@ -410,7 +418,7 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, neuron, limit, batch_
     for t, acc in sim["accuracy_at"].items():
         _echo(f"T={t:<5} accuracy {acc:6.2f} %")
     _echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s); "
-          f"Linear/Conv energy per sample: {sim['energy_uj_per_sample']:.3f} µJ")
+          f"energy per sample: {sim['energy_uj_per_sample']:.3f} µJ")
     if out:
         report = {**pipeline.report_header(recipe, str(path), data, None, timesteps, neuron), "ann_accuracy": {},
                   "energy_costs_pj": asdict(costs), "simulations": {mode: sim}}
@@ -474,6 +482,62 @@ def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, d
               f"{'fine-tuned' if row['fine_tuned'] else 'as masked':<10} accuracy {row['accuracy']:6.2f} % "
               f"({row['accuracy_change']:+.2f})  power {row['power_ratio']:.3f}  energy {row['energy_ratio']:.3f}")
     _echo(f"report: {Path(out) / 'sweep.md'}")
+
+
+@main.command("direct-train")
+@click.argument("model")
+@click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Time steps T (default: the recipe's).")
+@click.option("--neuron", type=click.Choice(list(NODES)), default=None,
+              help="Trainable neuron: if, lif, plif (learnable τ) or klif (default: the recipe's).")
+@click.option("--surrogate", type=click.Choice(list(SURROGATES)), default=None,
+              help="Surrogate gradient: sigmoid (α 4), atan (α 2), softsign (α 2) or triangle (α 1).")
+@click.option("--encoding", type=click.Choice(list(ENCODERS)), default=None,
+              help="Input encoding: direct (real image every step), rate, latency or phase.")
+@click.option("--tau", type=click.FloatRange(1, min_open=True), default=None, help="Membrane time constant τ.")
+@click.option("--reset", type=click.Choice(["hard", "soft"]), default=None, help="Reset to 0, or subtract V_th.")
+@_training_options_without_calibration
+@click.option("--out", type=click.Path(file_okay=False), default="runs/direct", show_default=True,
+              help="Folder for direct.pt (the resumable checkpoint, JSON record beside it) and the report.")
+@click.option("--sim-batch-size", type=click.IntRange(1), default=256, show_default=True,
+              help="Test images simulated together.")
+@_energy_options
+@_common
+def direct_train_cmd(model, timesteps, neuron, surrogate, encoding, tau, reset, out, sim_batch_size, e_ac, e_mac,
+                     **options):
+    """Train a spiking MODEL directly (surrogate gradients, backpropagation through T steps), then
+    simulate it on DATA's test split and report it like a converted model (accuracy per step,
+    spikes, spiking metrics, energy). Unset settings come from the recipe (`zoo show MODEL`)."""
+    device = _setup(options["threads"], options["device"])
+    recipe = get_recipe(model)
+    config = direct_config(recipe, timesteps=timesteps, neuron=neuron, surrogate=surrogate, encoding=encoding,
+                           tau=tau, reset=reset)
+    train_config = _train_config(recipe.direct.get("train", {}), options)
+    report = pipeline.direct_train(model, options["data"], config, train_config, out, options["limit"],
+                                   sim_batch_size, device, not options["quiet"] and distributed.is_main(),
+                                   EnergyCosts(e_ac, e_mac))
+    if distributed.is_main():
+        sim = report["simulations"]["direct"]
+        _train_summary(report["training"], "trained", model, str(Path(out) / "direct.pt"))
+        click.echo(f"{config.describe()}: " + ", ".join(f"T={t}: {a:.2f}" for t, a in sim["accuracy_at"].items())
+                   + f" % ({sim['samples']} test images)")
+        click.echo(f"spikes per image {sim['spikes_per_sample']:.4g}, energy {sim['energy_uj_per_sample']:.3f} µJ; "
+                   f"report: {Path(out) / 'report.md'}")
+
+
+@main.command("compare")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", type=click.Path(file_okay=False), default="runs/compare", show_default=True,
+              help="Folder for comparison.json, comparison.md and comparison.png.")
+def compare_cmd(reports, out):
+    """Put simulation reports side by side (REPORTS: report.json files or their folders, from
+    `snnconvert MODEL`, `simulate --out` or `direct-train`): accuracy, T, spikes, SOPs, MACs,
+    energy and training time, on the same test set."""
+    result = comparison(list(reports))
+    write_comparison(result, out)
+    for r in result["rows"]:
+        click.echo(f"{r['model']:<16} {r['method']:<10} T={r['timesteps']:<4} accuracy {r['accuracy']:6.2f} %  "
+                   f"spikes {r['spikes_per_sample']:.4g}  energy {r['energy_uj_per_sample']:.3f} µJ")
+    click.echo(f"report: {Path(out) / 'comparison.md'}")
 
 
 @main.group("zoo")

@@ -20,8 +20,10 @@ from snnconvert.convert import (MaskConfig, PrepareConfig, add_spike_masks, adde
                                 float_operations, mask_sites, prepare)
 from snnconvert.convert.qcfs import rate_limit_model
 from snnconvert.data import load_dataset, make_loader
+from snnconvert.direct import DirectConfig
 from snnconvert.errors import CheckpointError, SnnConvertError
-from snnconvert.model_zoo import Recipe, build_ann, get_recipe, list_recipes, load_model
+from snnconvert.model_zoo import (Recipe, build_ann, build_spiking_classifier, get_recipe, list_recipes, load_direct,
+                                  load_model)
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.report import simulation_summary, write_report, write_sweep_report
 from snnconvert.runtime import evaluate, simulate
@@ -75,22 +77,25 @@ def command_line() -> str:
     return " ".join(["snnconvert", *sys.argv[1:]])
 
 
-def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | None, data: str, train_config: TrainConfig,
-          checkpoint: str | Path, device: str, progress: bool, resume: bool = True,
+def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | DirectConfig | None, data: str,
+          train_config: TrainConfig, checkpoint: str | Path, device: str, progress: bool, resume: bool = True,
           val_samples: int | None = None, teacher: nn.Module | None = None) -> dict[str, Any]:
-    """Train a prepared model (or, with ``config`` None, the original ANN) on the training split,
-    distilling from ``teacher`` when given; the checkpoint doubles as the resume file.
+    """Train a prepared model (``config`` a PrepareConfig), a directly trained SNN (a DirectConfig)
+    or, with ``config`` None, the original ANN on the training split, distilling from ``teacher``
+    when given; the checkpoint doubles as the resume file.
 
     Returns the training record (also written as JSON next to the checkpoint).
     """
     train_set = load_dataset(data, "train", recipe.input_spec, augment=True)
     val_loader = eval_loader(recipe, data, 256, val_samples)
+    stage = "ann" if config is None else "direct" if isinstance(config, DirectConfig) else "prepared"
+    extra = {"command": command_line(), **({"direct": asdict(config)} if stage == "direct" else {})}
     result = fit(model, train_set, train_config, val_loader, checkpoint,
-                 {"stage": "ann" if config is None else "prepared", "recipe": recipe.to_dict(),
-                  "prepare": None if config is None else asdict(config), "extra": {"command": command_line()}},
+                 {"stage": stage, "recipe": recipe.to_dict(),
+                  "prepare": asdict(config) if stage == "prepared" else None, "extra": extra},
                  resume=resume, device=device, progress=progress, teacher=teacher)
-    record = {"checkpoint": Path(checkpoint).name, "stage": "ann" if config is None else "prepared",
-              "command": command_line(), "data": data, "train_samples": len(train_set),
+    record = {"checkpoint": Path(checkpoint).name, "stage": stage,
+              "command": command_line(), "data": data, "train_samples": min(len(train_set), train_config.train_samples or len(train_set)),
               "val_samples": len(val_loader.dataset) * distributed.world_size(),
               "processes": distributed.world_size(), "torch_threads": torch.get_num_threads(),
               "config": asdict(train_config), "distilled": teacher is not None, "history": result.history,
@@ -177,9 +182,14 @@ def build(name: str, out_dir: str | Path, data: str | None, device: str, progres
 
 
 def load_snn(model_name: str, checkpoint: str, mode: str, neuron: str) -> tuple[nn.Module, Recipe]:
-    """A converted model from a converted checkpoint (its own mode and neuron) or a prepared one
-    (converted now with ``mode`` and ``neuron``)."""
+    """A single-step SNN from a converted checkpoint (its own mode and neuron), a prepared one
+    (converted now with ``mode`` and ``neuron``) or a directly trained one (its encoder and network)."""
     ckpt = load_checkpoint(checkpoint)
+    if ckpt["stage"] == "direct":
+        classifier, recipe, _, _ = load_direct(checkpoint)
+        if recipe.name != model_name:
+            raise CheckpointError(f"{checkpoint} was made for {recipe.name!r}, not {model_name!r}")
+        return classifier.for_inference(), recipe
     if ckpt["stage"] != "converted":
         loaded = load(model_name, checkpoint)
         if loaded.stage != "prepared":
@@ -363,3 +373,29 @@ def prepare_masked(model: nn.Module, masks: MaskConfig) -> nn.Module:
     masked = copy.deepcopy(model)
     add_spike_masks(masked, masks)
     return masked
+
+
+def direct_train(model_name: str, data: str, config: DirectConfig, train_config: TrainConfig, out: str,
+                 limit: int | None, batch_size: int, device: str, progress: bool,
+                 costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
+    """Train a spiking model directly (surrogate gradients, BPTT over T steps; the loss on the mean
+    of the T outputs), then simulate it on the test split with the conversion path's simulator and
+    report it the same way (accuracy per step, spikes, spiking metrics, energy). Resumable."""
+    start = time.perf_counter()
+    recipe = get_recipe(model_name)
+    out_dir = Path(out)
+    torch.manual_seed(train_config.seed)
+    model = build_spiking_classifier(recipe, config)
+    record = train(model, recipe, config, data, train_config, out_dir / "direct.pt", device, progress,
+                   val_samples=limit)
+    test = eval_loader(recipe, data, batch_size, limit)
+    progress_file = out_dir / "simulation_direct.progress.pt"
+    sim = simulate_and_summarize(model.for_inference(), recipe, test, config.timesteps, None, device, progress,
+                                 progress_file, costs)
+    report = {**report_header(recipe, str(out_dir / "direct.pt"), data, None, config.timesteps, config.neuron),
+              "method": "direct", "direct": asdict(config), "training": record, "ann_accuracy": {},
+              "energy_costs_pj": asdict(costs), "simulations": {"direct": sim},
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "seconds": round(time.perf_counter() - start, 1)}
+    finish_report(report, out_dir, [progress_file])
+    return report

@@ -237,3 +237,35 @@ def test_finetune_and_run_take_masks(tmp_path):
     assert proc.returncode != 0 and "TARGET=P" in proc.stderr
     proc = _entry("run", "vit_nano", "--mask", "attn=1.5", "--out", str(tmp_path / "bad"))
     assert proc.returncode != 0 and "[0, 1)" in proc.stderr
+
+
+def test_direct_train_simulate_and_compare_with_a_converted_model(tmp_path):
+    out = tmp_path / "direct"
+    args = ("direct-train", "spikformer_nano", "--data", "embedded", "--epochs", "1", "--batch-size", "100",
+            "--limit", "100", "--neuron", "plif", "--surrogate", "atan", "--out", str(out), "--quiet")
+    r = _invoke(*args)
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "direct" and report["direct"]["neuron"] == "plif" and report["timesteps"] == 4
+    sim = report["simulations"]["direct"]
+    assert sim["samples"] == 100 and sim["spikes_per_sample"] > 0 and sim["energy_uj_per_sample"] > 0
+    assert report["training"]["seconds"] > 0 and (out / "direct.json").exists()
+    again = _invoke(*args)  # finished: resumed, not retrained
+    assert again.exit_code == 0 and "resumed from epoch 1" in again.output
+    other = _entry(*[a if a != "plif" else "lif" for a in args])  # other settings, same folder
+    assert other.returncode != 0 and "other settings" in other.stderr, other.stderr
+    r = _invoke("simulate", "spikformer_nano", "--checkpoint", str(out / "direct.pt"), "--data", "embedded",
+                "--limit", "100", "-T", "4")
+    assert r.exit_code == 0 and f"{sim['accuracy_at']['4']:6.2f} %" in r.output
+    conv = tmp_path / "conv"
+    assert _invoke("vit_nano", "-T", "8", "--limit", "100", "--out", str(conv), "--quiet").exit_code == 0
+    r = _invoke("compare", str(out), str(conv / "report.json"), "--out", str(tmp_path / "cmp"))
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["rows"]
+    assert [(row["model"], row["method"], row["timesteps"]) for row in rows] == [
+        ("spikformer_nano", "direct", 4), ("vit_nano", "conversion", 8)]
+    assert (tmp_path / "cmp" / "comparison.png").exists() and "| direct |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    small = tmp_path / "small"
+    assert _invoke("vit_nano", "-T", "4", "--limit", "50", "--out", str(small), "--quiet").exit_code == 0
+    proc = _entry("compare", str(out), str(small), "--out", str(tmp_path / "bad"))
+    assert proc.returncode != 0 and "different test sets" in proc.stderr

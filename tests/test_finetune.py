@@ -44,6 +44,20 @@ def test_distillation_options_are_checked():
             TrainConfig(epochs=1, distill_alpha=0.5), progress=False)
 
 
+def test_train_samples_takes_a_seeded_subset():
+    seen = []
+
+    class Counting(TensorDataset):
+        def __getitem__(self, i):
+            seen.append(i)
+            return super().__getitem__(i)
+
+    data = Counting(torch.randn(100, 4), torch.zeros(100, dtype=torch.long))
+    for _ in range(2):
+        fit(nn.Linear(4, 3), data, TrainConfig(epochs=1, batch_size=5, train_samples=10, seed=3), progress=False)
+    assert len(seen) == 20 and sorted(seen[:10]) == sorted(seen[10:]) and len(set(seen)) == 10
+
+
 def test_distillation_pulls_the_student_to_the_teacher():
     """On random labels, a student distilled with α = 1 learns the teacher's function; with α = 0 it does not."""
     torch.manual_seed(0)

@@ -14,13 +14,42 @@ from torch import nn
 
 from snnconvert.checkpoint import load_checkpoint
 from snnconvert.convert import PrepareConfig, prepare
-from snnconvert.errors import CheckpointError
-from snnconvert.model_zoo.registry import Recipe
+from snnconvert.direct import DirectConfig, SpikingClassifier, make_encoder
+from snnconvert.errors import CheckpointError, SnnConvertError
+from snnconvert.model_zoo.registry import Recipe, get_recipe, list_recipes
 
 
 def build_ann(recipe: Recipe, pretrained: bool = False) -> nn.Module:
     """The recipe's ANN from timm (``pretrained=True`` downloads timm's weights)."""
     return timm.create_model(recipe.timm_name, pretrained=pretrained, **recipe.model_args)
+
+
+def direct_config(recipe: Recipe, **overrides) -> DirectConfig:
+    """The recipe's direct-training settings with ``overrides`` (None values ignored)."""
+    if recipe.direct is None:
+        direct = [n for n in list_recipes() if get_recipe(n).direct]
+        raise SnnConvertError(f"{recipe.name} is not a directly trained SNN; direct-train one of {', '.join(direct)} "
+                              f"(convert {recipe.name} with `snnconvert {recipe.name}`)")
+    base = {k: v for k, v in recipe.direct.items() if k != "train"}
+    return DirectConfig(**{"timesteps": recipe.timesteps, **base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def build_spiking_classifier(recipe: Recipe, config: DirectConfig) -> SpikingClassifier:
+    """The recipe's spiking network with ``config``'s neurons, behind its encoder, unrolled over T."""
+    network = timm.create_model(recipe.timm_name, **recipe.model_args, **config.neuron_args())
+    encoder = make_encoder(config.encoding, config.timesteps, recipe.mean, recipe.std)
+    return SpikingClassifier(network, encoder, config.timesteps)
+
+
+def load_direct(path: str | Path) -> tuple[SpikingClassifier, Recipe, DirectConfig, dict]:
+    """A directly trained SNN from its checkpoint (stage ``direct``), with its recipe and settings."""
+    ckpt = load_checkpoint(path)
+    if ckpt["stage"] != "direct":
+        raise CheckpointError(f"{path} holds a {ckpt['stage']} model, not a directly trained SNN")
+    recipe, config = Recipe.from_dict(ckpt["recipe"]), DirectConfig(**ckpt["direct"])
+    model = build_spiking_classifier(recipe, config)
+    _load_state(model, ckpt["model"], Path(path))
+    return model, recipe, config, {k: v for k, v in ckpt.items() if k not in ("model", "recipe", "format")}
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -110,8 +139,9 @@ def load_model(recipe: Recipe, checkpoint: str | Path | None = None, pretrained:
     ckpt = load_checkpoint(path)
     if ckpt["recipe"] is not None:
         recipe = Recipe.from_dict(ckpt["recipe"])
-    if ckpt["stage"] == "converted":
-        raise CheckpointError(f"{path} holds a converted SNN; pass the prepared (QCFS) checkpoint instead")
+    if ckpt["stage"] in ("converted", "direct"):
+        raise CheckpointError(f"{path} holds a {ckpt['stage']} SNN; pass a prepared (QCFS) or ANN checkpoint, or "
+                              "simulate it with `snnconvert simulate`")
     model = build_ann(recipe)
     config = None
     if ckpt["stage"] == "prepared":

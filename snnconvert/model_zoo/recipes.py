@@ -1,6 +1,7 @@
 """The registered recipes: timm's pretrained transformers and CNNs, and the small models trained here."""
 from __future__ import annotations
 
+from snnconvert.direct import models as _direct_models  # noqa: F401  (registers the spiking models with timm)
 from snnconvert.model_zoo.registry import BuildPlan, Recipe, register_recipe
 
 FASHION_MNIST_MEAN = (0.2860,)
@@ -40,3 +41,18 @@ register_recipe(Recipe(
     checkpoint="resnet_nano_fmnist.pt",
     build=BuildPlan(ann={"epochs": 6}, qcfs={"epochs": 3, "lr": 5e-4, "warmup_epochs": 0.2, "distill_alpha": 0.5}),
     description="ResNet, one basic block per stage, 16→128 channels, 28 px"))
+
+# Directly trained SNNs (surrogate gradients), for comparison with the converted models: Spikformer's
+# settings (LIF τ = 2, hard reset without its gradient, sigmoid α = 4, direct encoding, T = 4) and
+# the direct-training survey's baseline for its simple spiking ViT (PLIF τ = 2.5, arctan, rate code).
+_DIRECT_TRAIN = {"epochs": 3, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.06, "warmup_epochs": 0.2}
+register_recipe(Recipe(
+    "spikformer_nano", "spikformer_nano", input_size=(1, 28, 28), mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
+    timesteps=4, model_args=dict(img_size=28, in_chans=1, num_classes=10),
+    direct={"neuron": "lif", "surrogate": "sigmoid", "encoding": "direct", "tau": 2.0, "train": _DIRECT_TRAIN},
+    description="Spikformer-2-64 (SPS stem, spiking self-attention), 7×7 tokens, 28 px; direct training, T = 4"))
+register_recipe(Recipe(
+    "spiking_vit_nano", "spiking_vit_nano", input_size=(1, 28, 28), mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
+    timesteps=4, model_args=dict(img_size=28, in_chans=1, num_classes=10),
+    direct={"neuron": "plif", "surrogate": "atan", "encoding": "rate", "tau": 2.5, "train": _DIRECT_TRAIN},
+    description="the survey's simple spiking ViT, 4 blocks, dim 64, 28 px; direct training"))

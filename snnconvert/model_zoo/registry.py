@@ -64,6 +64,8 @@ class Recipe:
         finetune: settings of ``snnconvert finetune`` (TrainConfig fields over :data:`FINETUNE_DEFAULTS`).
         checkpoint: file name of a shipped QCFS checkpoint in ``model_zoo/checkpoints``.
         build: how ``zoo build`` reproduces that checkpoint.
+        direct: for a directly trained SNN (not converted): its default ``DirectConfig`` fields and,
+            under ``train``, its TrainConfig fields (``snnconvert direct-train``).
         description: one line for ``zoo list``.
     """
 
@@ -80,6 +82,7 @@ class Recipe:
     finetune: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
     build: BuildPlan | None = None
+    direct: dict[str, Any] | None = None
     description: str = ""
 
     @classmethod

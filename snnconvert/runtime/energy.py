@@ -1,10 +1,12 @@
 """Synaptic operations, MACs and floating-point ops of a model, counted while it runs.
 
-A Linear / Conv whose input carries spikes (the output of an IF neuron or a spike mask this step,
-or a rearrangement of it: reshaped, transposed, rolled, windowed, zero-padded — recognized by its
-event count and absolute sum) does one accumulate (AC) per input event and connection:
-``SOP = Σ_t events × fan-out``. A layer fed real values (the image, the residual stream) does dense
-multiply-accumulates (MAC) every step.
+A Linear / Conv whose input carries spikes (this step's output of a module that ``emits_spikes`` —
+a spiking neuron, a spike mask, a spike encoder — or a rearrangement of it: reshaped, transposed,
+rolled, windowed, zero-padded; recognized by its event count and absolute sum) does one accumulate
+(AC) per input event and connection:
+``SOP = Σ_t events × fan-out``. An integer-valued input (spikes summed on a residual stream, or
+max-pooled) counts each unit as one event. A layer fed real values (the image, a real-valued
+residual stream) does dense multiply-accumulates (MAC) every step.
 
 A compensated product ``y = a @ b`` (``a: [.., n, k]``, ``b: [.., k, m]``) keeps the running sums
 ``A_t``, ``B_t`` and adds ``a_t·B_t + A_{t−1}·b_t`` to ``A_t·B_t``: a spike operand makes its
@@ -28,8 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnconvert.runtime.masking import RandomSpikeMask
-from snnconvert.runtime.neurons import IFNeuron
 from snnconvert.runtime.operators import ExpectationCompensated, MatMul
 
 #: ops that run in floating point, one op per output element and step
@@ -78,9 +78,10 @@ def _dense_macs(layer: nn.Module, out: torch.Tensor) -> int:
     return out.numel() * (layer.in_channels // layer.groups) * int(torch.tensor(layer.kernel_size).prod())
 
 
-def _sops(layer: nn.Module, x: torch.Tensor) -> int:
-    """Events × connections: exact for Conv (edges included) via a convolution of the event map."""
-    events = (x != 0).to(torch.float32)
+def _sops(layer: nn.Module, x: torch.Tensor, counts: bool = False) -> int:
+    """Events × connections: exact for Conv (edges included) via a convolution of the event map.
+    With ``counts`` an input element ``x`` is ``|x|`` events (spikes summed: a residual stream)."""
+    events = x.abs().to(torch.float32) if counts else (x != 0).to(torch.float32)
     if isinstance(layer, nn.Linear):
         return int(events.sum()) * layer.out_features
     g = layer.groups
@@ -113,7 +114,7 @@ class OpCounter:
                 self._kinds[name] = (m, "product")
             elif isinstance(m, (ExpectationCompensated, *ELEMENTWISE)):
                 self._kinds[name] = (m, "elementwise")
-        self._sources = [m for m in model.modules() if isinstance(m, (IFNeuron, RandomSpikeMask))]
+        self._sources = [m for m in model.modules() if getattr(m, "emits_spikes", False)]
         self._ops = {n: LayerOps(n, kind) for n, (_, kind) in self._kinds.items()}
         self._spike_marks: list[tuple[int, float]] = []  # (events, Σ|x|) of this step's spike tensors
         self._handles: list = []
@@ -135,10 +136,17 @@ class OpCounter:
         return any(events == e and abs(total - t) <= 1e-4 * max(1.0, t) for e, t in self._spike_marks)
 
     def _linear(self, ops: LayerOps, layer: nn.Module, inputs, out: torch.Tensor) -> None:
-        if self._carries_spikes(inputs[0]):
-            ops.sops += _sops(layer, inputs[0])
+        x = inputs[0]
+        if self._carries_spikes(x):
+            ops.sops += _sops(layer, x)
+        elif self._spike_counts(x):
+            ops.sops += _sops(layer, x, counts=True)
         else:
             ops.macs += _dense_macs(layer, out)
+
+    def _spike_counts(self, x: torch.Tensor) -> bool:
+        """Integer-valued input while spikes flow this step: a sum or max-pool of spike tensors."""
+        return not self.all_real and bool(self._spike_marks) and bool(torch.equal(x, x.round()))
 
     def _product(self, ops: LayerOps, op: nn.Module, inputs, out: torch.Tensor) -> None:
         a, b = inputs

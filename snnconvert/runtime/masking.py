@@ -21,6 +21,8 @@ class RandomSpikeMask(nn.Module):
     ``ratio = 0`` returns the input itself.
     """
 
+    emits_spikes = True  # what passes is spikes (the energy counter's sources)
+
     def __init__(self, ratio: float, seed: int = 0):
         super().__init__()
         if not 0.0 <= ratio < 1.0:

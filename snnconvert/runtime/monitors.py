@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from snnconvert.runtime.masking import RandomSpikeMask
-from snnconvert.runtime.neurons import IFNeuron
+from snnconvert.runtime.neurons import SpikingNeuron
 
 
 @dataclass
@@ -58,34 +58,32 @@ STATS = ("spikes", "neuron_steps", "firing", "negative", "residual")
 
 
 class SpikeMonitor:
-    """Records the spiking statistics of every :class:`IFNeuron` of ``model`` while attached (a
+    """Records the spiking statistics of every :class:`SpikingNeuron` of ``model`` while attached (a
     context manager): spikes, neuron-steps, firing, negative-potential and residual-potential totals."""
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.layers = {n: m for n, m in model.named_modules() if isinstance(m, IFNeuron)}
+        self.layers = {n: m for n, m in model.named_modules() if isinstance(m, SpikingNeuron)}
         self._totals = torch.zeros(len(self.layers), len(STATS), dtype=torch.float64)
         self._handles: list = []
 
     def _hook(self, index: int):
         @torch.no_grad()
-        def record(module: IFNeuron, _inputs, out: torch.Tensor) -> None:
-            # out = θ·s with s the signed number of spikes this step (bursts count each spike); the
-            # per-step count is rounded to an integer so that totals over many steps stay exact
-            theta = module.threshold
-            spikes = (out.abs() / theta).sum() if theta.dim() else out.abs().sum() / theta
+        def record(module: SpikingNeuron, _inputs, out: torch.Tensor) -> None:
+            # every spike counts (negative ones and each of a burst); the per-step count is rounded
+            # to an integer so that totals over many steps stay exact
+            spikes = module.spike_count(out).abs().sum()
             fired = out != 0
-            v = module.v / theta
+            v = module.v / module.threshold
             step = torch.stack([spikes.round().double(), torch.tensor(out.numel(), dtype=torch.float64),
                                 fired.sum().double(), (v < 0).sum().double(), (v * fired).sum().double()])
             self._totals[index] += step.cpu()
         return record
 
-    def _dropped(self, index: int, neuron: IFNeuron):
+    def _dropped(self, index: int, neuron: SpikingNeuron):
         @torch.no_grad()
         def record(_mask, inputs, out: torch.Tensor) -> None:  # spikes a mask removed are not transmitted
-            theta = neuron.threshold
-            self._totals[index, 0] -= float(((inputs[0].abs() - out.abs()) / theta).sum().round())
+            self._totals[index, 0] -= float(neuron.spike_count(inputs[0].abs() - out.abs()).sum().round())
         return record
 
     def __enter__(self) -> SpikeMonitor:

@@ -14,7 +14,18 @@ import torch
 from snnconvert.runtime.state import StatefulModule, adopt_threshold_shape
 
 
-class IFNeuron(StatefulModule):
+class SpikingNeuron(StatefulModule):
+    """A neuron the monitors and energy counters see: after each step ``v`` holds its membrane
+    potential and ``threshold`` its θ; :meth:`spike_count` reads the (signed) spikes of an output."""
+
+    emits_spikes = True  # its outputs are spikes (the energy counter's sources)
+
+    def spike_count(self, out: torch.Tensor) -> torch.Tensor:
+        """Spikes per element of an output of this neuron."""
+        raise NotImplementedError
+
+
+class IFNeuron(SpikingNeuron):
     """IF neuron, reset by subtraction, output ``θ·s`` (single-step: input and output ``[N, *]``).
 
     Args:
@@ -34,6 +45,9 @@ class IFNeuron(StatefulModule):
 
     def reset(self) -> None:
         self.v: torch.Tensor | None = None
+
+    def spike_count(self, out: torch.Tensor) -> torch.Tensor:
+        return out / self.threshold
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         adopt_threshold_shape(self, state_dict, prefix)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from snnconvert import distributed
@@ -46,6 +46,8 @@ class TrainConfig:
         checkpoint_every: steps between mid-epoch checkpoints (0: epoch ends only).
         distill_alpha: weight α of distillation from the teacher (0: cross-entropy only).
         temperature: τ of the distillation softmax.
+        train_samples: train on this many images of the training set (a subset fixed by ``seed``);
+            None: all of them.
     """
 
     epochs: int = 10
@@ -58,10 +60,13 @@ class TrainConfig:
     checkpoint_every: int = 200
     distill_alpha: float = 0.0
     temperature: float = 2.0
+    train_samples: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ValueError(f"train_samples must be >= 1, got {self.train_samples}")
         DistillationLoss(self.distill_alpha, self.temperature)  # validates both
 
 
@@ -120,6 +125,9 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
     if config.batch_size % distributed.world_size():
         raise ValueError(f"batch size {config.batch_size} does not split over {distributed.world_size()} "
                          "processes: pick a multiple of the process count")
+    if config.train_samples is not None and config.train_samples < len(train_set):
+        chosen = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))
+        train_set = Subset(train_set, chosen[: config.train_samples].tolist())
     model.to(device)
     if teacher is not None:
         teacher.to(device).eval()
@@ -158,6 +166,10 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
         if (state["stage"], ran) != (meta["stage"], running_now):
             raise CheckpointError(f"{checkpoint} holds a {state['stage']} run of {ran!r}, not a {meta['stage']} run of "
                                   f"{running_now!r}: pass another output path, or delete it to start afresh")
+        other = {k: state.get(k) for k, v in meta.get("extra", {}).items() if k != "command" and state.get(k) != v}
+        if other:
+            raise CheckpointError(f"{checkpoint} holds a run with other settings {other}; pass another output path, "
+                                  "or delete it to start afresh")
         if state["prepare"] != meta.get("prepare"):
             raise CheckpointError(f"{checkpoint} holds a model prepared otherwise ({state['prepare']}); pass another "
                                   "output path, or delete it to start afresh")
