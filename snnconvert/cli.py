@@ -266,7 +266,7 @@ def _train_summary(record: dict, verb: str, model: str, out: str) -> None:
         _echo(f"resumed from epoch {record['resumed_from']['epoch']}, batch {record['resumed_from']['batch']}")
     last = record["history"][-1] if record["history"] else {}
     _echo(json.dumps(last))
-    _echo(f"{verb} {model} for {record['config']['epochs']} epochs ({record['seconds']} s this run, "
+    _echo(f"{verb} {model} for {record['config']['epochs']} epochs ({record['seconds']} s of training, "
           f"{record['processes']} process(es)) → {out} (record: {Path(out).with_suffix('.json')})")
 
 

@@ -57,7 +57,7 @@ def _markdown(report: dict[str, Any]) -> str:
         training = report["training"]
         resumed = training.get("resumed_from")
         lines.append(f"- training: {training['config']['epochs']} epochs, {training['seconds']} s"
-                     + (f" (this run; resumed from epoch {resumed['epoch']}, batch {resumed['batch']})" if resumed else "")
+                     + (f" (resumed from epoch {resumed['epoch']}, batch {resumed['batch']})" if resumed else "")
                      + (f", distilled from the {training.get('teacher') or 'original ANN'}" if training.get("distilled") else "")
                      + f", history {training['history']}")
     lines.append("")
@@ -80,7 +80,9 @@ def _markdown(report: dict[str, Any]) -> str:
             lines += ["", f"## Spikes per layer ({mode}, {sim['samples']} samples, T={sim['timesteps']}, "
                           f"{sim['seconds']:.1f} s" + (f"; resumed after {resumed} batches" if resumed else "") + ")",
                       "",
-                      f"Total spikes per sample: {sim['spikes_per_sample']:.0f}", "",
+                      f"Total spikes per sample: {sim['spikes_per_sample']:.0f}; MST's power model "
+                      f"(P = spikes / time × α, α the energy per spike): "
+                      f"{sim['spikes_per_sample'] / sim['timesteps']:.4g} spikes per sample per time step · α", "",
                       "| layer | spikes / sample | firing rate | spike % | negative-potential % | residual (θ) |",
                       "|---|---|---|---|---|---|"]
             lines += [f"| {lay['name']} | {lay['spikes_per_sample']:.0f} | {lay['firing_rate']:.4f} | "

@@ -72,7 +72,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """History of a run: one entry per finished epoch."""
+    """History of a run: one entry per finished epoch; ``seconds`` of training in all (a resumed
+    run adds its time to what the checkpoint recorded)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: dict[str, int] | None = None
@@ -142,6 +143,7 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
     meta = checkpoint_meta or {"stage": "prepared", "recipe": {}, "prepare": None}
     main = distributed.is_main()
     running = torch.zeros(2, dtype=torch.float64)  # summed loss and samples of this process in this epoch
+    earlier_seconds, start = 0.0, time.perf_counter()  # training time before a resume, this run's start
 
     def save(epoch_: int, batch_: int) -> None:
         if checkpoint is None:
@@ -150,7 +152,8 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
         processes = distributed.all_gather({"rng": torch.get_rng_state(), "running": running.clone()})
         if not main:
             return
-        state = {"epoch": epoch_, "batch": batch_, "config": asdict(config), "history": result.history}
+        state = {"epoch": epoch_, "batch": batch_, "config": asdict(config), "history": result.history,
+                 "seconds": earlier_seconds + time.perf_counter() - start}
         if epoch_ < config.epochs:  # a finished run keeps no optimizer state: the file stays small
             state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), processes=processes)
         save_checkpoint(checkpoint, model.state_dict(), meta["stage"], meta["recipe"], meta.get("prepare"),
@@ -186,6 +189,7 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
             if start_batch:
                 running = train_state["processes"][distributed.rank()]["running"]
         result.history = list(train_state["history"])
+        earlier_seconds = float(train_state.get("seconds", 0.0))
         result.resumed_from = {"epoch": epoch, "batch": start_batch}
 
     trained = distributed.wrap(model)
@@ -223,6 +227,6 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
         running = torch.zeros(2, dtype=torch.float64)
         save(epoch, 0)
     distributed.barrier()
-    result.seconds = time.perf_counter() - start
+    result.seconds = earlier_seconds + time.perf_counter() - start
     model.eval()
     return result
