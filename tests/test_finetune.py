@@ -156,7 +156,8 @@ def test_zoo_build_trains_ann_then_distills(tmp_path):
     assert again["stages"]["ann"]["resumed_from"] == {"epoch": 1, "batch": 0}
     assert again["stages"]["qcfs"]["resumed_from"] == {"epoch": 1, "batch": 0}
     # the record keeps the training time on record, not the few milliseconds of the finished resume
-    assert again["stages"]["qcfs"]["seconds"] >= record["stages"]["qcfs"]["seconds"] > 0.5
+    assert again["stages"]["qcfs"]["seconds"] == pytest.approx(record["stages"]["qcfs"]["seconds"], abs=0.3)
+    assert record["stages"]["qcfs"]["seconds"] > 0.5
 
 
 def test_recipes_without_a_build_plan_say_what_to_do(tmp_path):
