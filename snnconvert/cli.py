@@ -512,6 +512,8 @@ def direct_train_cmd(model, timesteps, neuron, surrogate, encoding, tau, reset, 
     config = direct_config(recipe, timesteps=timesteps, neuron=neuron, surrogate=surrogate, encoding=encoding,
                            tau=tau, reset=reset)
     train_config = _train_config(recipe.direct.get("train", {}), options)
+    if train_config.distill_alpha > 0:
+        raise SnnConvertError("direct training has no teacher to distill from: leave --alpha at 0")
     report = pipeline.direct_train(model, options["data"], config, train_config, out, options["limit"],
                                    sim_batch_size, device, not options["quiet"] and distributed.is_main(),
                                    EnergyCosts(e_ac, e_mac))

@@ -265,6 +265,10 @@ def test_direct_train_simulate_and_compare_with_a_converted_model(tmp_path):
     assert [(row["model"], row["method"], row["timesteps"]) for row in rows] == [
         ("spikformer_nano", "direct", 4), ("vit_nano", "conversion", 8)]
     assert (tmp_path / "cmp" / "comparison.png").exists() and "| direct |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    proc = _entry("direct-train", "swin_nano", "--data", "embedded", "--out", str(tmp_path / "x"))
+    assert proc.returncode != 0 and "not a directly trained SNN" in proc.stderr and "spikformer_nano" in proc.stderr
+    proc = _entry("direct-train", "spikformer_nano", "--alpha", "0.5", "--data", "embedded", "--out", str(tmp_path / "x"))
+    assert proc.returncode != 0 and "no teacher" in proc.stderr
     small = tmp_path / "small"
     assert _invoke("vit_nano", "-T", "4", "--limit", "50", "--out", str(small), "--quiet").exit_code == 0
     proc = _entry("compare", str(out), str(small), "--out", str(tmp_path / "bad"))

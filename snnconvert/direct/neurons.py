@@ -58,6 +58,10 @@ class SpikingNode(SpikingNeuron):
     def spike_count(self, out: torch.Tensor) -> torch.Tensor:
         return out
 
+    def residual(self) -> torch.Tensor:
+        """``(H[t] − V_th·S[t]) / V_th``: the overshoot a hard reset discards (a soft one keeps)."""
+        return (self._charged - self.threshold * self._spikes) / self.threshold
+
     def charge(self, x: torch.Tensor) -> torch.Tensor:
         """``H[t]`` from ``V[t−1]`` (``self.v``) and the input."""
         raise NotImplementedError
@@ -67,6 +71,7 @@ class SpikingNode(SpikingNeuron):
             self.v = torch.full_like(x, self.v_reset)
         h = self.charge(x)
         spikes = self.surrogate(h - self.threshold)
+        self._charged, self._spikes = h, spikes
         s = spikes.detach() if self.detach_reset else spikes
         self.v = h * (1 - s) + self.v_reset * s if self.hard_reset else h - self.threshold * s
         return spikes

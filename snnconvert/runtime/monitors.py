@@ -21,8 +21,8 @@ class LayerSpikes:
         neuron_steps: neurons × steps × samples (every chance to spike).
         firing: neuron-steps with at least one spike.
         negative: neuron-steps that ended with a negative membrane potential.
-        residual: Σ v/θ left after firing, over the firing neuron-steps (the overshoot kept by
-            reset by subtraction).
+        residual: Σ of the potential over threshold left by firing, in θ, over the firing
+            neuron-steps (kept by reset by subtraction, discarded by a hard reset).
     """
 
     name: str
@@ -76,7 +76,8 @@ class SpikeMonitor:
             fired = out != 0
             v = module.v / module.threshold
             step = torch.stack([spikes.round().double(), torch.tensor(out.numel(), dtype=torch.float64),
-                                fired.sum().double(), (v < 0).sum().double(), (v * fired).sum().double()])
+                                fired.sum().double(), (v < 0).sum().double(),
+                                (module.residual() * fired).sum().double()])
             self._totals[index] += step.cpu()
         return record
 

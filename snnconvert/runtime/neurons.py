@@ -24,6 +24,10 @@ class SpikingNeuron(StatefulModule):
         """Spikes per element of an output of this neuron."""
         raise NotImplementedError
 
+    def residual(self) -> torch.Tensor:
+        """Potential left after this step's spikes, before any hard reset, in units of θ."""
+        return self.v / self.threshold
+
 
 class IFNeuron(SpikingNeuron):
     """IF neuron, reset by subtraction, output ``θ·s`` (single-step: input and output ``[N, *]``).
