@@ -136,8 +136,12 @@ def test_spikformer_trains_through_time_and_simulates_the_same():
 
 
 def test_spiking_vit_and_integer_inputs_count_as_spike_events():
-    net = timm.create_model("spiking_vit_nano", img_size=28, in_chans=1, num_classes=10, neuron="if")
-    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    net = timm.create_model("spiking_vit_nano", img_size=28, in_chans=1, num_classes=10, neuron="if").eval()
+    with OpCounter(net) as vit, torch.no_grad():
+        assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    kinds = {o.name.rsplit(".", 1)[-1]: o.kind for o in vit.results()}
+    assert kinds["qkv"] == "linear" and kinds["qk"] == "product" and kinds["softmax"] == "elementwise"
+    assert all(o.sops + o.macs + o.float_ops > 0 for o in vit.results())  # every op is seen doing work
     a, b = IFNeuron(1.0, initial_potential=0.0), IFNeuron(1.0, initial_potential=0.0)
     layer = nn.Linear(3, 2)
 

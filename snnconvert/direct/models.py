@@ -126,19 +126,36 @@ class Spikformer(nn.Module):
         return self.head(self.blocks(self.patch_embed(x)).mean(1))
 
 
+class SoftmaxAttention(nn.Module):
+    """Real-valued multi-head self-attention, every op a module (so the energy counter sees it)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"embedding dim {dim} does not split into {heads} heads")
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.qk, self.av, self.softmax = MatMul(), MatMul(), nn.Softmax(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = self.softmax(self.qk(q, k.transpose(-2, -1)) * self.scale)
+        return self.proj(self.av(attn, v).transpose(1, 2).reshape(B, N, C))
+
+
 class SpikingVitBlock(nn.Module):
     """Pre-norm ViT block whose MLP activation is a spiking neuron (softmax attention stays real)."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, neuron: NeuronArgs):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn = SoftmaxAttention(dim, heads)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), _node(neuron), nn.Linear(hidden, dim))
 
     def forward(self, x):
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
+        x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
