@@ -15,7 +15,8 @@ import torch
 
 from snnconvert import distributed, pipeline
 from snnconvert.calibrate import METHODS, CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import MASK_TARGETS, MODES, MaskConfig, PrepareConfig, convert, float_operations, prepare, qcfs_modules
+from snnconvert.convert import (MASK_TARGETS, MODES, MaskConfig, PrepareConfig, convert, float_operations, prepare,
+                                qcfs_modules)
 from snnconvert.data import DATASET_NAMES
 from snnconvert.direct import ENCODERS, NODES, SURROGATES
 from snnconvert.errors import SnnConvertError

@@ -94,8 +94,8 @@ def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | DirectConfig
                  {"stage": stage, "recipe": recipe.to_dict(),
                   "prepare": asdict(config) if stage == "prepared" else None, "extra": extra},
                  resume=resume, device=device, progress=progress, teacher=teacher)
-    record = {"checkpoint": Path(checkpoint).name, "stage": stage,
-              "command": command_line(), "data": data, "train_samples": min(len(train_set), train_config.train_samples or len(train_set)),
+    record = {"checkpoint": Path(checkpoint).name, "stage": stage, "command": command_line(), "data": data,
+              "train_samples": min(len(train_set), train_config.train_samples or len(train_set)),
               "val_samples": len(val_loader.dataset) * distributed.world_size(),
               "processes": distributed.world_size(), "torch_threads": torch.get_num_threads(),
               "config": asdict(train_config), "distilled": teacher is not None, "history": result.history,

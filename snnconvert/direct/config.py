@@ -46,4 +46,5 @@ class DirectConfig:
                 "detach_reset": self.detach_reset}
 
     def describe(self) -> str:
-        return f"{self.neuron} ({self.reset} reset), {self.surrogate} surrogate, {self.encoding} encoding, T = {self.timesteps}"
+        return (f"{self.neuron} ({self.reset} reset), {self.surrogate} surrogate, {self.encoding} encoding, "
+                f"T = {self.timesteps}")

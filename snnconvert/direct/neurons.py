@@ -83,7 +83,8 @@ class SpikingNode(SpikingNeuron):
 
     def extra_repr(self) -> str:
         reset = f"hard to {self.v_reset:g}" if self.hard_reset else "soft"
-        return f"threshold={float(self.threshold):g}, reset={reset}, surrogate={self.surrogate}, step_mode={self.step_mode}"
+        return (f"threshold={float(self.threshold):g}, reset={reset}, surrogate={self.surrogate}, "
+                f"step_mode={self.step_mode}")
 
 
 class IFNode(SpikingNode):
