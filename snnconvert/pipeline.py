@@ -185,12 +185,7 @@ def load_snn(model_name: str, checkpoint: str, mode: str, neuron: str) -> tuple[
     """A single-step SNN from a converted checkpoint (its own mode and neuron), a prepared one
     (converted now with ``mode`` and ``neuron``) or a directly trained one (its encoder and network)."""
     ckpt = load_checkpoint(checkpoint)
-    if ckpt["stage"] == "direct":
-        classifier, recipe, _, _ = load_direct(checkpoint)
-        if recipe.name != model_name:
-            raise CheckpointError(f"{checkpoint} was made for {recipe.name!r}, not {model_name!r}")
-        return classifier.for_inference(), recipe
-    if ckpt["stage"] != "converted":
+    if ckpt["stage"] not in ("converted", "direct"):
         loaded = load(model_name, checkpoint)
         if loaded.stage != "prepared":
             raise SnnConvertError(f"{checkpoint} holds an unprepared ANN: run `snnconvert prepare` and "
@@ -199,6 +194,8 @@ def load_snn(model_name: str, checkpoint: str, mode: str, neuron: str) -> tuple[
     recipe = Recipe.from_dict(ckpt["recipe"])
     if recipe.name != model_name:
         raise CheckpointError(f"{checkpoint} was made for {recipe.name!r}, not {model_name!r}")
+    if ckpt["stage"] == "direct":
+        return load_direct(ckpt, checkpoint).for_inference(), recipe
     skeleton = prepare(build_ann(recipe), PrepareConfig(**ckpt["prepare"]))
     snn = convert(skeleton, ckpt["mode"], ckpt["neuron"])
     snn.load_state_dict(ckpt["model"])

@@ -41,15 +41,13 @@ def build_spiking_classifier(recipe: Recipe, config: DirectConfig) -> SpikingCla
     return SpikingClassifier(network, encoder, config.timesteps)
 
 
-def load_direct(path: str | Path) -> tuple[SpikingClassifier, Recipe, DirectConfig, dict]:
-    """A directly trained SNN from its checkpoint (stage ``direct``), with its recipe and settings."""
-    ckpt = load_checkpoint(path)
+def load_direct(ckpt: dict, path: str | Path) -> SpikingClassifier:
+    """The directly trained SNN a checkpoint of stage ``direct`` (read from ``path``) holds."""
     if ckpt["stage"] != "direct":
         raise CheckpointError(f"{path} holds a {ckpt['stage']} model, not a directly trained SNN")
-    recipe, config = Recipe.from_dict(ckpt["recipe"]), DirectConfig(**ckpt["direct"])
-    model = build_spiking_classifier(recipe, config)
+    model = build_spiking_classifier(Recipe.from_dict(ckpt["recipe"]), DirectConfig(**ckpt["direct"]))
     _load_state(model, ckpt["model"], Path(path))
-    return model, recipe, config, {k: v for k, v in ckpt.items() if k not in ("model", "recipe", "format")}
+    return model
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
