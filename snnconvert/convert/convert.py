@@ -23,6 +23,7 @@ from snnconvert.convert.prepare import find_unconvertible, is_prepared
 from snnconvert.convert.qcfs import QCFS
 from snnconvert.errors import SnnConvertError, UnsupportedLayersError
 from snnconvert.runtime.neurons import NEURONS
+from snnconvert.runtime.energy import op_kinds
 from snnconvert.runtime.operators import ExpectationCompensated, MatMul
 
 MODES = ("compensated", "mst")
@@ -88,14 +89,13 @@ class FloatOp:
 def float_operations(snn: nn.Module) -> list[FloatOp]:
     """Every op of a converted model that still runs in floating point, by name."""
     ops = []
-    wrapped = {id(m.fn) for m in snn.modules() if isinstance(m, ExpectationCompensated)}
-    for name, m in snn.named_modules():
-        if id(m) in wrapped:
+    for name, (m, kind) in op_kinds(snn).items():
+        if kind != "elementwise":
             continue
-        if isinstance(m, ExpectationCompensated) and not m.bilinear:
+        if isinstance(m, ExpectationCompensated):
             ops.append(FloatOp(name, type(m.fn).__name__, "expectation-compensated nonlinearity"))
-        elif isinstance(m, (nn.Softmax, nn.LayerNorm)):
-            ops.append(FloatOp(name, type(m).__name__, "nonlinearity applied to each step"))
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             ops.append(FloatOp(name, type(m).__name__, "unfolded BatchNorm: per-channel multiply-add each step"))
+        else:
+            ops.append(FloatOp(name, type(m).__name__, "nonlinearity applied to each step"))
     return ops

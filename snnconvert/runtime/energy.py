@@ -92,6 +92,24 @@ def _sops(layer: nn.Module, x: torch.Tensor, counts: bool = False) -> int:
     return int(reach.sum()) * (layer.out_channels // g)
 
 
+def op_kinds(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """Every op of ``model`` that does counted work, by name: ``(module, kind)`` with kind ``linear``,
+    ``product`` or ``elementwise`` (the floating-point ops); an op wrapped by
+    :class:`ExpectationCompensated` is counted as the wrapper."""
+    wrapped = {id(m.fn) for m in model.modules() if isinstance(m, ExpectationCompensated)}
+    kinds: dict[str, tuple[nn.Module, str]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            kinds[name] = (m, "linear")
+        elif id(m) in wrapped:
+            continue
+        elif isinstance(m, MatMul) or isinstance(m, ExpectationCompensated) and m.bilinear:
+            kinds[name] = (m, "product")
+        elif isinstance(m, (ExpectationCompensated, *ELEMENTWISE)):
+            kinds[name] = (m, "elementwise")
+    return kinds
+
+
 class OpCounter:
     """Counts SOPs, MACs and floating-point ops of every Linear / Conv, product and elementwise
     floating-point op of ``model`` while attached (a context manager).
@@ -103,17 +121,7 @@ class OpCounter:
 
     def __init__(self, model: nn.Module, all_real: bool = False):
         self.model, self.all_real = model, all_real
-        wrapped = {id(m.fn) for m in model.modules() if isinstance(m, ExpectationCompensated)}
-        self._kinds: dict[str, tuple[nn.Module, str]] = {}
-        for name, m in model.named_modules():
-            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-                self._kinds[name] = (m, "linear")
-            elif id(m) in wrapped:
-                continue
-            elif isinstance(m, MatMul) or isinstance(m, ExpectationCompensated) and m.bilinear:
-                self._kinds[name] = (m, "product")
-            elif isinstance(m, (ExpectationCompensated, *ELEMENTWISE)):
-                self._kinds[name] = (m, "elementwise")
+        self._kinds = op_kinds(model)
         self._sources = [m for m in model.modules() if getattr(m, "emits_spikes", False)]
         self._ops = {n: LayerOps(n, kind) for n, (_, kind) in self._kinds.items()}
         self._spike_marks: list[tuple[int, float]] = []  # (events, Σ|x|) of this step's spike tensors
