@@ -1,14 +1,19 @@
 """Checkpoints: written atomically, loaded safely (``weights_only=True`` / safetensors).
 
-An snnconvert checkpoint is a dict ``{"format": "snnconvert", "stage": …, "recipe": {…},
-"prepare": {…}, "model": state_dict, …}``; stage is ``ann``, ``prepared``, ``converted`` or
-``direct`` (a directly trained SNN, with its ``direct`` settings).
+An snnconvert checkpoint is a dict ``{"format": "snnconvert", "layout": 2, "stage": …,
+"recipe": {…}, "prepare": {…}, "model": state_dict, …}``; stage is ``ann``, ``prepared``,
+``converted`` or ``direct`` (a directly trained SNN, with its ``direct`` settings).
 A plain state dict (e.g. timm weights) loads as stage ``ann``.
+
+Layout 2 names a prepared model's state as the graph converter does (``blocks.0.norm1`` for the
+BatchNorm that replaced a LayerNorm, ``blocks.0.norm1_act`` for the QCFS after it); prepared
+checkpoints of layout 1 (snnconvert 0.1's block rewrites) are renamed on loading.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,16 @@ import torch
 from snnconvert.errors import CheckpointError
 
 FORMAT = "snnconvert"
+LAYOUT = 2
 STAGES = ("ann", "prepared", "converted", "direct")
+#: layout 1 → 2 names of a prepared model's state (block rewrites → graph sites)
+_LAYOUT_1_RENAMES = [
+    (r"\.norm([12])\.norm\.", r".norm\1."), (r"\.norm([12])\.act\.", r".norm\1_act."),
+    (r"\.mlp\.act1\.", ".mlp.act."), (r"\.mlp\.act2\.", ".mlp.fc2_act."),
+    (r"\.mlp\.bn1\.", ".mlp.fc1_bn."), (r"\.mlp\.bn2\.", ".mlp.fc2_bn."),
+    (r"\.reduction\.linear\.", ".reduction."), (r"\.reduction\.act\.", ".reduction_act."),
+    (r"\.site\.", "."),
+]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -45,7 +59,7 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], stage
     """Write an snnconvert checkpoint atomically; ``extra`` holds JSON-able metadata or tensors."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    atomic_save({"format": FORMAT, "stage": stage, "recipe": json.dumps(recipe),
+    atomic_save({"format": FORMAT, "layout": LAYOUT, "stage": stage, "recipe": json.dumps(recipe),
                  "prepare": json.dumps(prepare) if prepare is not None else None,
                  "model": state_dict, **extra}, path)
 
@@ -76,9 +90,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         obj = dict(obj)
         obj["recipe"] = json.loads(obj["recipe"])
         obj["prepare"] = json.loads(obj["prepare"]) if obj.get("prepare") else None
-        return obj
+        return _migrated(obj, path)
     if isinstance(obj, dict):
         weights = obj.get("state_dict", obj.get("model", obj))
         if isinstance(weights, dict) and weights and all(isinstance(v, torch.Tensor) for v in weights.values()):
             return {"format": "state_dict", "stage": "ann", "recipe": None, "prepare": None, "model": weights}
     raise CheckpointError(f"{path} holds neither an snnconvert checkpoint nor a state dict of tensors")
+
+
+def _migrated(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A checkpoint of an earlier layout in the current one (prepared models are renamed; layout 1
+    replaced max-pooling by average pooling, which its config now says)."""
+    layout = ckpt.get("layout", 1)
+    if layout == LAYOUT or ckpt["stage"] in ("ann", "direct"):
+        return ckpt
+    if ckpt["stage"] == "converted":
+        raise CheckpointError(f"{path} is a converted model of snnconvert 0.1's layout: convert its prepared "
+                              "checkpoint again (`snnconvert convert MODEL --checkpoint prepared.pt --out …`)")
+    state = {}
+    for key, value in ckpt["model"].items():
+        for pattern, replacement in _LAYOUT_1_RENAMES:
+            key = re.sub(pattern, replacement, key)
+        state[key] = value
+    prepare = {**(ckpt["prepare"] or {}), "max_pool": "avg", "keep_activations": []}
+    return {**ckpt, "model": state, "prepare": prepare, "layout": LAYOUT, "migrated_from_layout": layout}

@@ -15,8 +15,9 @@ import torch
 
 from snnconvert import distributed, pipeline
 from snnconvert.calibrate import METHODS, CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import (MASK_TARGETS, MODES, MaskConfig, PrepareConfig, convert, float_operations, prepare,
-                                qcfs_modules)
+from snnconvert.convert import (MASK_TARGETS, MODES, MaskConfig, PrepareConfig, convert, float_operations,
+                                prepare_with_report, qcfs_modules)
+from snnconvert.convert.config import DEFAULT_KEPT_ACTIVATIONS, MAX_POOL_CHOICES, SITE_POLICIES
 from snnconvert.data import DATASET_NAMES
 from snnconvert.direct import ENCODERS, NODES, SURROGATES
 from snnconvert.errors import SnnConvertError
@@ -72,6 +73,34 @@ def _calibration_options(f):
     f = click.option("--granularity", type=click.Choice(["layer", "channel"]), default="layer",
                      show_default=True, help="One threshold per layer, or per channel where a site has channels.")(f)
     return f
+
+
+def _prepare_options(f):
+    """How an ANN is prepared (PrepareConfig)."""
+    f = click.option("--max-pool", type=click.Choice(MAX_POOL_CHOICES), default="keep", show_default=True,
+                     help="keep: max-pooling stays (compensated in the SNN: the running max of running means); "
+                          "avg: replaced by average pooling (changes the ANN; reported).")(f)
+    f = click.option("--keep-activation", "keep_activations", multiple=True, metavar="NAME",
+                     help="Leave this activation (gelu, silu, hardswish …) as a floating-point op instead of QCFS, "
+                          f"repeatable; {', '.join(DEFAULT_KEPT_ACTIVATIONS)} are always kept.")(f)
+    f = click.option("--keep-layernorm", is_flag=True,
+                     help="Keep LayerNorm (compensated in floating point: exact, not spike-driven) instead of "
+                          "replacing it by BatchNorm (the MST recipe).")(f)
+    f = click.option("--sites", type=click.Choice(SITE_POLICIES), default="mst", show_default=True,
+                     help="Where QCFS goes: mst (every activation plus the Masked Spiking Transformer's sites: "
+                          "after residual-branch norms, on Q/K/V, scores, attention output, branch projections) "
+                          "or activations (only where the ANN has activations).")(f)
+    return click.option("--levels", type=click.IntRange(1), default=None,
+                        help="QCFS levels L when preparing an ANN (default: the recipe's).")(f)
+
+
+def _prepare_config(model: str, levels, sites, keep_layernorm, keep_activations, max_pool, mlp_batchnorm=False,
+                    **_other_options) -> PrepareConfig:
+    """The preparation options as a config (levels default to the recipe's)."""
+    return PrepareConfig(levels=levels or get_recipe(model).levels, sites=sites,
+                         layernorm="keep" if keep_layernorm else "batchnorm",
+                         keep_activations=DEFAULT_KEPT_ACTIVATIONS + tuple(keep_activations), max_pool=max_pool,
+                         mlp_batchnorm=mlp_batchnorm)
 
 
 def _mask_options(f):
@@ -145,7 +174,7 @@ def _training_options(f):
                           "a JSON record of the run beside it.")(f)
     f = click.option("--resume/--no-resume", default=True, show_default=True,
                      help="Continue from --out when it holds an unfinished run of the same settings.")(f)
-    f = click.option("--levels", type=click.IntRange(1), default=None, help="QCFS levels L (default: the recipe's).")(f)
+    f = _prepare_options(f)
     return _training_options_without_calibration(f)
 
 
@@ -184,8 +213,7 @@ def main() -> None:
               help="Weights: an snnconvert checkpoint (ann or prepared) or a plain/timm state dict. "
                    "Default: the checkpoint shipped for the recipe, else timm's pretrained weights.")
 @_calibration_options
-@click.option("--levels", type=click.IntRange(1), default=None, help="QCFS levels L when preparing an ANN "
-              "(default: the recipe's).")
+@_prepare_options
 @click.option("--epochs", type=click.IntRange(0), default=None,
               help="Fine-tune the prepared model this many epochs on the training split before converting. "
                    "Default: an ANN with real weights is fine-tuned with the recipe's settings, distilling from "
@@ -205,9 +233,9 @@ def main() -> None:
               help="Folder for report.json, report.md, accuracy_vs_t.png (and prepared.pt).")
 @_energy_options
 @_common
-def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, percentile, granularity, levels,
-            epochs, modes, neuron, masks, mask_blocks, mask_seed, limit, batch_size, pretrained, out, e_ac, e_mac,
-            device, threads, quiet):
+def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, percentile, granularity, epochs, modes,
+            neuron, masks, mask_blocks, mask_seed, limit, batch_size, pretrained, out, e_ac, e_mac, device, threads,
+            quiet, **prepare_options):
     """Run the whole pipeline on MODEL (a zoo name such as swin_nano, vit_nano, swin_t, or a timm
     architecture): load weights, prepare (LayerNorm→BatchNorm, activations→QCFS) and calibrate if
     needed, optionally train (with --mask: the masked model), convert to IF neurons, simulate T
@@ -215,14 +243,24 @@ def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, per
     device = _setup(threads, device)
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
     report = pipeline.run(model, timesteps, data, checkpoint, calibration, out, list(modes) or ["compensated"], neuron,
-                          levels, epochs, limit, batch_size, device, pretrained,
+                          _prepare_config(model, **prepare_options), epochs, limit, batch_size, device, pretrained,
                           progress=not quiet and distributed.is_main(), costs=EnergyCosts(e_ac, e_mac),
                           masks=_mask_config(masks, mask_blocks, mask_seed))
     if distributed.is_main():
         _print_summary(report, out)
 
 
+def _print_preparation(record: dict) -> None:
+    """What prepare changed and the accuracy on the calibration images after each change."""
+    for line in record["changes"]:
+        _echo(f"  {line}")
+    effects = ", ".join(f"{label} {acc:.2f}" for label, acc in record["accuracy_on_calibration_images"].items())
+    _echo(f"accuracy on {record['calibration_images']} calibration images (%): {effects}")
+
+
 def _print_summary(report: dict, out: str) -> None:
+    if report.get("preparation"):
+        _print_preparation(report["preparation"])
     click.echo(f"\n{report['model']} ({report['timm_name']}), weights: {report['weights']}")
     samples = next(iter(report["simulations"].values()))["samples"]
     click.echo(f"data: {report['data']}, {samples} test images, L = {report['levels']}, neuron: {report['neuron']}")
@@ -233,8 +271,9 @@ def _print_summary(report: dict, out: str) -> None:
         click.echo(f"  SNN {mode:<20} {cells}")
     for mode, sim in report["simulations"].items():
         click.echo(f"energy ({mode}, per image over T={sim['timesteps']}): {sim['energy_uj_per_sample']:.3f} µJ = "
-                   f"{sim['sops_per_sample']:.4g} SOPs + {sim['macs_per_sample']:.4g} MACs + "
-                   f"{sim['float_ops_per_sample']:.4g} float ops; ANN {report['ann_energy_uj_per_sample']:.3f} µJ")
+                   f"{sim['sops_per_sample']:.4g} SOPs + {sim['adds_per_sample']:.4g} additions + "
+                   f"{sim['macs_per_sample']:.4g} MACs + {sim['float_ops_per_sample']:.4g} float ops; "
+                   f"ANN {report['ann_energy_uj_per_sample']:.3f} µJ")
     for mode, sim in report["simulations"].items():
         kinds = ", ".join(sorted({op["kind"] for op in sim["float_operations"]})) or "none"
         click.echo(f"floating-point ops ({mode}): {len(sim['float_operations'])} ({kinds})")
@@ -244,22 +283,26 @@ def _print_summary(report: dict, out: str) -> None:
 @main.command("prepare")
 @click.argument("model")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="ANN weights (state dict).")
-@click.option("--levels", type=click.IntRange(1), default=None, help="QCFS levels L (default: the recipe's).")
+@_prepare_options
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="With no checkpoint, fetch timm's pretrained weights (else random initialization).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Prepared checkpoint to write.")
 @_common
-def prepare_cmd(model, checkpoint, levels, pretrained, out, device, threads, quiet):
-    """Rewrite MODEL for conversion (LayerNorm→BatchNorm, GELU/ReLU→QCFS, QCFS in attention, no
-    dropout, max-pool→avg-pool) and save it uncalibrated. Lists every layer it cannot rewrite."""
+def prepare_cmd(model, checkpoint, pretrained, out, device, threads, quiet, **prepare_options):
+    """Trace MODEL and rewrite it for conversion (LayerNorm→BatchNorm, activations→QCFS, the MST
+    sites, no dropout) and save it uncalibrated. Prints every change it made; lists every op it
+    cannot convert."""
     device = _setup(threads, device)
     loaded = pipeline.load(model, checkpoint, pretrained, shipped=False)
     if loaded.stage == "prepared":
         raise SnnConvertError(f"{checkpoint} is already prepared: calibrate, train or convert it instead")
-    config = PrepareConfig(levels=levels or loaded.recipe.levels)
-    prepared = prepare(loaded.model, config)
+    config = _prepare_config(model, **prepare_options)
+    prepared, report = prepare_with_report(loaded.model, loaded.recipe.example_batch(), config)
     pipeline.save_prepared(out, prepared, loaded.recipe, config)
-    click.echo(f"prepared {model}: {len(qcfs_modules(prepared))} QCFS activations, L = {config.levels} → {out}")
+    for line in report.lines():
+        click.echo(f"  {line}")
+    click.echo(f"prepared {model}: {len(qcfs_modules(prepared))} QCFS sites, L = {config.levels} → {out} "
+               "(calibrate or train it next)")
 
 
 def _train_summary(record: dict, verb: str, model: str, out: str) -> None:
@@ -295,8 +338,8 @@ def train_cmd(model, checkpoint, ann, **options):
                                 progress, options["resume"], options["limit"])
     else:
         _, _, record = pipeline.finetune(loaded, options["data"], config, _calibration(**options), options["out"],
-                                         device, progress, options["levels"], resume=options["resume"],
-                                         val_samples=options["limit"])
+                                         device, progress, _prepare_config(model, **options),
+                                         resume=options["resume"], val_samples=options["limit"])
     _train_summary(record, "trained", model, options["out"])
 
 
@@ -309,7 +352,7 @@ def train_cmd(model, checkpoint, ann, **options):
 @_mask_options
 @_training_options
 @_common
-def finetune_cmd(model, checkpoint, mlp_batchnorm, **options):
+def finetune_cmd(model, checkpoint, **options):
     """Prepare a trained ANN MODEL (LayerNorm→BatchNorm, GELU/ReLU→QCFS), calibrate it and fine-tune
     it with distillation from the original ANN (the MST recipe). With --mask the student gets Random
     Spike Masks; starting from a prepared checkpoint, the unmasked model is the teacher (MST §4.3).
@@ -325,8 +368,8 @@ def finetune_cmd(model, checkpoint, mlp_batchnorm, **options):
     config = _train_config(get_recipe(model).finetune_settings, options)
     torch.manual_seed(config.seed)
     _, _, record = pipeline.finetune(loaded, options["data"], config, _calibration(**options), options["out"], device,
-                                     not options["quiet"] and distributed.is_main(), options["levels"],
-                                     mlp_batchnorm, options["resume"], options["limit"], masks)
+                                     not options["quiet"] and distributed.is_main(), _prepare_config(model, **options),
+                                     options["resume"], options["limit"], masks)
     if record["teacher_accuracy"] is not None:
         _echo(f"teacher ({record['teacher']}) {record['teacher_accuracy']:.2f} %, student before fine-tuning "
               f"{record['accuracy_before_training']:.2f} %")
@@ -340,18 +383,23 @@ def finetune_cmd(model, checkpoint, mlp_batchnorm, **options):
 @click.option("--data", default="embedded", show_default=True, help=DATA_HELP)
 @_calibration_options
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
-              help="Also re-estimate BatchNorm statistics (always done for an unprepared ANN).")
-@click.option("--levels", type=click.IntRange(1), default=None, help="QCFS levels L when preparing an ANN.")
+              help="Also re-estimate every BatchNorm's statistics (an ANN being prepared always gets the "
+                   "statistics of the BatchNorms that replace its LayerNorms; its own keep theirs).")
+@_prepare_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Calibrated prepared checkpoint.")
 @_common
-def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percentile, granularity, batchnorm, levels,
-                  out, device, threads, quiet):
+def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percentile, granularity, batchnorm, out, device,
+                  threads, quiet, **prepare_options):
     """Set QCFS thresholds λ (= IF thresholds θ) of MODEL from N sample images: max, a percentile
-    (99.9, 99.99 …) or the MSE-optimal value, per layer or per channel."""
+    (99.9, 99.99 …) or the MSE-optimal value, per layer or per channel. An ANN is prepared first;
+    what each change costs on the calibration images is printed."""
     device = _setup(threads, device)
     loaded = pipeline.load(model, checkpoint)
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
-    prepared, config, _ = pipeline.ensure_prepared(loaded, levels, data, calibration, device, not quiet)
+    prepared, config, record = pipeline.ensure_prepared(loaded, data, calibration, device, not quiet,
+                                                        _prepare_config(model, **prepare_options))
+    if record is not None:
+        _print_preparation(record)
     if loaded.stage == "prepared":
         loader = pipeline.calibration_loader(loaded.recipe, data)
         if batchnorm:

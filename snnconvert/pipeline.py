@@ -16,8 +16,8 @@ from torch import nn
 from snnconvert import distributed
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
-from snnconvert.convert import (MaskConfig, PrepareConfig, add_spike_masks, added_batchnorms, convert,
-                                float_operations, mask_sites, prepare)
+from snnconvert.convert import (MaskConfig, PrepareConfig, add_spike_masks, change_effects, convert,
+                                float_operations, mask_sites, prepare, prepare_with_report)
 from snnconvert.convert.qcfs import rate_limit_model
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.direct import DirectConfig
@@ -27,7 +27,7 @@ from snnconvert.model_zoo import (Recipe, build_ann, build_spiking_classifier, g
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.report import simulation_summary, write_report, write_sweep_report
 from snnconvert.runtime import evaluate, simulate
-from snnconvert.runtime.energy import EnergyCosts, OpCounter
+from snnconvert.runtime.energy import EnergyCosts, OpAccounting
 from snnconvert.train import TrainConfig, fit
 
 
@@ -46,18 +46,40 @@ def calibration_loader(recipe: Recipe, data: str, batch_size: int = 64):
     return make_loader(load_dataset(data, "train", recipe.input_spec), batch_size, shuffle=True, seed=0)
 
 
-def ensure_prepared(loaded: LoadedModel, levels: int | None, data: str, calibration: CalibrationConfig,
-                    device: str, progress: bool, mlp_batchnorm: bool = False,
-                    ) -> tuple[nn.Module, PrepareConfig, dict[str, Any] | None]:
-    """A prepared model: an ANN is prepared (a copy), then BatchNorm statistics and λ calibrated from data."""
+def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConfig, device: str, progress: bool,
+                    config: PrepareConfig | None = None) -> tuple[nn.Module, PrepareConfig, dict[str, Any] | None]:
+    """A prepared model: an ANN is prepared (a copy) with ``config`` (default: the recipe's levels),
+    the BatchNorms prepare added get statistics and every QCFS its λ from the training split (the
+    ANN's own BatchNorms keep theirs), and each change's cost is measured on the calibration images.
+
+    Returns the model, its config and a record of the preparation (None for a prepared model).
+    """
     if loaded.stage == "prepared":
         return loaded.model, loaded.prepare_config, None
-    config = PrepareConfig(levels=levels or loaded.recipe.levels, mlp_batchnorm=mlp_batchnorm)
-    model = prepare(loaded.model, config).to(device)
+    config = config or PrepareConfig(levels=loaded.recipe.levels)
+    model, report = prepare_with_report(loaded.model.to(device), loaded.recipe.example_batch().to(device), config)
     loader = calibration_loader(loaded.recipe, data)
-    calibrate_batchnorm(model, loader, calibration.num_samples, device, progress, identity=added_batchnorms(model))
+    calibrate_batchnorm(model, loader, calibration.num_samples, device, progress, only=report.new_batchnorms(),
+                        identity=report.new_batchnorms(identity=True))
     calibrate_thresholds(model, loader, calibration, device, progress)
-    return model, config, asdict(calibration)
+    images, labels = calibration_batch(loader, calibration.num_samples)
+    effects = change_effects(report, loaded.model, model, images.to(device), labels.to(device))
+    record = {"calibration": asdict(calibration), "changes": report.lines(),
+              "accuracy_on_calibration_images": {label: round(acc, 2) for label, acc in effects},
+              "calibration_images": len(labels)}
+    return model, config, record
+
+
+def calibration_batch(loader, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``num_samples`` calibration images and labels (this process's share under torchrun)."""
+    images, labels, seen = [], [], 0
+    for x, y in loader:
+        images.append(x[: num_samples - seen])
+        labels.append(y[: num_samples - seen])
+        seen += len(images[-1])
+        if seen >= num_samples:
+            break
+    return torch.cat(images), torch.cat(labels)
 
 
 def save_prepared(path: str | Path, model: nn.Module, recipe: Recipe, config: PrepareConfig) -> None:
@@ -113,10 +135,10 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibration: CalibrationConfig,
-             checkpoint: str | Path, device: str, progress: bool, levels: int | None = None,
-             mlp_batchnorm: bool = False, resume: bool = True, val_samples: int | None = None,
+             checkpoint: str | Path, device: str, progress: bool, prepare_config: PrepareConfig | None = None,
+             resume: bool = True, val_samples: int | None = None,
              masks: MaskConfig | None = None) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
-    """The MST recipe's training steps: prepare and calibrate ``loaded`` (if it is an ANN), add
+    """The MST recipe's training steps: prepare (with ``prepare_config``) and calibrate ``loaded`` (if it is an ANN), add
     Random Spike Masks (if ``masks``), then train, distilling from ``loaded``'s model as it came
     when ``train_config.distill_alpha`` > 0: the original ANN, or — for masks on a prepared model —
     the unmasked prepared model (MST §4.3).
@@ -135,7 +157,7 @@ def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibrat
                               "unmasked model")
     test = eval_loader(loaded.recipe, data, 256, val_samples)
     teacher_acc = evaluate(loaded.model.to(device), test, device=device) if distill else None
-    model, config, calibrated = ensure_prepared(loaded, levels, data, calibration, device, progress, mlp_batchnorm)
+    model, config, prepared = ensure_prepared(loaded, data, calibration, device, progress, prepare_config)
     if masks is not None:
         model = prepare_masked(model, masks)
         config = replace(config, masks=masks)
@@ -145,7 +167,7 @@ def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibrat
     record.update(started_from=loaded.source, teacher=("original ANN" if loaded.stage == "ann" else
                                                        "unmasked prepared model") if distill else None,
                   teacher_accuracy=teacher_acc, accuracy_before_training=before,
-                  calibration=calibrated, prepare=asdict(config))
+                  preparation=prepared, prepare=asdict(config))
     write_record(Path(checkpoint).with_suffix(".json"), record)
     return model, config, record
 
@@ -175,7 +197,7 @@ def build(name: str, out_dir: str | Path, data: str | None, device: str, progres
     elif qcfs_config.distill_alpha > 0:
         raise SnnConvertError(f"the build plan of {name} distills without an ANN stage to distill from")
     _, _, stages["qcfs"] = finetune(loaded, data, qcfs_config, CalibrationConfig(), out / recipe.checkpoint,
-                                    device, progress)
+                                    device, progress, PrepareConfig(levels=recipe.levels, **plan.prepare))
     record = {**stages["qcfs"], "command": command_line(), "build_plan": asdict(plan), "stages": stages}
     write_record((out / recipe.checkpoint).with_suffix(".json"), record)
     return record
@@ -195,8 +217,8 @@ def load_snn(model_name: str, checkpoint: str, mode: str, neuron: str) -> tuple[
     if recipe.name != model_name:
         raise CheckpointError(f"{checkpoint} was made for {recipe.name!r}, not {model_name!r}")
     if ckpt["stage"] == "direct":
-        return load_direct(ckpt, checkpoint).for_inference(), recipe
-    skeleton = prepare(build_ann(recipe), PrepareConfig(**ckpt["prepare"]))
+        return load_direct(ckpt, checkpoint).for_inference(recipe.example_batch()), recipe
+    skeleton = prepare(build_ann(recipe), recipe.example_batch(), PrepareConfig(**ckpt["prepare"]))
     snn = convert(skeleton, ckpt["mode"], ckpt["neuron"])
     snn.load_state_dict(ckpt["model"])
     return snn, recipe
@@ -221,14 +243,11 @@ def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: in
     return summary
 
 
-@torch.no_grad()
-def ann_energy_uj_per_sample(model: nn.Module, loader, device: str, costs: EnergyCosts = EnergyCosts()) -> float:
-    """The ANN's energy per sample, E_MAC × (MACs + float ops) of the same ops the SNN counts (one
-    batch: the counts do not depend on the input)."""
-    images, _ = next(iter(loader))
-    with OpCounter(model.eval(), all_real=True) as counter:
-        model(images.to(device))
-    return costs.of(0, *counter.totals().sum(1)[1:].tolist()) / len(images) / 1e6
+def ann_energy_uj_per_sample(snn: nn.Module, costs: EnergyCosts = EnergyCosts()) -> float:
+    """The ANN's energy per sample: the same ops as the converted model ``snn``, every value real,
+    one forward (E_MAC × (MACs + float ops) + E_AC × additions)."""
+    ops = OpAccounting(snn, dense=True).per_sample()
+    return costs.of(0, *(sum(getattr(o, f) for o in ops) for f in ("macs", "float_ops", "adds"))) / 1e6
 
 
 def report_header(recipe: Recipe, weights: str, data: str, levels: int | None, timesteps: int,
@@ -250,8 +269,8 @@ def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Pa
 
 
 def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | None, calibration: CalibrationConfig,
-        out: str, modes: list[str], neuron: str, levels: int | None, epochs: int | None, limit: int | None,
-        batch_size: int, device: str, pretrained: bool, progress: bool = True,
+        out: str, modes: list[str], neuron: str, prepare_config: PrepareConfig | None, epochs: int | None,
+        limit: int | None, batch_size: int, device: str, pretrained: bool, progress: bool = True,
         costs: EnergyCosts = EnergyCosts(), masks: MaskConfig | None = None) -> dict[str, Any]:
     """The whole pipeline: load → prepare + calibrate (+ masks) (+ fine-tune) → convert → simulate → report.
 
@@ -275,11 +294,11 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
     if epochs > 0:
         settings = {**finetune_settings, "epochs": epochs}
         model, config, training = finetune(loaded, data, TrainConfig(**settings), calibration,
-                                           out_dir / "prepared.pt", device, progress, levels,
+                                           out_dir / "prepared.pt", device, progress, prepare_config,
                                            val_samples=limit, masks=masks)
-        calibrated = training["calibration"]
+        prepared = training["preparation"]
     else:
-        model, config, calibrated = ensure_prepared(loaded, levels, data, calibration, device, progress)
+        model, config, prepared = ensure_prepared(loaded, data, calibration, device, progress, prepare_config)
         if masks is not None:
             model, config = prepare_masked(model, masks), replace(config, masks=masks)
         if loaded.stage == "ann" or masks is not None:
@@ -289,13 +308,13 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
     if original_acc is not None:
         ann_acc = {"original ANN": original_acc, **ann_acc}
     progress_files = [out_dir / f"simulation_{mode}.progress.pt" for mode in modes]
-    sims = {mode: simulate_and_summarize(convert(model, mode, neuron), recipe, test, timesteps, ann_acc["QCFS ANN"],
-                                         device, progress, path, costs) for mode, path in zip(modes, progress_files)}
+    snns = {mode: convert(model, mode, neuron) for mode in modes}
+    sims = {mode: simulate_and_summarize(snn, recipe, test, timesteps, ann_acc["QCFS ANN"], device, progress, path,
+                                         costs) for (mode, snn), path in zip(snns.items(), progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
-              "calibration": calibrated, "masks": config.masks.describe() if config.masks else None,
-              "training": training, "ann_accuracy": ann_acc,
-              "energy_costs_pj": asdict(costs), "ann_energy_uj_per_sample": ann_energy_uj_per_sample(model, test, device,
-                                                                                                     costs),
+              "preparation": prepared, "masks": config.masks.describe() if config.masks else None,
+              "training": training, "ann_accuracy": ann_acc, "energy_costs_pj": asdict(costs),
+              "ann_energy_uj_per_sample": ann_energy_uj_per_sample(next(iter(snns.values())), costs),
               "simulations": sims,
               "seconds": round(time.perf_counter() - start, 1)}
     finish_report(report, out_dir, progress_files)
@@ -387,8 +406,8 @@ def direct_train(model_name: str, data: str, config: DirectConfig, train_config:
                    val_samples=limit)
     test = eval_loader(recipe, data, batch_size, limit)
     progress_file = out_dir / "simulation_direct.progress.pt"
-    sim = simulate_and_summarize(model.for_inference(), recipe, test, config.timesteps, None, device, progress,
-                                 progress_file, costs)
+    sim = simulate_and_summarize(model.for_inference(recipe.example_batch().to(device)), recipe, test,
+                                 config.timesteps, None, device, progress, progress_file, costs)
     report = {**report_header(recipe, str(out_dir / "direct.pt"), data, None, config.timesteps, config.neuron),
               "method": "direct", "direct": asdict(config), "training": record, "ann_accuracy": {},
               "energy_costs_pj": asdict(costs), "simulations": {"direct": sim},

@@ -42,8 +42,8 @@ def test_observer_channel_wise_shapes():
 
 
 def test_calibrate_thresholds_on_a_model():
-    model = prepare(tiny_swin())
     x, _ = images(SPEC_32, 32)
+    model = prepare(tiny_swin(), x)
     calibrate_batchnorm(model, [(x, None)], num_samples=32)
     cfg = CalibrationConfig(method="percentile", percentile=99.9, granularity="channel", num_samples=32)
     thresholds = calibrate_thresholds(model, [(x, None)], cfg)
@@ -75,6 +75,30 @@ def test_calibrate_batchnorm_estimates_statistics_and_restores_mode():
     h = model[0](x)
     assert torch.allclose(model[1].running_mean, h.mean(0), atol=1e-5)
     assert model[1].momentum == 0.1
+
+
+def test_calibrate_batchnorm_only_touches_the_named_ones():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
+    with torch.no_grad():
+        model[1].running_mean.fill_(3.0)
+    calibrate_batchnorm(model, [(torch.randn(32, 4), None)], num_samples=32, only=["3"])
+    assert torch.equal(model[1].running_mean, torch.full((4,), 3.0))  # a pretrained BatchNorm keeps its statistics
+    assert not torch.equal(model[3].running_mean, torch.zeros(4))
+
+
+def test_relu6_cap_is_kept_by_calibration():
+    from snnconvert.convert import prepare_with_report
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    x = torch.randn(16, 1, 28, 28) * 20  # activations far above 6
+    prepared, report = prepare_with_report(model, x[:2])
+    assert [c.what for c in report.function_changes] == ["relu6 → QCFS"]
+    site = qcfs_modules(prepared)["1"]
+    assert site.cap == 6.0 and float(site.threshold.detach()) == 6.0
+    calibrate_thresholds(prepared, [(x, None)], CalibrationConfig("max", num_samples=16))
+    assert float(site.effective_threshold().detach()) == 6.0  # observed maxima are far larger: λ stays at the cap
+    with torch.no_grad():
+        assert float(site(torch.full((1,), 50.0))) == 6.0
 
 
 def test_bad_calibration_options():

@@ -1,4 +1,4 @@
-"""convert(): every registered architecture converges to its ANN as T grows.
+"""convert(): neurons, compensation, folding; the SNN converges to its ANN as T grows.
 
 An IF neuron's rate over T steps is QCFS with T levels on constant input, so as T → ∞ the SNN
 tends to the ANN whose QCFS has unbounded levels (``λ·clip(z/λ, 0, 1)``), at a rate of about 1/T;
@@ -8,23 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import convert, float_operations, prepare, PrepareConfig
-from snnconvert.convert.qcfs import QCFS, rate_limit_model, with_levels
+from snnconvert.convert import PrepareConfig, QCFS, convert, float_operations, prepare
+from snnconvert.convert.qcfs import rate_limit_model
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import ExpectationCompensated, IFNeuron, reset_states
+from snnconvert.runtime.operators import MatMul
 
-from conftest import ARCHITECTURES, images
+from conftest import SPEC_28, SPEC_32, calibrated, images, tiny_swin, tiny_timm_resnet, tiny_vit
 
-
-def _calibrated(arch: str, levels: int = 8):
-    factory, spec = ARCHITECTURES[arch]
-    x, _ = images(spec, 96, split="train")
-    model = prepare(factory(), PrepareConfig(levels=levels))
-    loader = [(x, None)]
-    calibrate_batchnorm(model, loader, num_samples=96)
-    calibrate_thresholds(model, loader, CalibrationConfig("percentile", 99.9, "layer", 96))
-    return model.eval(), spec
+FAMILIES = {"swin": (tiny_swin, SPEC_32), "vit": (tiny_vit, SPEC_28), "resnet": (tiny_timm_resnet, SPEC_28)}
 
 
 def _relative_errors(ann: nn.Module, snn: nn.Module, x: torch.Tensor, steps: list[int]) -> dict[int, float]:
@@ -39,27 +31,11 @@ def _relative_errors(ann: nn.Module, snn: nn.Module, x: torch.Tensor, steps: lis
     return errors
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_signed_burst_snn_equals_qcfs_ann_with_t_levels(arch):
-    """With signed burst neurons the SNN at step t computes the QCFS ANN with t levels exactly, so at
-    t = L it is the QCFS ANN itself: a check of folding, operators and neurons together."""
-    model, spec = _calibrated(arch, levels=8)
-    x, _ = images(spec, 8)
-    snn = convert(model, neuron="signed-burst-if")
-    with torch.no_grad():
-        reset_states(snn)
-        total = 0
-        for t in range(1, 17):
-            total = total + snn(x)
-            if t in (4, 8, 16):
-                target = with_levels(model, t)(x)
-                off = ((total / t - target).abs() > 1e-3 * target.abs().max()).float().mean().item()
-                assert off <= 0.02, (t, off)  # float ties at floor boundaries may differ
-
-
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_snn_converges_to_its_ann_as_t_grows(arch):
-    model, spec = _calibrated(arch)
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_snn_converges_to_its_ann_as_t_grows(family):
+    factory, spec = FAMILIES[family]
+    x, _ = images(spec, 96, split="train")
+    model, _ = calibrated(factory(), x)
     x, _ = images(spec, 16)
     errors = _relative_errors(rate_limit_model(model), convert(model), x, [8, 32, 128])
     assert errors[128] < errors[32] < errors[8], errors
@@ -69,22 +45,31 @@ def test_snn_converges_to_its_ann_as_t_grows(arch):
 def test_compensated_attention_beats_per_step_attention():
     """On one attention layer the per-step products of the MST reference code stay biased as T grows;
     the compensated products converge to the ANN."""
-    from snnconvert.convert.attention import SpikeAttention
+    from snnconvert.graph.rules import SelfAttention
 
     torch.manual_seed(0)
-    attn = SpikeAttention(nn.Linear(16, 48), nn.Linear(16, 16), num_heads=2, levels=8, threshold=1.0)
+
+    class OneAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = SelfAttention(nn.MultiheadAttention(16, 2, batch_first=True))
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0]
+
     x = torch.randn(32, 10, 16)
-    calibrate_thresholds(attn, [(x, None)], CalibrationConfig("percentile", 99.0, "layer", 32))
-    attn.eval()
-    limit = rate_limit_model(attn)
-    compensated = _relative_errors(limit, convert(attn, "compensated"), x, [16, 256])
-    per_step = _relative_errors(limit, convert(attn, "mst"), x, [16, 256])
+    model, _ = calibrated(OneAttention(), x, calibration=__import__("snnconvert").calibrate.CalibrationConfig(
+        "percentile", 99.0, "layer", 32))
+    limit = rate_limit_model(model)
+    compensated = _relative_errors(limit, convert(model, "compensated"), x, [16, 256])
+    per_step = _relative_errors(limit, convert(model, "mst"), x, [16, 256])
     assert compensated[256] < 0.25 * compensated[16], compensated
     assert compensated[256] < 0.5 * per_step[256], (compensated, per_step)
 
 
-def test_convert_swaps_modules_and_lists_float_ops():
-    model, _ = _calibrated("swin")
+def test_convert_swaps_modules_folds_and_lists_float_ops():
+    x, _ = images(SPEC_32, 32, split="train")
+    model, _ = calibrated(tiny_swin(), x)
     n_qcfs = sum(isinstance(m, QCFS) for m in model.modules())
     snn = convert(model)
     assert sum(isinstance(m, IFNeuron) for m in snn.modules()) == n_qcfs
@@ -94,17 +79,59 @@ def test_convert_swaps_modules_and_lists_float_ops():
     ops = float_operations(snn)
     assert sorted(op.name for op in ops if op.kind == "Softmax") == [
         f"layers.{i}.blocks.{j}.attn.softmax" for i in (0, 1) for j in (0, 1)]
-    # patch-embedding, patch-merging and final norms are folded; the residual-stream norms are not
-    assert all(".norm1.norm" in op.name or ".norm2.norm" in op.name
-               for op in ops if op.kind == "ChannelBatchNorm")
+    # patch-embedding, patch-merging and final norms fold; the residual-stream norms (before QCFS) do not
+    unfolded = sorted(op.name for op in ops if op.kind == "ChannelBatchNorm")
+    assert unfolded == sorted(f"layers.{i}.blocks.{j}.norm{k}" for i in (0, 1) for j in (0, 1) for k in (1, 2))
+    assert not any(name.endswith(("patch_embed.norm", "downsample.norm")) or name == "norm"
+                   for name, m in snn.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+    # the relative position bias is computed once, at conversion
+    assert not any("relative_position_bias_table" in k for k in snn.state_dict())
     mst = convert(model, "mst")
     assert not any(isinstance(m, ExpectationCompensated) for m in mst.modules())
     assert {op.why for op in float_operations(mst) if op.kind == "Softmax"} == {"nonlinearity applied to each step"}
 
 
+def test_folding_is_exact_through_rearrangements_and_pooling():
+    """conv → flatten → transpose → BatchNorm (patch embedding), BatchNorm → mean → Linear (the head)
+    and BatchNorm → Linear fold, in float64, to the same function."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj, self.norm = nn.Conv2d(3, 6, 2, stride=2), nn.BatchNorm1d(6)
+            self.bn2, self.fc, self.head = nn.BatchNorm1d(6), nn.Linear(6, 6), nn.Linear(6, 5)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            x = self.proj(x).flatten(2)  # [B, 6, N]
+            x = self.act(self.norm(x)).transpose(1, 2)  # channels of the BatchNorm are the conv's
+            x = self.act(self.fc(self.bn2(x.mean(1))))
+            return self.head(x)
+
+    torch.manual_seed(0)
+    net = Net().double()
+    for bn in (net.norm, net.bn2):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.normal_()
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    model = prepare(net, x, PrepareConfig(sites="activations")).eval()
+    for q in model.modules():
+        if isinstance(q, QCFS):
+            q.threshold.data.fill_(3.0)
+    snn = convert(model, neuron="signed-burst-if")
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in snn.modules())
+    with torch.no_grad():
+        total = sum(snn(x) for _ in range(8))
+        assert torch.allclose(total / 8, model(x), atol=1e-12)
+
+
 def test_convert_refuses_unprepared_model_and_unknown_mode():
     with pytest.raises(SnnConvertError, match="prepare"):
         convert(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
-    model, _ = _calibrated("vit")
+    x, _ = images(SPEC_28, 2)
+    model = prepare(tiny_vit(), x)
     with pytest.raises(SnnConvertError, match="compensated"):
         convert(model, "exact")
+    with pytest.raises(SnnConvertError, match="signed-if"):
+        convert(model, neuron="lif")
+    assert isinstance(model.get_submodule("blocks.0.attn.qk"), MatMul)

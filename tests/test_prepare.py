@@ -1,105 +1,133 @@
-"""prepare(): every registered architecture is rewritten completely, and the rest is refused by name."""
+"""prepare(): the traced graph, where QCFS goes, what changes and what is refused."""
 import pytest
+import timm
 import torch
 from torch import nn
-from timm.layers import DropPath
 
-from snnconvert.convert import ChannelBatchNorm, PrepareConfig, QCFS, prepare, qcfs_modules
-from snnconvert.convert.attention import SpikeAttention, SpikeWindowAttention
-from snnconvert.errors import UnsupportedLayersError
+from snnconvert.convert import ChannelBatchNorm, PrepareConfig, QCFS, change_effects, prepare, prepare_with_report, \
+    qcfs_modules
+from snnconvert.errors import SnnConvertError, UnsupportedLayersError
+from snnconvert.graph.trace import trace
 
-from conftest import ARCHITECTURES, tiny_swin, tiny_tv_resnet, tiny_vit
-
-_GONE = (nn.LayerNorm, nn.GELU, nn.ReLU, nn.ReLU6, nn.Dropout, DropPath, nn.MaxPool2d, nn.AdaptiveMaxPool2d)
+from conftest import SPEC_28, SPEC_32, calibrated, images, tiny_swin, tiny_timm_resnet, tiny_vit
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_prepare_leaves_nothing_unconvertible(arch):
-    factory, spec = ARCHITECTURES[arch]
-    model = factory()
-    prepared = prepare(model, PrepareConfig(levels=4))
-    assert not [type(m).__name__ for m in prepared.modules() if isinstance(m, _GONE)]
-    assert all(q.levels == 4 for q in qcfs_modules(prepared).values())
-    out = prepared.eval()(torch.randn(2, *spec.size))
-    assert out.shape == (2, 10)
-    # the input model is untouched (deep copy)
-    assert any(isinstance(m, (nn.ReLU, nn.GELU)) for m in model.modules())
-
-
-def test_transformer_qcfs_sites_follow_mst():
-    prepared = prepare(tiny_swin())
-    names = set(qcfs_modules(prepared))
+def test_transformer_sites_follow_mst():
+    x, _ = images(SPEC_32, 2)
+    prepared, report = prepare_with_report(tiny_swin(), x)
+    roles = {name: q.role for name, q in qcfs_modules(prepared).items()}
     block = "layers.0.blocks.1"
-    for site in ("norm1.act", "norm2.act", "attn.q_act", "attn.k_act", "attn.v_act", "attn.attn_act",
-                 "attn.out_act", "attn.proj_act", "mlp.act1", "mlp.act2"):
-        assert f"{block}.{site}" in names
-    assert "layers.1.downsample.reduction.act" in names
-    assert isinstance(prepared.layers[0].blocks[1].attn, SpikeWindowAttention)
-    assert isinstance(prepared.layers[0].blocks[1].norm1.norm, ChannelBatchNorm)
-    # 4 blocks × 10 sites + one after patch merging
-    assert len(names) == 41
+    expected = {"norm1_act": "norm", "norm2_act": "norm", "attn.q_act": "q", "attn.k_act": "k", "attn.v_act": "v",
+                "attn.attn_act": "scores", "attn.out_act": "attention", "attn.proj_act": "projection",
+                "mlp.act": "activation", "mlp.fc2_act": "projection"}
+    assert {k: roles[f"{block}.{k}"] for k in expected} == expected
+    assert roles["layers.1.downsample.reduction_act"] == "projection"
+    assert len(roles) == 41  # 4 blocks × 10 sites + one after patch merging, as the MST reference model
+    assert isinstance(prepared.get_submodule(f"{block}.norm1"), ChannelBatchNorm)
+    assert qcfs_modules(prepared)[f"{block}.attn.out_act"].channel_axis == -1  # after the head merge
+    assert [c.what for c in report.function_changes] == ["LayerNorm → BatchNorm", "gelu → QCFS",
+                                                         "QCFS inserted (MST sites)"]
 
 
-def test_layernorm_affine_carries_over():
+def test_activation_policy_puts_qcfs_only_where_the_ann_has_activations():
+    x, _ = images(SPEC_28, 2)
+    prepared = prepare(tiny_vit(), x, PrepareConfig(sites="activations", layernorm="keep"))
+    assert set(qcfs_modules(prepared)) == {"blocks.0.mlp.act", "blocks.1.mlp.act"}
+    assert not any(isinstance(m, ChannelBatchNorm) for m in prepared.modules())
+
+
+def test_layernorm_affine_carries_over_and_the_input_model_is_untouched():
     vit = tiny_vit()
     vit.blocks[0].norm1.weight.data.fill_(1.5)
-    prepared = prepare(vit)
-    assert isinstance(prepared.blocks[0].attn, SpikeAttention)
-    assert torch.all(prepared.blocks[0].norm1.norm.weight == 1.5)
+    x, _ = images(SPEC_28, 2)
+    prepared = prepare(vit, x)
+    assert torch.all(prepared.get_submodule("blocks.0.norm1").weight == 1.5)
+    assert any(isinstance(m, nn.LayerNorm) for m in vit.modules())  # a deep copy was rewritten
 
 
-def test_prepared_attention_matches_timm_without_quantization():
-    """With QCFS replaced by identity the prepared attention computes timm's attention."""
-    vit = tiny_vit().eval()
-    attn = vit.blocks[0].attn
-    prepared = SpikeAttention.from_timm(attn, levels=8, threshold=1.0)
-    for name, m in prepared.named_children():
-        if isinstance(m, QCFS):
-            setattr(prepared, name, nn.Identity())
-    x = torch.randn(3, 17, 24)
-    assert torch.allclose(prepared(x), attn(x), atol=1e-5)
+def test_exact_rewrites_keep_the_function_and_changes_are_reported_one_by_one():
+    """With every function change undone, the prepared graph computes the ANN (the exact rewrites
+    are exact); applying them one at a time gives the accuracy trail the pipeline reports."""
+    x, y = images(SPEC_28, 32)
+    ann = tiny_vit().eval()
+    prepared, report = calibrated(ann, x)
+    with torch.no_grad(), report.only(prepared, []):
+        assert torch.allclose(prepared(x), ann(x), atol=1e-5)
+    effects = change_effects(report, ann, prepared, x, y)
+    assert [label for label, _ in effects] == ["original ANN", "+ LayerNorm → BatchNorm", "+ gelu → QCFS",
+                                               "+ QCFS inserted (MST sites)"]
+    with torch.no_grad():
+        assert effects[-1][1] == pytest.approx(100.0 * float((prepared(x).argmax(-1) == y).float().mean()))
 
 
-def test_swin_window_attention_matches_timm_without_quantization():
-    swin = tiny_swin().eval()
-    block = swin.layers[0].blocks[1]  # shifted windows: has a mask
-    prepared = SpikeWindowAttention.from_timm(block.attn, levels=8, threshold=1.0)
-    for name, m in prepared.named_children():
-        if isinstance(m, QCFS):
-            setattr(prepared, name, nn.Identity())
-    x = torch.randn(2 * block.attn_mask.shape[0], block.window_area, 16)
-    assert torch.allclose(prepared(x, block.attn_mask), block.attn(x, block.attn_mask), atol=1e-5)
+def test_pretrained_batchnorm_activation_and_max_pool_kept_exact():
+    """A BatchNorm+ReLU CNN: its BatchNorms stay (with their statistics), ReLU → QCFS changes nothing
+    but quantization, max-pooling stays max-pooling unless asked."""
+    x, _ = images(SPEC_28, 8)
+    cnn = tiny_timm_resnet().eval()
+    prepared, report = prepare_with_report(cnn, x[:2])
+    assert [c.what for c in report.function_changes] == ["relu → QCFS"]
+    assert report.new_batchnorms() == []
+    assert isinstance(prepared.get_submodule("maxpool"), nn.MaxPool2d)
+    assert torch.equal(prepared.get_submodule("bn1").running_var, cnn.bn1.running_var)
+    averaged = prepare(cnn, x[:2], PrepareConfig(max_pool="avg"))
+    assert isinstance(averaged.get_submodule("maxpool"), nn.AvgPool2d)
 
 
-def test_torchvision_residual_blocks_get_one_activation_per_use():
-    prepared = prepare(tiny_tv_resnet())
-    block = prepared.layer1[0]
-    assert len(block.acts) == 3 and len({id(a) for a in block.acts}) == 3
+def test_fused_norm_activation_and_functional_ops_are_seen():
+    """timm's BatchNormAct2d is split into a trainable BatchNorm and its activation; SiLU becomes
+    QCFS (reported as approximated); squeeze-excitation's sigmoid gate stays a float op."""
+    model = timm.create_model("efficientnet_b0", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    prepared, report = prepare_with_report(model, x)
+    assert isinstance(prepared.get_submodule("bn1.norm"), nn.BatchNorm2d)
+    changes = {c.what: c for c in report.changes}
+    assert "approximated" in changes["silu → QCFS"].detail
+    assert any(op == "Sigmoid" for _, op in report.float_ops)
+    assert prepared.train()(torch.randn(4, 3, 32, 32)).shape == (4, 10)  # trains: BatchNorm in train mode
 
 
-class _Custom(nn.Module):
+def test_shape_dependent_branches_are_specialized_and_guarded():
+    class Pads(nn.Module):
+        def forward(self, x):
+            if x.shape[-1] % 8:  # a branch on a shape
+                x = nn.functional.pad(x, (0, 8 - x.shape[-1] % 8))
+            return x.mean(-1)
+
+    gm, failures = trace(Pads(), torch.randn(2, 3, 12))
+    assert not failures and gm(torch.randn(5, 3, 12)).shape == (5, 3)
+    with pytest.raises(Exception, match="another input shape"):
+        gm(torch.randn(2, 3, 16))
+
+
+class _ValueBranch(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x):
-        return torch.tanh(self.fc(x))
+        return self.fc(x) if x.sum() > 0 else -x  # a branch on tensor values
 
 
-def test_unsupported_layers_are_all_listed():
-    model = nn.Sequential(nn.Linear(4, 4), nn.SiLU(), nn.LSTM(4, 4), _Custom(), nn.ReLU(), nn.Sigmoid())
+def test_unsupported_ops_are_all_listed_with_the_line_that_stopped_the_tracer():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Hardshrink(), _ValueBranch(), nn.Softmax(-1))
     with pytest.raises(UnsupportedLayersError) as err:
-        prepare(model)
-    problems = {name: type_name for name, type_name, _ in err.value.problems}
-    assert problems == {"1": "SiLU", "2": "LSTM", "3": "_Custom", "5": "Sigmoid"}
-    text = str(err.value)
-    assert "4 module(s)" in text and "register an architecture rule" in text
+        prepare(model, torch.randn(2, 4))
+    problems = {name: (type_name, why) for name, type_name, why in err.value.problems}
+    assert set(problems) == {"2", "3"}
+    assert problems["2"][0] == "Hardshrink" and "no spiking equivalent" in problems["2"][1]
+    assert problems["3"][0] == "_ValueBranch" and "test_prepare.py" in problems["3"][1] and "x.sum() > 0" in \
+        problems["3"][1]
+    assert "2 module(s)" in str(err.value)
 
 
-def test_unsupported_attention_option_is_reported():
-    import timm
+def test_a_model_whose_own_forward_does_not_trace_is_refused_with_the_line():
+    with pytest.raises(SnnConvertError, match=r"does not trace.*x.sum\(\) > 0"):
+        prepare(_ValueBranch(), torch.randn(2, 4))
 
-    vit = timm.create_model("vit_tiny_patch16_224", img_size=28, patch_size=7, embed_dim=24, depth=1, num_heads=2,
-                            in_chans=1, num_classes=10, qk_norm=True)
-    with pytest.raises(UnsupportedLayersError, match="q_norm"):
-        prepare(vit)
+
+def test_prepared_checkpoint_names_are_stable():
+    x, _ = images(SPEC_28, 2)
+    first, second = prepare(tiny_vit(), x), prepare(tiny_vit(), x)
+    assert list(first.state_dict()) == list(second.state_dict())
+    assert "blocks.0.attn.qkv.weight" in first.state_dict()  # the model's own names stay

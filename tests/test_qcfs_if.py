@@ -82,7 +82,7 @@ def test_signed_if_count_tracks_rounded_cumulative_input():
         total_in, total_out = total_in + x, total_out + neuron(x)
         expected = torch.clamp(torch.floor(total_in / theta + 0.5), 0, t) * theta
         assert torch.allclose(total_out, expected, atol=1e-5)
-    assert neuron.count.min() >= 0
+    assert neuron.net.min() >= 0
 
 
 def test_signed_if_equals_if_on_constant_input():
@@ -106,7 +106,7 @@ def test_signed_burst_if_tracks_exactly_with_large_steps():
         total_in, total_out = total_in + x, total_out + neuron(x)
         expected = torch.clamp(torch.floor(total_in / theta + 0.5), 0, t) * theta
         assert torch.allclose(total_out, expected, atol=1e-4)
-    assert neuron.count.max() <= 32 and neuron.count.min() >= 0
+    assert neuron.net.max() <= 32 and neuron.net.min() >= 0
 
 
 def test_signed_if_rejects_bad_burst_limit():

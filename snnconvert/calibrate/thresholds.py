@@ -64,24 +64,30 @@ def _limited(loader: Iterable, num_samples: int, desc: str, progress: bool):
 @torch.no_grad()
 def calibrate_batchnorm(model: nn.Module, loader: Iterable, num_samples: int = 256,
                         device: str | torch.device = "cpu", progress: bool = False,
-                        identity: list[nn.Module] = ()) -> None:
-    """Re-estimate every BatchNorm's running mean/variance as a plain average over the samples
-    (under torchrun: averaged over the processes, each of which saw an equal share).
+                        only: list[str] | None = None, identity: list[str] = ()) -> None:
+    """Re-estimate BatchNorm running means/variances as a plain average over the samples (under
+    torchrun: averaged over the processes, each of which saw an equal share).
 
-    BatchNorms in ``identity`` (new ones that must not change the model's function) pass their
-    input through during the pass, then get ``γ = √(σ²+ε)``, ``β = μ``: the identity in eval mode.
+    Args:
+        only: the BatchNorms (by name) to re-estimate, e.g. the ones ``prepare`` put in place of
+            LayerNorms; the others keep their (pretrained) statistics. None: every BatchNorm.
+        identity: new BatchNorms that must not change the model's function: they pass their input
+            through during the pass, then get ``γ = √(σ²+ε)``, ``β = μ``: the identity in eval mode.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    named = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    bns = [m for n, m in named.items() if only is None or n in only or n in identity]
+    identity = [named[n] for n in identity]
     if not bns:
         return
     was_training = model.training
     momenta = [bn.momentum for bn in bns]
     handles = [bn.register_forward_hook(lambda _m, inputs, _out: inputs[0]) for bn in identity]
     try:
+        model.eval()
         for bn in bns:
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average
-        model.train()
+            bn.train()
         for images in _limited(loader, num_samples, "BatchNorm statistics", progress):
             model(images.to(device))
         for bn in bns:

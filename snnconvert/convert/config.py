@@ -41,6 +41,16 @@ class MaskConfig:
         return ", ".join(f"{t} {p:g}" for t, p in self.ratios.items()) + where
 
 
+#: where ``prepare`` puts QCFS: ``mst`` (every activation, plus the Masked Spiking Transformer's
+#: sites: after a residual branch's norm, on Q, K, V, scores and attention output, after a branch's
+#: last projection, on the operands and output of other products) or ``activations`` only
+SITE_POLICIES = ("mst", "activations")
+LAYERNORM_CHOICES = ("batchnorm", "keep")
+MAX_POOL_CHOICES = ("keep", "avg")
+#: activations that stay floating-point ops (expectation-compensated) unless asked otherwise: gates
+DEFAULT_KEPT_ACTIVATIONS = ("sigmoid", "tanh", "softsign")
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     """How ``prepare`` rewrites an ANN.
@@ -49,6 +59,15 @@ class PrepareConfig:
         levels: QCFS quantization levels L (the SNN matches the QCFS ANN exactly at T = L on
             constant input, and approaches it as T grows).
         threshold: initial λ of every new QCFS (calibration usually replaces it).
+        sites: where QCFS goes (:data:`SITE_POLICIES`).
+        layernorm: ``batchnorm`` (the MST recipe: LayerNorm → BatchNorm over channels, γ/β kept,
+            statistics calibrated; it folds or runs as a per-channel affine map) or ``keep``
+            (LayerNorm stays, expectation-compensated in floating point: exact, not spike-driven).
+        keep_activations: activations (by name: ``sigmoid``, ``silu`` …) left as floating-point
+            ops instead of becoming QCFS; the others become QCFS, which for other than the ReLU
+            family (ReLU, ReLU6, hard sigmoid, clamps) changes the function (reported).
+        max_pool: ``keep`` (max-pooling stays, compensated in the SNN: the running max of running
+            means) or ``avg`` (replaced by average pooling: changes the function, reported).
         mlp_batchnorm: add a BatchNorm after each Linear of the transformer MLPs, before its
             QCFS (the MST variant; they fold into the Linears at conversion).
         masks: Random Spike Masking after the QCFS sites it names (kept by conversion); a
@@ -57,13 +76,23 @@ class PrepareConfig:
 
     levels: int = 8
     threshold: float = 4.0
+    sites: str = "mst"
+    layernorm: str = "batchnorm"
+    keep_activations: tuple[str, ...] = DEFAULT_KEPT_ACTIVATIONS
+    max_pool: str = "keep"
     mlp_batchnorm: bool = False
     masks: MaskConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.masks, dict):  # from a checkpoint's JSON
             object.__setattr__(self, "masks", MaskConfig(**self.masks))
+        object.__setattr__(self, "keep_activations", tuple(self.keep_activations))
         if self.levels < 1:
             raise ValueError(f"levels must be >= 1, got {self.levels}")
         if self.threshold <= 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        for name, value, choices in (("sites", self.sites, SITE_POLICIES),
+                                     ("layernorm", self.layernorm, LAYERNORM_CHOICES),
+                                     ("max_pool", self.max_pool, MAX_POOL_CHOICES)):
+            if value not in choices:
+                raise SnnConvertError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

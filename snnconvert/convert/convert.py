@@ -1,54 +1,47 @@
-"""convert(model): a prepared QCFS model → a single-step spiking model.
+"""convert(model): a prepared (QCFS) graph → a single-step spiking graph.
 
-QCFS → IF neuron with reset by subtraction (θ = λ, v(0) = θ/2); BatchNorm folded into its
-neighbouring Linear/Conv; spike×spike products and softmax swapped for spike-correct operators.
-Two attention modes:
+Passes over the graph, in order:
 
-* ``compensated``: products and softmax by expectation compensation (the running mean of the
-  output equals the op of the running means; exact in the limit of the QCFS ANN).
-* ``mst``: the Masked Spiking Transformer reference code: the ops applied to each step's
-  spikes alone (a biased estimate, kept for reproduction and comparison).
+1. BatchNorm folded into neighbouring Linear / Conv (:mod:`snnconvert.convert.fold`);
+2. values computed from parameters alone (relative-position biases, continuous position MLPs,
+   rotary tables) computed once and stored as buffers;
+3. QCFS → IF neuron with reset by subtraction (θ = λ, v(0) = θ/2), taking a following random
+   spike mask into the neuron (it masks the spikes the neuron sends);
+4. in the ``compensated`` mode every op that does not commute with the running mean — products of
+   two dynamic tensors, softmax, norms, kept activations, max-pooling, any other nonlinear op — is
+   wrapped in :class:`~snnconvert.runtime.operators.ExpectationCompensated`: the running mean of
+   its output is the op of the running means of its inputs. The ``mst`` mode keeps them per step
+   (the Masked Spiking Transformer reference code: a biased estimate, for reproduction).
 
-The returned model processes one time step per call; :func:`snnconvert.runtime.simulate` drives it.
+The returned GraphModule processes one time step per call; :func:`snnconvert.runtime.simulate`
+drives it.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
 
-from torch import nn
+import torch
+from torch import fx, nn
 
 from snnconvert.convert.fold import fold_batchnorms
-from snnconvert.convert.prepare import find_unconvertible, is_prepared
+from snnconvert.convert.prepare import is_prepared
 from snnconvert.convert.qcfs import QCFS
-from snnconvert.errors import SnnConvertError, UnsupportedLayersError
+from snnconvert.errors import SnnConvertError
+from snnconvert.graph import ops
+from snnconvert.graph.edit import add_module, bypass, finish, join, owner
+from snnconvert.graph.shapes import annotate, example_input
+from snnconvert.runtime.masking import RandomSpikeMask
 from snnconvert.runtime.neurons import NEURONS
-from snnconvert.runtime.energy import op_kinds
-from snnconvert.runtime.operators import ExpectationCompensated, MatMul
+from snnconvert.runtime.operators import Call, ExpectationCompensated
+from snnconvert.runtime.state import reset_states
 
 MODES = ("compensated", "mst")
+_IMPURE = {"setitem", "_assert", "__setitem__"}
 
 
-def _spiking(m: nn.Module, mode: str, neuron: str) -> nn.Module | None:
-    if isinstance(m, QCFS):  # θ = λ, v(0) = φ·θ
-        return NEURONS[neuron](m.threshold.detach(), initial_potential=m.shift)
-    if mode == "compensated" and isinstance(m, MatMul):
-        return ExpectationCompensated(m, bilinear=True)
-    if mode == "compensated" and isinstance(m, (nn.Softmax, nn.LayerNorm)):
-        return ExpectationCompensated(m)
-    return None
-
-
-def _swap(module: nn.Module, mode: str, neuron: str) -> None:
-    for name, child in list(module.named_children()):
-        new = _spiking(child, mode, neuron)
-        if new is None:
-            _swap(child, mode, neuron)
-        else:
-            setattr(module, name, new)
-
-
-def convert(model: nn.Module, mode: str = "compensated", neuron: str = "if", inplace: bool = False) -> nn.Module:
+def convert(model: fx.GraphModule, mode: str = "compensated", neuron: str = "if", inplace: bool = False
+            ) -> fx.GraphModule:
     """Convert a prepared (QCFS) model into a single-step SNN (eval mode).
 
     Args:
@@ -63,18 +56,96 @@ def convert(model: nn.Module, mode: str = "compensated", neuron: str = "if", inp
         raise SnnConvertError(f"unknown attention mode {mode!r}; choose one of {', '.join(MODES)}")
     if neuron not in NEURONS:
         raise SnnConvertError(f"unknown neuron {neuron!r}; choose one of {', '.join(NEURONS)}")
-    if not is_prepared(model):
-        raise SnnConvertError("the model has no QCFS activations: run snnconvert.prepare(model) "
+    if not isinstance(model, fx.GraphModule) or not is_prepared(model):
+        raise SnnConvertError("the model has no QCFS activations: run snnconvert.prepare(model, example) "
                               "(and train or calibrate it) before convert()")
-    problems = find_unconvertible(model)
-    if problems:
-        raise UnsupportedLayersError(problems)
-    if not inplace:
-        model = copy.deepcopy(model)
-    model.eval()
-    fold_batchnorms(model)
-    _swap(model, mode, neuron)
-    return model
+    snn = model if inplace else copy.deepcopy(model)
+    snn.eval()
+    example = example_input(snn)
+    annotate(snn, example)
+    fold_batchnorms(snn)
+    _fold_constants(snn)
+    _to_neurons(snn, neuron)
+    if mode == "compensated":
+        _compensate(snn)
+    finish(snn)
+    annotate(snn, example)
+    reset_states(snn)
+    return snn
+
+
+def _to_neurons(gm: fx.GraphModule, neuron: str) -> None:
+    for node in list(gm.graph.nodes):
+        site = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if not isinstance(site, QCFS):
+            continue
+        spiking = NEURONS[neuron](site.effective_threshold().detach(), initial_potential=site.shift)
+        setattr(gm.get_submodule(node.target.rpartition(".")[0]) if "." in node.target else gm,
+                node.target.rpartition(".")[2], spiking)
+        users = list(node.users)
+        if len(users) == 1 and users[0].op == "call_module":
+            mask = gm.get_submodule(users[0].target)
+            if isinstance(mask, RandomSpikeMask):
+                spiking.mask = mask
+                bypass(gm, users[0])
+
+
+def _compensate(gm: fx.GraphModule) -> None:
+    dynamic = ops.dynamic_nodes(gm.graph)
+    for node in list(gm.graph.nodes):
+        kind = ops.kind(node, gm, dynamic.__contains__)
+        if kind not in ops.COMPENSATED:
+            continue
+        positions = tuple(i for i, a in enumerate(node.args) if isinstance(a, fx.Node) and a in dynamic)
+        if any(isinstance(v, fx.Node) and v in dynamic for v in node.kwargs.values()):
+            raise SnnConvertError(f"{node.name} ({ops.describe(node, gm)}) takes a dynamic keyword argument; "
+                                  "pass it by position")
+        bilinear = kind == ops.PRODUCT
+        if node.op == "call_module":
+            parent, _, attr = node.target.rpartition(".")
+            holder = gm.get_submodule(parent) if parent else gm
+            setattr(holder, attr, ExpectationCompensated(getattr(holder, attr), positions, bilinear))
+        else:
+            name = getattr(node.target, "__name__", str(node.target)).strip("_")
+            path = add_module(gm, join(owner(node), name),
+                              ExpectationCompensated(Call(node.target), positions, bilinear))
+            node.op, node.target = "call_module", path
+
+
+@torch.no_grad()
+def _fold_constants(gm: fx.GraphModule) -> None:
+    """Compute once the values that depend on parameters and literals alone (not on the input or
+    its shape) and store them as buffers ``<owner>.constant``, ``constant_1`` …"""
+    values, constant = {}, set()
+    interpreter = fx.Interpreter(gm)
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            values[node] = interpreter.fetch_attr(node.target)
+            constant.add(node)
+        elif node.op.startswith("call") and all(n in constant for n in node.all_input_nodes) \
+                and getattr(node.target, "__name__", str(node.target)) not in _IMPURE \
+                and not isinstance(gm.get_submodule(node.target) if node.op == "call_module" else None,
+                                   (RandomSpikeMask, QCFS)):
+            args = fx.node.map_arg(node.args, values.__getitem__)
+            kwargs = fx.node.map_arg(node.kwargs, values.__getitem__)
+            values[node] = getattr(interpreter, node.op)(node.target, args, kwargs)
+            constant.add(node)
+    for node in list(gm.graph.nodes):
+        if node.op == "get_attr" or node not in constant or not isinstance(values[node], torch.Tensor) \
+                or all(u in constant for u in node.users):
+            continue
+        path = add_module(gm, join(owner(node), "constant"), _Constant(values[node]))
+        with gm.graph.inserting_before(node):
+            value = gm.graph.get_attr(f"{path}.value")
+        node.replace_all_uses_with(value)
+
+
+class _Constant(nn.Module):
+    """A value computed from parameters once at conversion, kept with the model's state."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.register_buffer("value", value.detach().clone())
 
 
 @dataclass(frozen=True)
@@ -86,16 +157,22 @@ class FloatOp:
     why: str
 
 
-def float_operations(snn: nn.Module) -> list[FloatOp]:
-    """Every op of a converted model that still runs in floating point, by name."""
-    ops = []
-    for name, (m, kind) in op_kinds(snn).items():
-        if kind != "elementwise":
-            continue
-        if isinstance(m, ExpectationCompensated):
-            ops.append(FloatOp(name, type(m.fn).__name__, "expectation-compensated nonlinearity"))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            ops.append(FloatOp(name, type(m).__name__, "unfolded BatchNorm: per-channel multiply-add each step"))
-        else:
-            ops.append(FloatOp(name, type(m).__name__, "nonlinearity applied to each step"))
-    return ops
+def float_operations(snn: fx.GraphModule) -> list[FloatOp]:
+    """Every op of a converted model that runs in floating point, by name: compensated (or
+    per-step) nonlinear ops and BatchNorms that could not fold."""
+    dynamic = ops.dynamic_nodes(snn.graph)
+    found = []
+    for node in snn.graph.nodes:
+        kind = ops.kind(node, snn, dynamic.__contains__)
+        module = snn.get_submodule(node.target) if node.op == "call_module" else None
+        name = node.target if node.op == "call_module" else node.name
+        if isinstance(module, ExpectationCompensated):
+            inner = module.fn
+            op = inner.extra_repr() if isinstance(inner, Call) else type(inner).__name__
+            found.append(FloatOp(name, op, "expectation-compensated product" if module.bilinear
+                                 else "expectation-compensated nonlinearity"))
+        elif kind in ops.COMPENSATED:
+            found.append(FloatOp(name, ops.describe(node, snn), "nonlinearity applied to each step"))
+        elif kind == ops.BATCHNORM:
+            found.append(FloatOp(name, ops.describe(node, snn), "unfolded BatchNorm: per-channel multiply-add each step"))
+    return found

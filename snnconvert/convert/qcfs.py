@@ -11,6 +11,7 @@ import copy
 import torch
 from torch import nn
 
+from snnconvert.graph.ops import SPIKING, register_module_kind
 from snnconvert.runtime.state import adopt_threshold_shape
 
 
@@ -35,6 +36,12 @@ def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: int, shift: float = 0
     return threshold * y.clamp(0.0, 1.0)
 
 
+#: what a QCFS site stands for: an ANN activation it replaced, or a site the MST recipe inserts
+#: (after a residual branch's norm, on Q, K, V, the attention scores and output, after a branch's
+#: last projection, on an operand or the output of another product)
+ROLES = ("activation", "norm", "q", "k", "v", "scores", "attention", "projection", "operand", "product")
+
+
 class QCFS(nn.Module):
     """QCFS activation with a learnable threshold λ (layer-wise or per channel).
 
@@ -44,32 +51,48 @@ class QCFS(nn.Module):
         shift: φ, 1/2 for conversion with v(0) = θ/2.
         channel_axis: axis that holds channels for channel-wise calibration, or None when
             this site only supports a layer-wise threshold (attention scores, Q/K/V heads).
+        cap: the upper clip of the activation it replaces (ReLU6: 6): λ is never above it.
+        role: what the site stands for (:data:`ROLES`; random spike masks select sites by role).
     """
 
     def __init__(self, levels: int = 8, threshold: float | torch.Tensor = 8.0, shift: float = 0.5,
-                 channel_axis: int | None = -1):
+                 channel_axis: int | None = -1, cap: float | None = None, role: str = "activation"):
         super().__init__()
         if levels < 1:
             raise ValueError(f"QCFS levels must be >= 1, got {levels}")
+        if role not in ROLES:
+            raise ValueError(f"unknown QCFS role {role!r}; one of {', '.join(ROLES)}")
         self.levels = int(levels)
         self.shift = float(shift)
         self.channel_axis = channel_axis
-        self.threshold = nn.Parameter(torch.as_tensor(threshold, dtype=torch.float32).clone())
+        self.cap = cap
+        self.role = role
+        self.threshold = nn.Parameter(torch.as_tensor(threshold if cap is None else min(threshold, cap),
+                                                      dtype=torch.float32).clone())
+
+    def effective_threshold(self) -> torch.Tensor:
+        """λ, clipped to the cap when the site has one."""
+        return self.threshold if self.cap is None else self.threshold.clamp(max=self.cap)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return qcfs(x, self.threshold, self.levels, self.shift)
+        return qcfs(x, self.effective_threshold(), self.levels, self.shift)
 
     def set_threshold(self, value: torch.Tensor) -> None:
-        """Replace λ (shape may change from layer-wise to channel-wise)."""
-        self.threshold = nn.Parameter(value.detach().to(self.threshold.device, torch.float32).clone())
+        """Replace λ (shape may change from layer-wise to channel-wise); clipped to the cap."""
+        value = value.detach().to(self.threshold.device, torch.float32)
+        self.threshold = nn.Parameter((value if self.cap is None else value.clamp(max=self.cap)).clone())
 
     def extra_repr(self) -> str:
         shape = "layer" if self.threshold.numel() == 1 else f"channel{tuple(self.threshold.shape)}"
-        return f"levels={self.levels}, shift={self.shift}, threshold={shape}"
+        cap = f", cap={self.cap:g}" if self.cap is not None else ""
+        return f"levels={self.levels}, shift={self.shift}, threshold={shape}{cap}, role={self.role}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         adopt_threshold_shape(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+register_module_kind(QCFS, SPIKING)
 
 
 def with_levels(model: nn.Module, levels: int) -> nn.Module:

@@ -1,65 +1,71 @@
 """Random Spike Masking (RSM, MST paper §3.4): drop spikes at random to save energy.
 
 Each element survives with probability 1 − p: ``s_t ← s_t ⊙ m_t``, ``m_t ~ Bernoulli(1 − p)`` drawn
-independently per element and step. A mask sits right after a spiking site — a QCFS activation of
-a prepared model, which :func:`~snnconvert.convert.convert` turns into an IF neuron in place — so
-the same mask acts on QCFS outputs while fine-tuning and on spikes while simulating.
+independently per element and step. A mask sits right after a QCFS site of a prepared model (which
+:func:`~snnconvert.convert.convert` turns into an IF neuron that applies the mask to the spikes it
+sends), so the same mask acts on QCFS outputs while fine-tuning and on spikes while simulating.
 
-Targets: ``q``, ``k`` and ``attn`` (the scaled scores) of every spiking attention, ``sa`` (all
-three: the MST paper's self-attention masking), ``mlp`` (the hidden layer of every spiking MLP),
-and ``conv`` (every QCFS over channels-first maps: the activations of a CNN, including a VGG
-classifier's hidden layers). Masks are added to the prepared model (``conv`` sites are found only
-there) and survive conversion.
+Targets select sites by role (:data:`snnconvert.convert.qcfs.ROLES`): ``q``, ``k`` and ``attn``
+(the scaled scores) of every attention, ``sa`` (all three: the MST paper's self-attention
+masking), ``mlp`` (activations over channels-last features: the hidden layer of transformer MLPs)
+and ``conv`` (activations over channels-first maps: a CNN's). "Blocks" are the modules owning the
+sites (an attention, an MLP, a CNN activation), in graph order.
 
 The mask itself is :class:`~snnconvert.runtime.masking.RandomSpikeMask`; this module decides
 where masks go.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from torch import nn
+from collections.abc import Callable
 
-from snnconvert.convert.attention import SpikeAttention, SpikeWindowAttention
-from snnconvert.convert.blocks import SpikeMlp
+from torch import fx, nn
+
 from snnconvert.convert.config import MaskConfig
 from snnconvert.convert.qcfs import QCFS
-from snnconvert.runtime.masking import RandomSpikeMask
 from snnconvert.errors import SnnConvertError
+from snnconvert.graph.edit import insert_after
+from snnconvert.runtime.masking import RandomSpikeMask
 
-#: target → (owner types, attribute names of the spiking sites in each owner)
-TARGETS: dict[str, tuple[tuple[type, ...], tuple[str, ...]]] = {
-    "q": ((SpikeAttention, SpikeWindowAttention), ("q_act",)),
-    "k": ((SpikeAttention, SpikeWindowAttention), ("k_act",)),
-    "attn": ((SpikeAttention, SpikeWindowAttention), ("attn_act",)),
-    "sa": ((SpikeAttention, SpikeWindowAttention), ("q_act", "k_act", "attn_act")),
-    "mlp": ((SpikeMlp,), ("act1",)),
+#: target → which QCFS sites it masks
+TARGETS: dict[str, Callable[[QCFS], bool]] = {
+    "q": lambda s: s.role == "q",
+    "k": lambda s: s.role == "k",
+    "attn": lambda s: s.role == "scores",
+    "sa": lambda s: s.role in ("q", "k", "scores"),
+    "mlp": lambda s: s.role == "activation" and s.channel_axis == -1,
+    "conv": lambda s: s.role == "activation" and s.channel_axis == 1,
 }
 
 
-def mask_sites(model: nn.Module, target: str) -> list[tuple[nn.Module, tuple[str, ...]]]:
-    """``(owner, attributes)`` of every owner of ``target``'s sites, in model order: one per
-    attention or MLP for the transformer targets, one per activation for ``conv``."""
-    if target == "conv":  # QCFS over channels-first maps (CNN activations; found before conversion only)
-        return [(owner, (name,)) for owner in model.modules() for name, child in owner.named_children()
-                if isinstance(child, QCFS) and child.channel_axis == 1]
-    types, attrs = TARGETS[target]
-    return [(owner, attrs) for owner in model.modules() if isinstance(owner, types)]
+def mask_sites(model: nn.Module, target: str) -> list[list[str]]:
+    """The sites ``target`` selects, grouped by the block (module) that owns them, in graph order."""
+    select = TARGETS[target]
+    blocks: dict[str, list[str]] = {}
+    for node in model.graph.nodes:
+        if node.op == "call_module":
+            module = model.get_submodule(node.target)
+            if isinstance(module, QCFS) and select(module):
+                owner = node.target.rpartition(".")[0] if target != "conv" else node.target
+                blocks.setdefault(owner, []).append(node.target)
+    return list(blocks.values())
 
 
-def add_spike_masks(model: nn.Module, config: MaskConfig) -> list[str]:
-    """Put a :class:`RandomSpikeMask` after every selected site of a prepared or converted model,
-    in place; returns the masked sites' names. A site becomes ``Sequential(site, mask)``."""
-    names = {id(m): n for n, m in model.named_modules()}
+def add_spike_masks(model: fx.GraphModule, config: MaskConfig) -> list[str]:
+    """Put a :class:`RandomSpikeMask` after every selected site of a prepared model, in place
+    (``<site>_mask``); returns the masked sites. Each mask gets the next seed, from ``config.seed``."""
+    nodes = {n.target: n for n in model.graph.nodes if n.op == "call_module"}
     masked, seed = [], config.seed
     for target, ratio in config.ratios.items():
-        for owner, attrs in mask_sites(model, target)[: config.blocks]:
-            for attr in attrs:
-                site = getattr(owner, attr)
-                if isinstance(site, nn.Sequential) and isinstance(site[-1], RandomSpikeMask):
-                    raise SnnConvertError(f"{names[id(owner)]}.{attr} is masked already")
-                setattr(owner, attr, nn.Sequential(OrderedDict(site=site, mask=RandomSpikeMask(ratio, seed))))
-                masked.append(f"{names[id(owner)]}.{attr}".lstrip("."))
+        for block in mask_sites(model, target)[: config.blocks]:
+            for site in block:
+                node = nodes[site]
+                if any(u.op == "call_module" and isinstance(model.get_submodule(u.target), RandomSpikeMask)
+                       for u in node.users):
+                    raise SnnConvertError(f"{site} is masked already")
+                insert_after(model, node, f"{site}_mask", RandomSpikeMask(ratio, seed))
+                masked.append(site)
                 seed += 1
+    model.recompile()
     return masked
 
 

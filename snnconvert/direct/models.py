@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 from timm.models import register_model
-from torch import nn
+from torch import fx, nn
 
 from snnconvert.convert.fold import fold_batchnorms
+from snnconvert.graph.shapes import annotate, example_input
+from snnconvert.graph.trace import trace
 from snnconvert.convert.norm import ChannelBatchNorm
 from snnconvert.direct.encoding import Encoder
 from snnconvert.direct.neurons import make_node
@@ -196,10 +198,15 @@ class SpikingClassifier(nn.Module):
         """One time step: encoder, then network (sharing this model's modules)."""
         return nn.Sequential(self.encoder, self.network)
 
-    def for_inference(self) -> nn.Sequential:
-        """A copy of :meth:`stepper` in eval mode with every BatchNorm folded into its Linear / Conv."""
-        step = copy.deepcopy(self.stepper()).eval()
+    def for_inference(self, example: torch.Tensor) -> fx.GraphModule:
+        """A copy of :meth:`stepper` in eval mode, as a graph traced on ``example`` (an input batch)
+        with every BatchNorm folded into its Linear / Conv: what the simulator runs and the energy
+        accounting reads."""
+        step, _ = trace(copy.deepcopy(self.stepper()).eval(), example)
+        step.meta["input_shape"] = tuple(example.shape[1:])
         fold_batchnorms(step)
+        annotate(step, example_input(step))
+        reset_states(step)
         return step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

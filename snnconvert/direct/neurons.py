@@ -53,6 +53,7 @@ class SpikingNode(SpikingNeuron):
         self.reset()
 
     def reset(self) -> None:
+        super().reset()
         self.v: torch.Tensor | None = None
 
     def spike_count(self, out: torch.Tensor) -> torch.Tensor:
@@ -74,6 +75,8 @@ class SpikingNode(SpikingNeuron):
         self._charged, self._spikes = h, spikes
         s = spikes.detach() if self.detach_reset else spikes
         self.v = h * (1 - s) + self.v_reset * s if self.hard_reset else h - self.threshold * s
+        if self.counting:
+            self.count(spikes.detach())
         return spikes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

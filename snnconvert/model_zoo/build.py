@@ -144,7 +144,7 @@ def load_model(recipe: Recipe, checkpoint: str | Path | None = None, pretrained:
     config = None
     if ckpt["stage"] == "prepared":
         config = PrepareConfig(**ckpt["prepare"])
-        model = prepare(model, config)
+        model = prepare(model, recipe.example_batch(), config)
     _load_state(model, ckpt["model"], path)
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "recipe", "prepare", "format", "stage")}
     return LoadedModel(model, recipe, ckpt["stage"], config, str(path), meta)

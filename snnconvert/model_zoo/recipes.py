@@ -39,7 +39,8 @@ register_recipe(Recipe(
     "resnet_nano", "resnet18", input_size=(1, 28, 28), **_FMNIST,
     model_args=dict(layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), in_chans=1, num_classes=10),
     checkpoint="resnet_nano_fmnist.pt",
-    build=BuildPlan(ann={"epochs": 6}, qcfs={"epochs": 3, "lr": 5e-4, "warmup_epochs": 0.2, "distill_alpha": 0.5}),
+    build=BuildPlan(ann={"epochs": 6}, qcfs={"epochs": 3, "lr": 5e-4, "warmup_epochs": 0.2, "distill_alpha": 0.5},
+                    prepare={"max_pool": "avg"}),
     description="ResNet, one basic block per stage, 16→128 channels, 28 px"))
 
 # Directly trained SNNs (surrogate gradients), for comparison with the converted models: Spikformer's

@@ -10,6 +10,8 @@ import difflib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import torch
+
 from snnconvert.data import InputSpec
 from snnconvert.errors import SnnConvertError
 
@@ -30,11 +32,13 @@ class BuildPlan:
             random weights first (the stand-in for pretrained weights), or None: no ANN stage.
         qcfs: TrainConfig fields for the prepared model: fine-tuning from the ANN (distilling
             from it when ``distill_alpha`` > 0) or, without an ANN stage, training from random weights.
+        prepare: PrepareConfig fields other than the levels (e.g. ``{"max_pool": "avg"}``).
     """
 
     data: str = "fashion-mnist"
     ann: dict[str, Any] | None = None
     qcfs: dict[str, Any] = field(default_factory=dict)
+    prepare: dict[str, Any] = field(default_factory=dict)
 
 
 def timm_data_config(timm_name: str) -> dict[str, Any]:
@@ -89,6 +93,10 @@ class Recipe:
     def from_timm(cls, name: str, timm_name: str, **fields: Any) -> Recipe:
         """A recipe whose input size and transforms come from timm's data config for ``timm_name``."""
         return cls(name, timm_name, **{**timm_data_config(timm_name), **fields})
+
+    def example_batch(self) -> torch.Tensor:
+        """A zero batch of two inputs of the recipe's size: what ``prepare`` traces with."""
+        return torch.zeros(2, *self.input_size)
 
     @property
     def input_spec(self) -> InputSpec:

@@ -42,6 +42,7 @@ def comparison(paths: list[str | Path]) -> dict[str, Any]:
                 "accuracy": sim["accuracy_per_step"][-1], "accuracy_per_step": sim["accuracy_per_step"],
                 "spikes_per_sample": sim["spikes_per_sample"], "sops_per_sample": sim["sops_per_sample"],
                 "macs_per_sample": sim["macs_per_sample"], "float_ops_per_sample": sim.get("float_ops_per_sample", 0.0),
+                "adds_per_sample": sim.get("adds_per_sample", 0.0),
                 "energy_uj_per_sample": sim["energy_uj_per_sample"], "training_seconds": _training_seconds(report),
                 "simulation_seconds": sim["seconds"]})
     test_sets = {(r["data"], r["samples"]) for r in rows}
@@ -59,12 +60,14 @@ def _markdown(report: dict[str, Any]) -> str:
     rows = report["rows"]
     lines = ["# snnconvert comparison", "", f"Test set: {rows[0]['data']}, {rows[0]['samples']} images.", "",
              "| model | method | setting | T | accuracy (%) | spikes / image | SOPs / image | MACs / image | "
-             "float ops / image | energy / image (µJ) | training (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "float ops / image | additions / image | energy / image (µJ) | training (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         train = f"{r['training_seconds']:.0f}" if r["training_seconds"] is not None else "not on record"
         lines.append(f"| {r['model']} | {r['method']} | {r['setting']} | {r['timesteps']} | {r['accuracy']:.2f} | "
                      f"{r['spikes_per_sample']:.4g} | {r['sops_per_sample']:.4g} | {r['macs_per_sample']:.4g} | "
-                     f"{r['float_ops_per_sample']:.4g} | {r['energy_uj_per_sample']:.3f} | {train} |")
+                     f"{r['float_ops_per_sample']:.4g} | {r['adds_per_sample']:.4g} | {r['energy_uj_per_sample']:.3f} | "
+                     f"{train} |")
     lines += ["", "Training time is what the run recorded (the fine-tuning only, for a converted model fine-tuned "
               "from a trained ANN)."]
     return "\n".join(lines) + "\n"

@@ -5,11 +5,11 @@ from pathlib import Path
 from typing import Any
 
 from snnconvert.report.output import saved_figure, write_files
-from snnconvert.runtime.energy import EnergyCosts
+from snnconvert.runtime.energy import FIELDS, EnergyCosts
 from snnconvert.runtime.simulator import SimulationResult
 
 
-OP_FIELDS = ("sops", "macs", "float_ops")
+OP_FIELDS = FIELDS
 
 
 def checkpoints_of(timesteps: int) -> list[int]:
@@ -52,7 +52,7 @@ def simulation_summary(result: SimulationResult, ann_accuracy: float | None,
 def _markdown(report: dict[str, Any]) -> str:
     lines = [f"# snnconvert report: {report['model']}", ""]
     lines += [f"- {k}: {report[k]}" for k in ("timm_name", "weights", "data", "levels", "timesteps", "neuron",
-                                                "calibration", "masks") if report.get(k) is not None]
+                                                "masks") if report.get(k) is not None]
     if report.get("training"):
         training = report["training"]
         resumed = training.get("resumed_from")
@@ -61,6 +61,7 @@ def _markdown(report: dict[str, Any]) -> str:
                      + (f", distilled from the {training.get('teacher') or 'original ANN'}" if training.get("distilled") else "")
                      + f", history {training['history']}")
     lines.append("")
+    lines += _preparation(report.get("preparation"))
     anns = report["ann_accuracy"]
     lines += ["## Accuracy (%)", ""]
     for label, value in anns.items():
@@ -93,16 +94,32 @@ def _markdown(report: dict[str, Any]) -> str:
                 energy += f" ({sim['energy_uj_per_sample'] / report['ann_energy_uj_per_sample']:.3f} × the ANN's " \
                           f"{report['ann_energy_uj_per_sample']:.3f} µJ)"
             costs = report.get("energy_costs_pj") or {"ac_pj": 0.9, "mac_pj": 4.6}
-            lines += ["", f"Energy per sample: {energy} = {sim['sops_per_sample']:.4g} SOPs (spike-driven additions, "
-                          f"{costs['ac_pj']} pJ) + {sim['macs_per_sample']:.4g} MACs (real-valued operands) + "
-                          f"{sim['float_ops_per_sample']:.4g} floating-point ops (softmax, compensated products' "
+            lines += ["", f"Energy per sample: {energy} = {sim['sops_per_sample']:.4g} SOPs (spike-driven accumulates, "
+                          f"{costs['ac_pj']} pJ) + {sim.get('adds_per_sample', 0):.4g} additions of real values "
+                          f"({costs['ac_pj']} pJ) + {sim['macs_per_sample']:.4g} MACs (real-valued operands) + "
+                          f"{sim['float_ops_per_sample']:.4g} floating-point ops (softmax, norms, compensated products' "
                           f"outputs, …; {costs['mac_pj']} pJ each)", "",
-                      "| op | kind | SOPs / sample | MACs / sample | float ops / sample |", "|---|---|---|---|---|"]
+                      "| op | kind | SOPs / sample | MACs / sample | float ops / sample | additions / sample |",
+                      "|---|---|---|---|---|---|"]
             lines += [f"| {op['name']} | {op['kind']} | {op['sops_per_sample']:.4g} | {op['macs_per_sample']:.4g} | "
-                      f"{op['float_ops_per_sample']:.4g} |" for op in sim["ops"]]
+                      f"{op['float_ops_per_sample']:.4g} | {op.get('adds_per_sample', 0):.4g} |" for op in sim["ops"]]
             lines += ["", f"Operations that run in floating point ({mode}):", ""]
             lines += [f"- {op['name']} ({op['kind']}): {op['why']}" for op in sim["float_operations"]] or ["- none"]
     return "\n".join(lines) + "\n"
+
+
+def _preparation(prepared: dict[str, Any] | None) -> list[str]:
+    """What ``prepare`` changed, and the accuracy after each change on the calibration images."""
+    if not prepared:
+        return []
+    calibration = prepared["calibration"]
+    lines = ["## Preparation", "", f"Calibration: {calibration['num_samples']} training images, "
+             f"{calibration['method']} ({calibration['granularity']}-wise) thresholds.", ""]
+    lines += [f"- {line}" for line in prepared["changes"]]
+    lines += ["", f"Accuracy on the {prepared['calibration_images']} calibration images as the changes are applied "
+              "(after calibration, before training):", "", "| step | accuracy (%) |", "|---|---|"]
+    lines += [f"| {label} | {acc:.2f} |" for label, acc in prepared["accuracy_on_calibration_images"].items()]
+    return lines + [""]
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:

@@ -1,39 +1,53 @@
-"""Synaptic operations, MACs and floating-point ops of a model, counted while it runs.
+"""Operations and energy of a converted model, from its graph and the spikes each source sent.
 
-A Linear / Conv whose input carries spikes (this step's output of a module that ``emits_spikes`` —
-a spiking neuron, a spike mask, a spike encoder — or a rearrangement of it: reshaped, transposed,
-rolled, windowed, zero-padded; recognized by its event count and absolute sum) does one accumulate
-(AC) per input event and connection:
-``SOP = Σ_t events × fan-out``. An integer-valued input (spikes summed on a residual stream, or
-max-pooled) counts each unit as one event. A layer fed real values (the image, a real-valued
-residual stream) does dense multiply-accumulates (MAC) every step.
+Every op of the graph is accounted for, from the static classification of its operands
+(:mod:`snnconvert.graph.events`), with nothing recognized while the model runs:
 
-A compensated product ``y = a @ b`` (``a: [.., n, k]``, ``b: [.., k, m]``) keeps the running sums
-``A_t``, ``B_t`` and adds ``a_t·B_t + A_{t−1}·b_t`` to ``A_t·B_t``: a spike operand makes its
-term additions (events of ``a_t`` × m, events of ``b_t`` × n), a real one dense MACs; emitting
-``y_t = A_t·B_t/t − A_{t−1}·B_{t−1}/(t−1)`` is one floating-point op per output element. The
-``mst`` mode's per-step product ``a_t·b_t`` is additions over one spike operand.
+* a Linear / Conv (module or functional) fed **events** does one accumulate per event and
+  connection: ``SOP = Σ_sources Σ_i count_i × fan-out_i``, where ``count_i`` is how many spikes
+  element i of a source sent over the simulation (kept by the source itself) and ``fan-out_i``
+  how many (output, weight) pairs it reaches through the ops in between (rearrangements, sums,
+  scalings, average pools: computed once, by autograd through the graph with unit weights; exact
+  at convolution edges). Fed **real** values it does dense multiply-accumulates every step.
+* a compensated product ``y = a @ b`` updates ``A_t·B_t`` by ``a_t·B_t + A_{t−1}·b_t``: an events
+  operand makes its term additions (events × the other operand's outer size; the ``b`` term from
+  the second step on), a real one MACs; emitting ``y_t`` is one float op per output element. A
+  per-step product (``mst`` mode, direct training) costs additions over its events operand.
+* softmax, norms, kept activations, compensated ops, unfolded BatchNorm, scalings of real values:
+  one float op per output element and step (a lower bound: an exponential costs more).
+* additions of real values (the residual stream, biases added to a stream) and reductions (means,
+  average pools): one addition per element and step; adding events to a real value costs one
+  addition per event.
+* rearrangements, shape arithmetic, values computed once from parameters, and the neurons' own
+  updates (where the synaptic operations land) cost nothing here.
 
-Softmax, LayerNorm, expectation-compensated nonlinearities and unfolded BatchNorm are counted as
-one floating-point op per output element and step (a lower bound: an exponential costs more).
-
-``E = E_AC·SOP + E_MAC·(MAC + float ops)`` with the 45 nm defaults ``E_AC = 0.9 pJ``,
-``E_MAC = 4.6 pJ``. Run on an ANN (``all_real=True``), every op counts MACs once per forward:
-the ANN's energy to compare. An event is a nonzero input element (a burst of several spikes
-counts once); an all-zero input (a silent spiking layer) costs nothing.
+``E = E_AC·(SOP + additions) + E_MAC·(MAC + float ops)`` with the 45 nm defaults ``E_AC = 0.9 pJ``
+(a 32-bit float addition), ``E_MAC = 4.6 pJ``. The ANN's figure counts the same ops densely.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import operator
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
+from snnconvert.graph import ops
+from snnconvert.graph.edit import join, owner
+from snnconvert.graph.events import EVENTS, REAL, STATIC, classify, is_event_pool, is_source
+from snnconvert.graph.shapes import example_input, per_sample
+from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.runtime.operators import ExpectationCompensated, MatMul
 
-#: ops that run in floating point, one op per output element and step
-ELEMENTWISE = (nn.Softmax, nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
+FIELDS = ("sops", "macs", "float_ops", "adds")
+_ADDS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, "add", "sub"}
+_SCALES = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div, "mul", "div"}
+_REDUCTIONS = {torch.mean, torch.sum, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+               F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, "mean", "sum"}
+_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                 nn.AdaptiveAvgPool3d)
 
 
 @dataclass(frozen=True)
@@ -47,9 +61,9 @@ class EnergyCosts:
         if self.ac_pj < 0 or self.mac_pj < 0:
             raise ValueError(f"energies per operation must be >= 0, got AC {self.ac_pj} pJ, MAC {self.mac_pj} pJ")
 
-    def of(self, sops: float, macs: float, float_ops: float = 0) -> float:
-        """``E_AC·SOP + E_MAC·(MAC + float ops)`` in pJ."""
-        return self.ac_pj * sops + self.mac_pj * (macs + float_ops)
+    def of(self, sops: float, macs: float, float_ops: float = 0, adds: float = 0) -> float:
+        """``E_AC·(SOP + additions) + E_MAC·(MAC + float ops)`` in pJ."""
+        return self.ac_pj * (sops + adds) + self.mac_pj * (macs + float_ops)
 
 
 @dataclass
@@ -57,156 +71,393 @@ class LayerOps:
     """Operations of one op of the model, summed over steps and samples.
 
     Attributes:
-        name: qualified module name.
-        kind: ``linear`` (Linear / Conv), ``product`` (a product of two streams) or
-            ``elementwise`` (a floating-point op such as softmax).
-        sops: synaptic operations (ACs, additions) driven by spikes.
+        name: the module, or ``<owner>.<op>`` for a function call.
+        kind: ``linear`` (Linear / Conv), ``product`` (a product of two streams), ``elementwise``
+            (a floating-point op) or ``add`` (additions of real values, reductions).
+        sops: synaptic operations (accumulates, additions) driven by events.
         macs: multiply-accumulates with real-valued operands.
-        float_ops: other floating-point ops (elementwise ops, the compensated products' output).
+        float_ops: other floating-point ops.
+        adds: additions of real values.
     """
 
     name: str
     kind: str = "linear"
-    sops: int = 0
-    macs: int = 0
-    float_ops: int = 0
+    sops: float = 0
+    macs: float = 0
+    float_ops: float = 0
+    adds: float = 0
 
 
-def _dense_macs(layer: nn.Module, out: torch.Tensor) -> int:
-    if isinstance(layer, nn.Linear):
-        return out.numel() * layer.in_features
-    return out.numel() * (layer.in_channels // layer.groups) * int(torch.tensor(layer.kernel_size).prod())
+@dataclass
+class _Term:
+    """Events of one source reaching one op: SOPs = Σ_i counts_i · fanout_i (a map or a number)."""
+
+    source: str
+    fanout: torch.Tensor | float
+    after_first: bool = False  # only steps after the first (the ``A_{t−1}·b_t`` term)
 
 
-def _sops(layer: nn.Module, x: torch.Tensor, counts: bool = False) -> int:
-    """Events × connections: exact for Conv (edges included) via a convolution of the event map.
-    With ``counts`` an input element ``x`` is ``|x|`` events (spikes summed: a residual stream)."""
-    events = x.abs().to(torch.float32) if counts else (x != 0).to(torch.float32)
-    if isinstance(layer, nn.Linear):
-        return int(events.sum()) * layer.out_features
-    g = layer.groups
-    per_group = events.reshape(events.shape[0], g, -1, *events.shape[2:]).sum(2)
-    ones = torch.ones(g, 1, *layer.kernel_size, device=x.device)
-    conv = {1: F.conv1d, 2: F.conv2d}[events.dim() - 2]
-    reach = conv(per_group, ones, stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=g)
-    return int(reach.sum()) * (layer.out_channels // g)
+@dataclass
+class _Op:
+    name: str
+    kind: str
+    macs: float = 0.0       # per sample and step
+    float_ops: float = 0.0
+    adds: float = 0.0
+    first_step_macs: float = 0.0  # MACs the first step does not do
+    terms: list[_Term] = field(default_factory=list)
 
 
-def op_kinds(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
-    """Every op of ``model`` that does counted work, by name: ``(module, kind)`` with kind ``linear``,
-    ``product`` or ``elementwise`` (the floating-point ops); an op wrapped by
-    :class:`ExpectationCompensated` is counted as the wrapper."""
-    wrapped = {id(m.fn) for m in model.modules() if isinstance(m, ExpectationCompensated)}
-    kinds: dict[str, tuple[nn.Module, str]] = {}
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-            kinds[name] = (m, "linear")
-        elif id(m) in wrapped:
-            continue
-        elif isinstance(m, MatMul) or isinstance(m, ExpectationCompensated) and m.bilinear:
-            kinds[name] = (m, "product")
-        elif isinstance(m, (ExpectationCompensated, *ELEMENTWISE)):
-            kinds[name] = (m, "elementwise")
-    return kinds
+def _name(node: fx.Node) -> str:
+    if node.op == "call_module":
+        return node.target
+    return join(owner(node), node.name)
 
 
-class OpCounter:
-    """Counts SOPs, MACs and floating-point ops of every Linear / Conv, product and elementwise
-    floating-point op of ``model`` while attached (a context manager).
+def _weight(node: fx.Node, gm: fx.GraphModule) -> torch.Tensor:
+    if node.op == "call_module":
+        return gm.get_submodule(node.target).weight
+    weight = node.args[1] if len(node.args) > 1 else node.kwargs["weight"]
+    return gm.get_parameter(weight.target) if weight.op == "get_attr" else weight.meta["value"]
+
+
+def _target(node: fx.Node):
+    return node.target if node.op != "call_module" else None
+
+
+class OpAccounting:
+    """The operations every op of a converted model does, from its graph (see the module docstring).
 
     Args:
-        model: a converted SNN (or, with ``all_real``, an ANN).
-        all_real: treat every input as real-valued (an ANN's dense MACs).
+        snn: a converted model (a GraphModule annotated by ``convert``).
+        dense: count every value as real and every op once (the ANN's figure, per sample).
     """
 
-    def __init__(self, model: nn.Module, all_real: bool = False):
-        self.model, self.all_real = model, all_real
-        self._kinds = op_kinds(model)
-        self._sources = [m for m in model.modules() if getattr(m, "emits_spikes", False)]
-        self._ops = {n: LayerOps(n, kind) for n, (_, kind) in self._kinds.items()}
-        self._spike_marks: list[tuple[int, float]] = []  # (events, Σ|x|) of this step's spike tensors
+    def __init__(self, snn: fx.GraphModule, dense: bool = False):
+        self.gm, self.dense = snn, dense
+        self.classes, self.kinds = classify(snn)
+        if dense:
+            self.classes = {n: (STATIC if c == STATIC else REAL) for n, c in self.classes.items()}
+        self.sources = {n.target: n for n in snn.graph.nodes if self.classes[n] == EVENTS
+                        and (is_source(n, snn) or is_event_pool(n, snn, self.kinds, self.classes))}
+        self._consumers: list[tuple[_Op, fx.Node, object, bool]] = []
+        self.ops = [op for node in snn.graph.nodes for op in [self._account(node)] if op is not None]
+        if self._consumers:
+            self._trace_fanouts()
+
+    # -- per op --------------------------------------------------------------------------------
+
+    def _account(self, node: fx.Node) -> _Op | None:
+        kind, cls = self.kinds[node], self.classes[node]
+        if cls == STATIC or node.op in ("placeholder", "output"):
+            return None
+        module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
+        out = per_sample(node) if "shape" in node.meta else 0.0
+        if kind == ops.WEIGHT:
+            op = _Op(_name(node), "linear")
+            x = node.args[0]
+            if self.classes[x] == EVENTS:
+                self._consumers.append((op, x, ("weight", node), False))
+            else:
+                weight = _weight(node, self.gm)
+                op.macs = out * weight.numel() / weight.shape[0]
+            return op
+        if isinstance(module, ExpectationCompensated) and module.bilinear:
+            op = _Op(_name(node), "product", float_ops=0.0 if self.dense else out)
+            a, b = (node.args[i] for i in module.dynamic)
+            for operand, other, after_first in ((a, b, False), (b, a, True)):
+                self._operand(op, node, operand, other, after_first)
+            if self.dense:
+                op.macs = out * self._contracted(node, a)
+            return op
+        if kind == ops.PRODUCT or isinstance(module, MatMul):
+            op = _Op(_name(node), "product")
+            a, b = (n for n in node.args[:2])
+            spiking = next((x for x in (a, b) if self.classes.get(x) == EVENTS), None)
+            if spiking is not None:
+                self._consumers.append((op, spiking, ("product", node, spiking), False))
+            else:
+                op.macs = out * self._contracted(node, a)
+            return op
+        if isinstance(module, ExpectationCompensated) or kind in (ops.SOFTMAX, ops.NORM, ops.NONLINEAR,
+                                                                   ops.ACTIVATION, ops.BATCHNORM):
+            return _Op(_name(node), "elementwise", float_ops=out)
+        if kind == ops.MAXPOOL:
+            return None if cls == EVENTS else _Op(_name(node), "elementwise", float_ops=out)
+        if kind == ops.LINEAR and cls == REAL:
+            return self._linear(node, module, out)
+        return None
+
+    def _linear(self, node: fx.Node, module: nn.Module | None, out: float) -> _Op | None:
+        target = _target(node)
+        if target in _ADDS:
+            op = _Op(_name(node), "add")
+            spikes = [a for a in node.args[:2] if isinstance(a, fx.Node) and self.classes.get(a) == EVENTS]
+            if spikes:  # a real value plus events: one addition per event
+                self._consumers.append((op, spikes[0], 1.0, False))
+            else:
+                op.adds = out
+            return op
+        if target in _SCALES:
+            return _Op(_name(node), "elementwise", float_ops=out)
+        if target in _REDUCTIONS or isinstance(module, _POOL_MODULES):
+            return _Op(_name(node), "add", adds=per_sample(node.args[0]))
+        if target in (operator.neg, torch.neg, "neg"):
+            return None
+        return _Op(_name(node), "add", adds=out)
+
+    def _contracted(self, product: fx.Node, a: fx.Node) -> float:
+        """Inner size of a product: k of ``[n, k] @ [k, m]``, 1 for an elementwise product."""
+        module = self.gm.get_submodule(product.target) if product.op == "call_module" else None
+        inner = module.fn if isinstance(module, ExpectationCompensated) else module
+        matmul = isinstance(inner, MatMul) or _target(product) in (operator.matmul, torch.matmul, torch.bmm,
+                                                                   "matmul", "bmm") \
+            or getattr(getattr(inner, "fn", None), "__name__", "") in ("matmul", "bmm")
+        return float(a.meta["shape"][-1]) if matmul else 1.0
+
+    def _operand(self, op: _Op, product: fx.Node, operand: fx.Node, other: fx.Node, after_first: bool) -> None:
+        fanout = self._operand_fanout(product, operand)
+        if self.classes.get(operand) == EVENTS:
+            self._consumers.append((op, operand, fanout, after_first))
+        elif not self.dense:
+            macs = per_sample(operand) * fanout
+            op.macs += macs
+            if after_first:
+                op.first_step_macs += macs
+
+    def _operand_fanout(self, product: fx.Node, operand: fx.Node) -> float:
+        """Outputs (× inner products) one element of ``operand`` takes part in."""
+        inner = self._contracted(product, product.args[0])
+        return per_sample(product) * inner / per_sample(operand)
+
+    # -- fan-out of events ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _trace_fanouts(self) -> None:
+        inputs = {x for _, x, _, _ in self._consumers}
+        twin = copy.deepcopy(self.gm).double()  # the same graph (same nodes) in float64
+        nodes = dict(zip(self.gm.graph.nodes, twin.graph.nodes))
+        back = {v: k for k, v in nodes.items()}
+        with torch.enable_grad():
+            unit = _UnitRun(twin, {nodes[n]: c for n, c in self.classes.items()},
+                            {nodes[n]: k for n, k in self.kinds.items()},
+                            {nodes[n] for n in self.sources.values()}, {nodes[n] for n in inputs})
+            unit.run(example_input(twin))  # the twin's neurons step once; the twin is dropped
+            for op, x, spec, after_first in self._consumers:
+                value = unit.values[nodes[x]]
+                fanout = spec if isinstance(spec, float) else self._fanout_of(spec, value)
+                sources = unit.ancestors(nodes[x])
+                grads = torch.autograd.grad((value * fanout).sum(), [unit.leaves[s] for s in sources],
+                                            retain_graph=True, allow_unused=True)
+                for source, grad in zip(sources, grads):
+                    if grad is not None:
+                        op.terms.append(_Term(back[source].target, _compact(grad.detach().flatten()), after_first))
+
+    def _fanout_of(self, spec, value: torch.Tensor) -> torch.Tensor | float:
+        """Connections per input element: ``(output, weight)`` pairs each element takes part in
+        (exact at convolution edges), from the layer run with unit weights."""
+        if spec[0] == "product":
+            return self._operand_fanout(spec[1], spec[2])
+        node = spec[1]
+        x = torch.ones_like(value, requires_grad=True)
+        if node.op == "call_module":
+            layer = self.gm.get_submodule(node.target)
+            params = {"weight": torch.ones_like(layer.weight, dtype=x.dtype)}
+            if getattr(layer, "bias", None) is not None:
+                params["bias"] = torch.zeros_like(layer.bias, dtype=x.dtype)
+            y = torch.func.functional_call(layer, params, (x,))
+        else:
+            ones = torch.ones_like(_weight(node, self.gm), dtype=x.dtype)
+            rest = [a.meta.get("value") if isinstance(a, fx.Node) else a for a in node.args[3:]]
+            args = [x, ones, None, *rest] if "weight" not in node.kwargs else [x]
+            kwargs = {k: (ones if k == "weight" else None if k == "bias" else v) for k, v in node.kwargs.items()}
+            y = node.target(*args[:len(node.args)] if len(node.args) > 1 else args, **kwargs)
+        (grad,) = torch.autograd.grad(y.sum(), x)
+        return grad.detach()
+
+    # -- results -------------------------------------------------------------------------------
+
+    def results(self, counts: dict[str, torch.Tensor], first: dict[str, torch.Tensor], samples: int,
+                timesteps: int) -> list[LayerOps]:
+        """Per-op totals of a simulation: ``counts``/``first`` are each source's per-element spike
+        counts over all steps / the first step, summed over the ``samples`` simulated."""
+        results = []
+        for op in self.ops:
+            sops = 0.0
+            for term in op.terms:
+                if term.source not in counts:
+                    continue
+                events = counts[term.source] - first[term.source] if term.after_first else counts[term.source]
+                sops += float((events.double() * term.fanout).sum()) if isinstance(term.fanout, torch.Tensor) \
+                    else float(events.double().sum()) * term.fanout
+            results.append(LayerOps(op.name, op.kind, round(sops), round(samples * (timesteps * op.macs - op.first_step_macs)),
+                                    round(samples * timesteps * op.float_ops), round(samples * timesteps * op.adds)))
+        return results
+
+    def per_sample(self) -> list[LayerOps]:
+        """Per-op counts of one forward (with ``dense=True``: the ANN's dense figure)."""
+        return [LayerOps(op.name, op.kind, 0, op.macs, op.float_ops, op.adds) for op in self.ops]
+
+
+def _compact(fanout: torch.Tensor) -> torch.Tensor | float:
+    """A fan-out map as one number where it is uniform."""
+    first = fanout[0]
+    return float(first) if bool((fanout == first).all()) else fanout
+
+
+class _UnitRun(fx.Interpreter):
+    """One run of the graph with every event source replaced by a unit tensor that requires grad
+    and every op on events computed with unit weights (sums instead of means, scalings dropped),
+    so that gradients count connections."""
+
+    def __init__(self, gm: fx.GraphModule, classes, kinds, sources: set[fx.Node], record: set[fx.Node]):
+        super().__init__(gm)
+        self.classes, self.kinds, self.sources, self.record = classes, kinds, sources, record
+        self.values: dict[fx.Node, torch.Tensor] = {}
+        self.leaves: dict[fx.Node, torch.Tensor] = {}
+        self._above: dict[fx.Node, list[fx.Node]] = {}
+
+    def run_node(self, node: fx.Node):
+        if node in self.sources:
+            value = torch.ones(node.meta["shape"], dtype=torch.float64, requires_grad=True)
+            self.leaves[node] = value
+        elif self.classes.get(node) == EVENTS and self.kinds.get(node) == ops.LINEAR:
+            value = self._unit(node)
+        else:
+            value = super().run_node(node)
+            if isinstance(value, torch.Tensor) and self.classes.get(node) == REAL:
+                value = value.detach()
+        if node in self.record:
+            self.values[node] = value
+        return value
+
+    def _unit(self, node: fx.Node) -> torch.Tensor:
+        args, kwargs = self.fetch_args_kwargs_from_env(node)
+        target = node.target if node.op != "call_module" else self.module.get_submodule(node.target)
+        dynamic = [a for a, n in zip(args, node.args) if isinstance(n, fx.Node) and self.classes.get(n) == EVENTS]
+        if target in _SCALES or target in (operator.neg, torch.neg, "neg"):
+            return dynamic[0]
+        if target in _ADDS:
+            return dynamic[0] + dynamic[1]
+        if target in (torch.mean, "mean"):
+            return torch.sum(*args, **kwargs) if node.op == "call_function" else args[0].sum(*args[1:], **kwargs)
+        if target in (torch.sum, "sum"):
+            return super().run_node(node)
+        return _unit_pool(target, args, kwargs)
+
+    def ancestors(self, node: fx.Node) -> list[fx.Node]:
+        """The sources ``node``'s value comes from."""
+        if node not in self._above:
+            found, frontier, seen = [], [node], {node}
+            while frontier:
+                current = frontier.pop()
+                if current in self.sources:
+                    found.append(current)
+                    continue
+                for n in ops.data_inputs(current):
+                    if n not in seen and self.classes.get(n) == EVENTS:
+                        seen.add(n)
+                        frontier.append(n)
+            self._above[node] = found
+        return self._above[node]
+
+
+def _unit_pool(pool, args, kwargs) -> torch.Tensor:
+    """An average pool's sum over each window (unit weights)."""
+    x = args[0]
+    if isinstance(pool, nn.AvgPool1d):
+        return pool(x) * pool.kernel_size[0]
+    if pool is F.avg_pool1d:
+        return pool(*args, **kwargs) * (args[1] if len(args) > 1 else kwargs["kernel_size"])
+    if isinstance(pool, (nn.AvgPool2d, nn.AvgPool3d)):
+        fn = F.avg_pool2d if isinstance(pool, nn.AvgPool2d) else F.avg_pool3d
+        return fn(x, pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode, pool.count_include_pad, 1)
+    if pool in (F.avg_pool2d, F.avg_pool3d):
+        names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+        given = dict(zip(names, args[1:]), **{k: v for k, v in kwargs.items() if k != "divisor_override"})
+        return pool(x, divisor_override=1, **given)
+    size = pool.output_size if isinstance(pool, nn.Module) else (args[1] if len(args) > 1 else kwargs["output_size"])
+    spatial = x.shape[2:]
+    sizes = [size] * len(spatial) if isinstance(size, int) else list(size)
+    counts = torch.ones((), dtype=x.dtype)
+    for i, (n, m) in enumerate(zip(spatial, sizes)):
+        m = n if m is None else m
+        starts = [(j * n) // m for j in range(m)]
+        ends = [-(-((j + 1) * n) // m) for j in range(m)]
+        region = torch.tensor([e - s for s, e in zip(starts, ends)], dtype=x.dtype)
+        counts = counts.unsqueeze(-1) * region
+    average = pool(x) if isinstance(pool, nn.Module) else pool(*args, **kwargs)
+    return average * counts
+
+
+class EventCounts:
+    """Per-element spike counts of every event source of a converted model while attached (a
+    context manager): neurons keep theirs in their step; other sources (spike encoders, per-step
+    max-pools of spikes) through a hook. ``end_batch`` adds a batch's counts to the totals."""
+
+    def __init__(self, snn: fx.GraphModule, sources: dict[str, fx.Node]):
+        self.snn = snn
+        self.modules = {name: snn.get_submodule(name) for name in sources}
+        self.totals: dict[str, torch.Tensor] = {}
+        self.first: dict[str, torch.Tensor] = {}
+        self._hooked: dict[str, list] = {}
         self._handles: list = []
 
-    @staticmethod
-    def _mark(x: torch.Tensor) -> tuple[int, float]:
-        return int(torch.count_nonzero(x)), float(x.abs().sum())
-
-    def _new_step(self, _module, _inputs) -> None:
-        self._spike_marks.clear()
-
-    def _spikes_out(self, _module, _inputs, out: torch.Tensor) -> None:
-        self._spike_marks.append(self._mark(out))
-
-    def _carries_spikes(self, x: torch.Tensor) -> bool:
-        if self.all_real:
-            return False
-        events, total = self._mark(x)
-        return any(events == e and abs(total - t) <= 1e-4 * max(1.0, t) for e, t in self._spike_marks)
-
-    def _linear(self, ops: LayerOps, layer: nn.Module, inputs, out: torch.Tensor) -> None:
-        x = inputs[0]
-        if self._carries_spikes(x):
-            ops.sops += _sops(layer, x)
-        elif self._spike_counts(x):
-            ops.sops += _sops(layer, x, counts=True)
-        else:
-            ops.macs += _dense_macs(layer, out)
-
-    def _spike_counts(self, x: torch.Tensor) -> bool:
-        """Integer-valued input while spikes flow this step: a sum or max-pool of spike tensors."""
-        return not self.all_real and bool(self._spike_marks) and bool(torch.equal(x, x.round()))
-
-    def _product(self, ops: LayerOps, op: nn.Module, inputs, out: torch.Tensor) -> None:
-        a, b = inputs
-        n, k, m = a.shape[-2], a.shape[-1], b.shape[-1]
-        spikes_a, spikes_b = self._carries_spikes(a), self._carries_spikes(b)
-        if not isinstance(op, ExpectationCompensated):  # a_t @ b_t of this step alone
-            if spikes_a or spikes_b:
-                ops.sops += int(torch.count_nonzero(a)) * m if spikes_a else int(torch.count_nonzero(b)) * n
+    def __enter__(self) -> EventCounts:
+        for name, module in self.modules.items():
+            if isinstance(module, SpikingNeuron):
+                module.counting = True
             else:
-                ops.macs += out.numel() * k
-            return
-        # a_t·B_t + A_{t−1}·b_t, then y_t = P_t/t − P_{t−1}/(t−1)
-        terms = [(a, spikes_a, m)] + ([(b, spikes_b, n)] if op.t > 1 else [])
-        for x, spikes, fan_out in terms:
-            if spikes:
-                ops.sops += int(torch.count_nonzero(x)) * fan_out
-            else:
-                ops.macs += x.numel() * fan_out
-        ops.float_ops += out.numel()
-
-    def _elementwise(self, ops: LayerOps, _op: nn.Module, _inputs, out: torch.Tensor) -> None:
-        ops.float_ops += out.numel()
-
-    def _hook(self, name: str):
-        ops = self._ops[name]
-        count = {"linear": self._linear, "product": self._product, "elementwise": self._elementwise}[ops.kind]
-        return lambda module, inputs, out: count(ops, module, inputs, out)
-
-    def __enter__(self) -> OpCounter:
-        self._handles = [self.model.register_forward_pre_hook(self._new_step)]
-        self._handles += [m.register_forward_hook(self._spikes_out) for m in self._sources]
-        self._handles += [m.register_forward_hook(self._hook(n)) for n, (m, _) in self._kinds.items()]
+                self._hooked[name] = [None, None]
+                self._handles.append(module.register_forward_hook(self._hook(name)))
         return self
 
+    def _hook(self, name: str):
+        def record(_module, _inputs, out: torch.Tensor) -> None:
+            held = self._hooked[name]
+            events = (out != 0).to(torch.float32)
+            if held[0] is None:
+                held[0], held[1] = events, events.clone()
+            else:
+                held[0].add_(events)
+        return record
+
     def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
+        for module in self.modules.values():
+            if isinstance(module, SpikingNeuron):
+                module.counting = False
+        for handle in self._handles:
+            handle.remove()
         self._handles = []
-        self._spike_marks.clear()
 
-    def totals(self) -> torch.Tensor:
-        """SOPs, MACs and float ops per op so far, an integer tensor ``[3, ops]`` in model order."""
-        return torch.tensor([[o.sops for o in self._ops.values()], [o.macs for o in self._ops.values()],
-                             [o.float_ops for o in self._ops.values()]], dtype=torch.long).reshape(3, -1)
+    def end_batch(self, batch: int) -> None:
+        """Add the batch's counts (``batch`` samples) to the totals and start the next batch."""
+        for name, module in self.modules.items():
+            counts, first = (module.counts, module.first_counts) if isinstance(module, SpikingNeuron) \
+                else self._hooked[name]
+            if counts is None:
+                continue
+            for store, value in ((self.totals, counts), (self.first, first)):
+                flat = value.reshape(batch, -1).sum(0, dtype=torch.float64)
+                store[name] = flat if name not in store else store[name] + flat
+            if name in self._hooked:
+                self._hooked[name] = [None, None]
 
-    def add(self, totals: torch.Tensor) -> None:
-        """Add earlier totals (from :meth:`totals`), e.g. those of a resumed run."""
-        for o, (s, m, f) in zip(self._ops.values(), totals.t().tolist()):
-            o.sops, o.macs, o.float_ops = o.sops + s, o.macs + m, o.float_ops + f
+    def state(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"totals": dict(self.totals), "first": dict(self.first)}
 
-    def results(self, totals: torch.Tensor | None = None) -> list[LayerOps]:
-        """Per-op counts in model order: this counter's, or ``totals`` (e.g. summed over processes)."""
-        if totals is None:
-            return list(self._ops.values())
-        return [LayerOps(o.name, o.kind, *map(int, column)) for o, column in zip(self._ops.values(), totals.t())]
+    def load(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Start from earlier totals (from :meth:`state`), e.g. a resumed run's."""
+        self.totals, self.first = dict(state["totals"]), dict(state["first"])
+
+    def flat(self, names: list[str]) -> torch.Tensor:
+        """Totals and first-step counts of ``names`` as one vector (for summing over processes)."""
+        return torch.cat([t for n in names for t in (self.totals[n], self.first[n])]) if names else torch.zeros(0)
+
+    def unflat(self, names: list[str], vector: torch.Tensor) -> None:
+        offset = 0
+        for n in names:
+            size = self.totals[n].numel()
+            self.totals[n] = vector[offset: offset + size]
+            self.first[n] = vector[offset + size: offset + 2 * size]
+            offset += 2 * size

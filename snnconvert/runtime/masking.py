@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from snnconvert.graph.ops import SPIKING, register_module_kind
+
 
 class RandomSpikeMask(nn.Module):
     """Keep each element of the input with probability ``1 − ratio`` (no rescaling).
@@ -49,6 +51,9 @@ class RandomSpikeMask(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ratio={self.ratio}, seed={self.seed}"
+
+
+register_module_kind(RandomSpikeMask, SPIKING)
 
 
 def reseed_masks(model: nn.Module, batch: int = 0) -> None:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from snnconvert.runtime.masking import RandomSpikeMask
 from snnconvert.runtime.neurons import SpikingNeuron
 
 
@@ -16,8 +15,8 @@ class LayerSpikes:
 
     Attributes:
         name: qualified module name.
-        spikes: number of spikes transmitted (negative spikes and every spike of a burst included;
-            spikes a random spike mask removes are not).
+        spikes: number of spikes sent (negative spikes and every spike of a burst included; spikes
+            a random spike mask removes are not).
         neuron_steps: neurons × steps × samples (every chance to spike).
         firing: neuron-steps with at least one spike.
         negative: neuron-steps that ended with a negative membrane potential.
@@ -81,20 +80,8 @@ class SpikeMonitor:
             self._totals[index] += step.cpu()
         return record
 
-    def _dropped(self, index: int, neuron: SpikingNeuron):
-        @torch.no_grad()
-        def record(_mask, inputs, out: torch.Tensor) -> None:  # spikes a mask removed are not transmitted
-            self._totals[index, 0] -= float(neuron.spike_count(inputs[0].abs() - out.abs()).sum().round())
-        return record
-
     def __enter__(self) -> SpikeMonitor:
-        modules = dict(self.model.named_modules())
-        self._handles = []
-        for i, (name, neuron) in enumerate(self.layers.items()):
-            self._handles.append(neuron.register_forward_hook(self._hook(i)))
-            parent = modules.get(name.rpartition(".")[0]) if name.endswith(".site") else None
-            if isinstance(getattr(parent, "mask", None), RandomSpikeMask):
-                self._handles.append(parent.mask.register_forward_hook(self._dropped(i, neuron)))
+        self._handles = [neuron.register_forward_hook(self._hook(i)) for i, neuron in enumerate(self.layers.values())]
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,15 +10,33 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+from torch import nn
 
 from snnconvert.runtime.state import StatefulModule, adopt_threshold_shape
 
 
 class SpikingNeuron(StatefulModule):
     """A neuron the monitors and energy counters see: after each step ``v`` holds its membrane
-    potential and ``threshold`` its θ; :meth:`spike_count` reads the (signed) spikes of an output."""
+    potential and ``threshold`` its θ; :meth:`spike_count` reads the (signed) spikes of an output.
+
+    While ``counting`` it keeps, in its own step, how many spikes each element has sent since the
+    last reset (``counts``; ``first_counts`` after the first step): the energy accounting's input.
+    """
 
     emits_spikes = True  # its outputs are spikes (the energy counter's sources)
+    counting = False
+
+    def reset(self) -> None:
+        self.counts: torch.Tensor | None = None
+        self.first_counts: torch.Tensor | None = None
+
+    def count(self, events: torch.Tensor) -> None:
+        """Add one step's spikes per element (a count, or a bool tensor for single spikes)."""
+        if self.counts is None:
+            self.counts = events.to(torch.float32, copy=True)
+            self.first_counts = self.counts.clone()
+        else:
+            self.counts.add_(events)
 
     def spike_count(self, out: torch.Tensor) -> torch.Tensor:
         """Spikes per element of an output of this neuron."""
@@ -35,6 +53,9 @@ class IFNeuron(SpikingNeuron):
     Args:
         threshold: θ, a scalar or a tensor that broadcasts over the input (channel-wise).
         initial_potential: v(0) as a fraction of θ (1/2 matches the QCFS shift φ).
+
+    A :class:`~snnconvert.runtime.masking.RandomSpikeMask` set as ``mask`` drops some of the
+    spikes the neuron sends (the membrane is reset for every spike fired).
     """
 
     def __init__(self, threshold: torch.Tensor | float, initial_potential: float = 0.5):
@@ -45,9 +66,11 @@ class IFNeuron(SpikingNeuron):
                              "(snnconvert calibrate) before converting")
         self.register_buffer("threshold", threshold)
         self.initial_potential = float(initial_potential)
+        self.mask: nn.Module | None = None
         self.reset()
 
     def reset(self) -> None:
+        super().reset()
         self.v: torch.Tensor | None = None
 
     def spike_count(self, out: torch.Tensor) -> torch.Tensor:
@@ -61,8 +84,14 @@ class IFNeuron(SpikingNeuron):
         if self.v is None:
             self.v = (self.initial_potential * self.threshold).expand_as(x).clone()
         self.v.add_(x)
-        out = (self.v >= self.threshold) * self.threshold
+        fired = self.v >= self.threshold
+        out = fired * self.threshold
         self.v.sub_(out)
+        if self.mask is not None:
+            out = self.mask(out)
+            fired = out != 0
+        if self.counting:
+            self.count(fired)
         return out
 
     def extra_repr(self) -> str:
@@ -92,13 +121,13 @@ class SignedIFNeuron(IFNeuron):
 
     def reset(self) -> None:
         super().reset()
-        self.count: torch.Tensor | None = None
+        self.net: torch.Tensor | None = None  # net spikes sent so far, per element
         self.t = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.v is None:
             self.v = (self.initial_potential * self.threshold).expand_as(x).clone()
-            self.count = torch.zeros_like(x)
+            self.net = torch.zeros_like(x)
         self.t += 1
         self.v.add_(x)
         ratio = self.v / self.threshold
@@ -107,10 +136,15 @@ class SignedIFNeuron(IFNeuron):
         if self.max_spikes is not None:
             up.clamp_(max=self.max_spikes)
             down.clamp_(max=self.max_spikes)
-        spikes = torch.minimum(up, self.t - self.count) - torch.minimum(down, self.count)
+        spikes = torch.minimum(up, self.t - self.net) - torch.minimum(down, self.net)
         out = spikes * self.threshold
         self.v.sub_(out)
-        self.count.add_(spikes)
+        self.net.add_(spikes)
+        if self.mask is not None:
+            out = self.mask(out)
+            spikes = self.spike_count(out)
+        if self.counting:
+            self.count(spikes.abs())
         return out
 
     def extra_repr(self) -> str:

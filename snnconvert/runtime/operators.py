@@ -9,13 +9,15 @@ so that the running mean of its output is exactly ``g`` of the running means of 
 For a product ``g(a, b) = a·b`` this is ``A_t·B_t/t − A_{t−1}·B_{t−1}/(t−1)``; its increment
 ``a_t·B_{t−1} + A_{t−1}·b_t + a_t·b_t`` has one binary operand per term (additions only).
 For softmax, GELU or LayerNorm it is expectation compensation and runs in floating point.
-:class:`MatMul` holds the ANN's product as a module, so that ``convert`` can wrap it.
+:class:`MatMul` holds the ANN's product as a module, and :class:`Call` any function call, so that
+``convert`` can wrap them.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from snnconvert.graph.ops import PRODUCT, register_module_kind
 from snnconvert.runtime.state import StatefulModule
 
 
@@ -27,18 +29,42 @@ class MatMul(nn.Module):
         return a @ b
 
 
-class ExpectationCompensated(StatefulModule):
-    """Wraps ``fn(*inputs)`` so its output's running mean equals ``fn`` of the inputs' running means.
+register_module_kind(MatMul, PRODUCT)
 
-    Args:
-        fn: the ANN op (a module taking one or more tensors).
-        bilinear: True when ``fn`` is a product of two spike streams (counted as additions,
-            not floating-point work).
-    """
 
-    def __init__(self, fn: nn.Module, bilinear: bool = False):
+class Call(nn.Module):
+    """A function or method call as a module: ``fn(*args, **kwargs)``, or ``args[0].fn(*args[1:])``
+    when ``fn`` is a method name (how conversion holds a functional op of the graph)."""
+
+    def __init__(self, fn):
         super().__init__()
         self.fn = fn
+
+    def forward(self, *args, **kwargs):
+        if isinstance(self.fn, str):
+            return getattr(args[0], self.fn)(*args[1:], **kwargs)
+        return self.fn(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return getattr(self.fn, "__name__", str(self.fn))
+
+
+class ExpectationCompensated(StatefulModule):
+    """Wraps ``fn(*args, **kwargs)`` so its output's running mean equals ``fn`` of the running
+    means of its dynamic (step-varying) inputs; the other arguments are passed as they are.
+
+    Args:
+        fn: the ANN op (a module, e.g. a :class:`Call`).
+        dynamic: positions of the arguments that vary from step to step (None: every positional
+            argument).
+        bilinear: True when ``fn`` is a product of two dynamic operands (counted as additions
+            for a spike operand, not floating-point work).
+    """
+
+    def __init__(self, fn: nn.Module, dynamic: tuple[int, ...] | None = None, bilinear: bool = False):
+        super().__init__()
+        self.fn = fn
+        self.dynamic = None if dynamic is None else tuple(dynamic)
         self.bilinear = bilinear
         self.t = 0
         self.sums: list[torch.Tensor] | None = None
@@ -49,13 +75,19 @@ class ExpectationCompensated(StatefulModule):
         self.sums = None
         self.previous = None
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *args, **kwargs) -> torch.Tensor:
         self.t += 1
+        if self.dynamic is None:
+            self.dynamic = tuple(range(len(args)))
+        inputs = [args[i] for i in self.dynamic]
         if self.sums is None:
             self.sums = [x.clone() for x in inputs]
         else:
             self.sums = [s + x for s, x in zip(self.sums, inputs)]
-        current = self.t * self.fn(*[s / self.t for s in self.sums])
+        means = list(args)
+        for i, total in zip(self.dynamic, self.sums):
+            means[i] = total / self.t
+        current = self.t * self.fn(*means, **kwargs)
         out = current if self.previous is None else current - self.previous
         self.previous = current
         return out

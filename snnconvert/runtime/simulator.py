@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from snnconvert import distributed
 from snnconvert.checkpoint import atomic_save
 from snnconvert.errors import CheckpointError
-from snnconvert.runtime.energy import EnergyCosts, LayerOps, OpCounter
+from snnconvert.runtime.energy import FIELDS, EnergyCosts, EventCounts, LayerOps, OpAccounting
 from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor, layer_spikes
 from snnconvert.runtime.masking import RandomSpikeMask, reseed_masks
 from snnconvert.runtime.state import reset_states
@@ -63,8 +63,8 @@ class SimulationResult:
         return sum(layer.spikes for layer in self.layers) / max(1, self.samples)
 
     def energy_per_sample_pj(self, costs: EnergyCosts = EnergyCosts()) -> float:
-        """Energy over T steps, per sample (pJ): ``E_AC·SOP + E_MAC·(MAC + float ops)``."""
-        return costs.of(*(sum(getattr(o, f) for o in self.ops) for f in ("sops", "macs", "float_ops"))) / max(1, self.samples)
+        """Energy over T steps, per sample (pJ): ``E_AC·(SOP + additions) + E_MAC·(MAC + float ops)``."""
+        return costs.of(*(sum(getattr(o, f) for o in self.ops) for f in FIELDS)) / max(1, self.samples)
 
 
 def _batches(data, labels) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -87,7 +87,7 @@ def _progress_file(checkpoint: str | Path) -> Path:
 def _signature(snn: nn.Module, monitor: SpikeMonitor, timesteps: int, data) -> dict:
     """What a progress file must match to be resumed: T, the neurons, the masks, the weights and the data size."""
     weights = sum(float(v.double().sum()) for v in snn.state_dict().values() if v.is_floating_point())
-    return {"format": 2, "timesteps": timesteps,
+    return {"format": 3, "timesteps": timesteps,
             "neurons": [f"{n}:{type(m).__name__}" for n, m in monitor.layers.items()],
             "masks": [f"{n}:{m.ratio}:{m.seed}" for n, m in snn.named_modules() if isinstance(m, RandomSpikeMask)],
             "weights": weights, "batches": len(data) if hasattr(data, "__len__") else None}
@@ -137,14 +137,15 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     if progress:
         total = len(data) if hasattr(data, "__len__") and not isinstance(data, torch.Tensor) else None
         batches = tqdm(batches, total=total, desc=f"simulate T={timesteps}", unit="batch")
-    with SpikeMonitor(snn) as monitor, OpCounter(snn) as ops:
+    accounting = OpAccounting(snn)
+    with SpikeMonitor(snn) as monitor, EventCounts(snn, accounting.sources) as events:
         path = _progress_file(checkpoint) if checkpoint is not None else None
         signature = _signature(snn, monitor, timesteps, data)
         saved = _load_progress(path, signature) if path is not None else None
         if saved is not None:
             correct, samples, done = saved["correct"], int(saved["samples"]), int(saved["batches"])
             monitor.add(saved["spiking"])
-            ops.add(saved["ops"])
+            events.load(saved["events"])
         for index, (images, targets) in enumerate(batches):
             if index < done:
                 continue
@@ -160,15 +161,17 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
                 out = snn(images)
                 total_out = out if total_out is None else total_out + out
                 correct[t] += (total_out.argmax(-1) == targets).sum().cpu()
+            events.end_batch(len(images))
             samples += targets.numel()
             if path is not None:
                 atomic_save({"signature": signature, "batches": index + 1, "samples": samples, "correct": correct,
-                             "spiking": monitor.totals(), "ops": ops.totals()}, path)
+                             "spiking": monitor.totals(), "events": events.state()}, path)
         reset_states(snn)
-    op_totals = ops.totals()
-    counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples]), op_totals.flatten()]))
+    counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples])]))
     correct, samples = counts[:timesteps], int(counts[timesteps])
-    layer_ops = ops.results(counts[timesteps + 1:].reshape(op_totals.shape))
+    names = sorted(events.totals)
+    events.unflat(names, distributed.all_reduce(events.flat(names)))
+    layer_ops = accounting.results(events.totals, events.first, samples, timesteps)
     spiking = distributed.all_reduce(monitor.totals())
     return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spiking),
                             time.perf_counter() - start, resumed_from_batch=saved["batches"] if saved is not None else None,

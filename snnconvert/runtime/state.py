@@ -4,12 +4,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from snnconvert.graph.ops import SPIKING, register_module_kind
+
 
 class StatefulModule(nn.Module):
     """A module that carries state across time steps; ``reset()`` returns it to t = 0."""
 
     def reset(self) -> None:
         raise NotImplementedError
+
+
+register_module_kind(StatefulModule, SPIKING)
 
 
 def reset_states(model: nn.Module) -> None:

@@ -1,0 +1,82 @@
+"""Which values of a converted model are spikes, read off the graph before anything runs.
+
+A value is one of:
+
+* ``static``: it does not depend on the input's values (parameters, shapes, guards);
+* ``events``: spikes, i.e. what an event source sends (an IF neuron, a spike encoder, a
+  per-step max-pool of spikes), or a sum, rearrangement, scaling or average of such values:
+  a layer fed events can be driven by them (one accumulate per event and connection);
+* ``real``: any other value (the image, softmax outputs, the residual stream, norms …).
+
+An event source is a module that emits spikes (``emits_spikes``), or a max-pool applied to each
+step's spikes (it passes on some of them). Events mixed with real values (added to a real
+tensor, concatenated with one, shifted by a constant) are real.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import fx
+
+from snnconvert.graph import ops
+
+STATIC, EVENTS, REAL = "static", "events", "real"
+#: linear ops that keep a sum of events a sum of events (with unit or constant weights)
+_EVENT_METHODS = {"mean", "sum", "add", "sub", "neg", "mul", "div"}
+_EVENT_FUNCTIONS = {operator.add, operator.sub, operator.iadd, operator.isub, operator.neg, torch.add, torch.sub,
+                    torch.neg, torch.mean, torch.sum, operator.mul, operator.imul, torch.mul, operator.truediv,
+                    operator.itruediv, torch.div, torch.nn.functional.avg_pool1d, torch.nn.functional.avg_pool2d,
+                    torch.nn.functional.avg_pool3d, torch.nn.functional.adaptive_avg_pool1d,
+                    torch.nn.functional.adaptive_avg_pool2d}
+_EVENT_MODULES = (torch.nn.AvgPool1d, torch.nn.AvgPool2d, torch.nn.AvgPool3d, torch.nn.AdaptiveAvgPool1d,
+                  torch.nn.AdaptiveAvgPool2d)
+
+
+def is_source(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """Whether ``node`` is a module that emits spikes."""
+    return node.op == "call_module" and bool(getattr(gm.get_submodule(node.target), "emits_spikes", False))
+
+
+def _keeps_events(node: fx.Node, gm: fx.GraphModule, kind: str) -> bool:
+    if kind in (ops.STRUCTURAL, ops.IDENTITY):
+        return True
+    if kind != ops.LINEAR:
+        return False
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), _EVENT_MODULES)
+    return (node.op == "call_method" and node.target in _EVENT_METHODS
+            or node.op == "call_function" and node.target in _EVENT_FUNCTIONS)
+
+
+def classify(gm: fx.GraphModule) -> tuple[dict[fx.Node, str], dict[fx.Node, str]]:
+    """``(value class of every node, op kind of every node)`` of a converted graph; an op that
+    takes events where it adds or mixes in a non-event value gives a real value."""
+    dynamic = ops.dynamic_nodes(gm.graph)
+    kinds = {n: ops.kind(n, gm, dynamic.__contains__) for n in gm.graph.nodes}
+    classes: dict[fx.Node, str] = {}
+    for node in gm.graph.nodes:
+        if node not in dynamic:
+            classes[node] = STATIC
+        elif is_source(node, gm) or is_event_pool(node, gm, kinds, classes):
+            classes[node] = EVENTS
+        else:
+            inputs = [classes.get(n, REAL) for n in ops.data_inputs(node) if n in dynamic]
+            adds_constant = kinds[node] == ops.LINEAR and _adds_static(node, dynamic)
+            classes[node] = EVENTS if (inputs and all(c == EVENTS for c in inputs) and not adds_constant
+                                       and _keeps_events(node, gm, kinds[node])) else REAL
+    return classes, kinds
+
+
+def is_event_pool(node: fx.Node, gm: fx.GraphModule, kinds: dict, classes: dict) -> bool:
+    """A max-pool applied to each step's spikes (not compensated): it passes on some of them."""
+    inputs = [n for n in ops.data_inputs(node) if n in classes]
+    return kinds.get(node) == ops.MAXPOOL and bool(inputs) and all(classes[n] == EVENTS for n in inputs)
+
+
+def _adds_static(node: fx.Node, dynamic: set[fx.Node]) -> bool:
+    """An addition or subtraction with an operand that does not depend on the input (a bias)."""
+    if node.target not in (operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub,
+                           "add", "sub"):
+        return False
+    return any(not (isinstance(a, fx.Node) and a in dynamic) for a in node.args[:2])

@@ -1,0 +1,334 @@
+"""The role of every op of a traced model in conversion.
+
+Rate coding carries an ANN activation as the running mean of a spike train, so what conversion
+does with an op depends only on how the op relates to running means:
+
+* ``structural`` / ``identity`` ops move values without arithmetic (reshape, permute, getitem,
+  cat, pad, roll; dropout in evaluation) and ``linear`` ops are linear in their dynamic inputs (add,
+  scaling by constants, mean, average pooling, interpolation, frozen BatchNorm): all commute with
+  the running mean and run on each step's values unchanged. ``weight`` ops (Linear, Conv, also
+  functional) are linear too; they are where synaptic operations happen.
+* ``activation`` ops become QCFS (an IF neuron after conversion) or stay as float ops;
+  ``product`` ops (two dynamic operands) and every other nonlinear op (``softmax``, ``norm``,
+  ``maxpool``, ``nonlinear``) are expectation-compensated; ``attention`` (fused SDPA) is first
+  decomposed into products and a softmax.
+* ``static`` ops have no dynamic input (shapes, guards, parameters): they run as they are;
+  ``spiking`` ops are snnconvert's own (QCFS, neurons, masks, compensated operators).
+
+Classification needs to know which inputs are *dynamic* (depend on the input image): ``x * w``
+is linear for a constant ``w`` but a product when both factors are dynamic.
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+STRUCTURAL, IDENTITY, LINEAR, BATCHNORM, WEIGHT = "structural", "identity", "linear", "batchnorm", "weight"
+ACTIVATION, SOFTMAX, NORM, PRODUCT, ATTENTION = "activation", "softmax", "norm", "product", "attention"
+MAXPOOL, NONLINEAR, STATIC, SPIKING, UNKNOWN = "maxpool", "nonlinear", "static", "spiking", "unknown"
+#: kinds whose ops commute with the running mean of spikes
+COMMUTING = (STRUCTURAL, IDENTITY, LINEAR, BATCHNORM, WEIGHT)
+#: kinds an SNN computes in floating point by expectation compensation
+COMPENSATED = (SOFTMAX, NORM, PRODUCT, MAXPOOL, NONLINEAR, ACTIVATION)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise activation as ``offset + scale·clip(x + shift, 0, cap)`` where it has that form.
+
+    Attributes:
+        name: canonical name (``relu``, ``relu6``, ``gelu``, ``silu``, ``hardsigmoid`` …).
+        relu_family: True when the activation *is* ``offset + scale·clip(x + shift, 0, cap)``, so
+            QCFS reproduces it up to quantization; False when QCFS only approximates it (GELU, SiLU …).
+        cap: upper clip (ReLU6: 6), None when unbounded.
+        shift, scale, offset: the affine parts around the clip (hard sigmoid: ``relu6(x + 3)/6``).
+        gate: a squashing gate (sigmoid, tanh): kept as a float op unless asked otherwise.
+    """
+
+    name: str
+    relu_family: bool = False
+    cap: float | None = None
+    shift: float = 0.0
+    scale: float = 1.0
+    offset: float = 0.0
+    gate: bool = False
+
+
+def _clip_activation(name: str, low: float | None, high: float | None) -> Activation:
+    """``clamp(x, low, high)`` with a finite lower bound as a ReLU-family activation."""
+    if low is None:
+        return Activation(name)
+    return Activation(name, True, None if high is None else high - low, shift=-low, offset=low)
+
+
+_RELU = Activation("relu", True)
+_ACTIVATION_MODULES: dict[type, Callable[[nn.Module], Activation]] = {
+    nn.ReLU: lambda m: _RELU,
+    nn.ReLU6: lambda m: Activation("relu6", True, 6.0),
+    nn.Hardtanh: lambda m: _clip_activation("hardtanh", m.min_val, m.max_val),
+    nn.Hardsigmoid: lambda m: Activation("hardsigmoid", True, 6.0, shift=3.0, scale=1 / 6),
+    nn.GELU: lambda m: Activation("gelu"),
+    nn.SiLU: lambda m: Activation("silu"),
+    nn.Hardswish: lambda m: Activation("hardswish"),
+    nn.LeakyReLU: lambda m: Activation("leaky_relu"),
+    nn.ELU: lambda m: Activation("elu"),
+    nn.CELU: lambda m: Activation("celu"),
+    nn.SELU: lambda m: Activation("selu"),
+    nn.Mish: lambda m: Activation("mish"),
+    nn.Softplus: lambda m: Activation("softplus"),
+    nn.PReLU: lambda m: Activation("prelu"),
+    nn.Sigmoid: lambda m: Activation("sigmoid", gate=True),
+    nn.Tanh: lambda m: Activation("tanh", gate=True),
+    nn.Softsign: lambda m: Activation("softsign", gate=True),
+}
+
+
+def _clamp_args(node: fx.Node) -> Activation:
+    low = node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)
+    high = node.kwargs.get("max", node.args[2] if len(node.args) > 2 else None)
+    if isinstance(low, fx.Node) or isinstance(high, fx.Node):
+        return Activation("clamp")
+    return _clip_activation("clamp", low, high)
+
+
+def _hardtanh_args(node: fx.Node) -> Activation:
+    low = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
+    high = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
+    return _clip_activation("hardtanh", low, high)
+
+
+_ACTIVATION_FUNCTIONS: dict[Callable, Callable[[fx.Node], Activation]] = {
+    F.relu: lambda n: _RELU, torch.relu: lambda n: _RELU, torch.relu_: lambda n: _RELU,
+    F.relu6: lambda n: Activation("relu6", True, 6.0),
+    F.hardtanh: _hardtanh_args,
+    F.hardsigmoid: lambda n: Activation("hardsigmoid", True, 6.0, shift=3.0, scale=1 / 6),
+    torch.clamp: _clamp_args, torch.clip: _clamp_args,
+    torch.clamp_min: lambda n: _clip_activation("clamp", n.args[1], None),
+    F.gelu: lambda n: Activation("gelu"), F.silu: lambda n: Activation("silu"),
+    F.hardswish: lambda n: Activation("hardswish"), F.leaky_relu: lambda n: Activation("leaky_relu"),
+    F.elu: lambda n: Activation("elu"), F.celu: lambda n: Activation("celu"), F.selu: lambda n: Activation("selu"),
+    F.mish: lambda n: Activation("mish"), F.softplus: lambda n: Activation("softplus"),
+    F.prelu: lambda n: Activation("prelu"),
+    torch.sigmoid: lambda n: Activation("sigmoid", gate=True), F.sigmoid: lambda n: Activation("sigmoid", gate=True),
+    torch.tanh: lambda n: Activation("tanh", gate=True), F.tanh: lambda n: Activation("tanh", gate=True),
+    F.softsign: lambda n: Activation("softsign", gate=True),
+}
+_ACTIVATION_METHODS: dict[str, Callable[[fx.Node], Activation]] = {
+    "relu": lambda n: _RELU, "relu_": lambda n: _RELU,
+    "clamp": _clamp_args, "clip": _clamp_args, "clamp_min": lambda n: _clip_activation("clamp", n.args[1], None),
+    "sigmoid": lambda n: Activation("sigmoid", gate=True), "tanh": lambda n: Activation("tanh", gate=True),
+}
+
+_STRUCTURAL_METHODS = {
+    "view", "reshape", "reshape_as", "view_as", "permute", "transpose", "flatten", "unflatten", "contiguous",
+    "squeeze", "unsqueeze", "expand", "expand_as", "repeat", "chunk", "split", "unbind", "flip", "roll", "narrow",
+    "select", "t", "movedim", "clone", "detach", "to", "type_as", "float", "double", "half", "bfloat16", "tile",
+    "index_select", "__getitem__",
+}
+_STRUCTURAL_FUNCTIONS = {
+    operator.getitem, torch.reshape, torch.flatten, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
+    torch.cat, torch.concat, torch.stack, torch.chunk, torch.split, torch.unbind, torch.roll, torch.flip,
+    torch.narrow, torch.movedim, torch.clone, torch.tile, torch.index_select, F.pixel_shuffle, F.pixel_unshuffle,
+    F.unfold,
+}
+_LINEAR_METHODS = {"add", "sub", "neg", "mean", "sum", "add_", "sub_", "cumsum"}
+_LINEAR_FUNCTIONS = {
+    operator.add, operator.sub, operator.iadd, operator.isub, operator.neg, torch.add, torch.sub, torch.neg,
+    torch.mean, torch.sum, torch.cumsum, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.interpolate, F.upsample, F.fold,
+}
+#: ops that multiply their operands: linear when at most one is dynamic, else a product
+_MULTIPLY_FUNCTIONS = {operator.mul, operator.imul, operator.matmul, torch.mul, torch.matmul, torch.bmm,
+                       torch.einsum}
+_MULTIPLY_METHODS = {"mul", "mul_", "matmul", "bmm"}
+_DIVIDE_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div, torch.true_divide}
+_DIVIDE_METHODS = {"div", "div_", "true_divide"}
+_WEIGHT_FUNCTIONS = {F.linear, F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d,
+                     F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d}
+_NORM_FUNCTIONS = {F.layer_norm, F.group_norm, F.normalize, F.instance_norm, F.local_response_norm,
+                   getattr(F, "rms_norm", F.layer_norm)}
+_SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax, F.log_softmax, torch.log_softmax}
+_SOFTMAX_METHODS = {"softmax", "log_softmax"}
+_MAXPOOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+                      F.adaptive_max_pool3d}
+_NONLINEAR_FUNCTIONS = {
+    torch.exp, torch.log, torch.sqrt, torch.rsqrt, torch.pow, operator.pow, torch.reciprocal, torch.abs,
+    operator.abs, torch.sin, torch.cos, torch.erf, torch.amax, torch.amin, torch.max, torch.min, torch.std,
+    torch.var, torch.norm, torch.linalg.vector_norm, torch.where, torch.maximum, torch.minimum, torch.floor,
+    torch.round, torch.sign, torch.logsumexp,
+}
+_NONLINEAR_METHODS = {"exp", "log", "sqrt", "rsqrt", "pow", "reciprocal", "abs", "sin", "cos", "erf", "amax", "amin",
+                      "max", "min", "std", "var", "norm", "floor", "round", "sign", "logsumexp"}
+#: ops that read only a tensor's shape, dtype or device: their results are static whatever the input
+SHAPE_METHODS = {"size", "dim", "numel", "new_zeros", "new_ones", "new_full", "new_empty"}
+SHAPE_FUNCTIONS = {torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like}
+SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device"}
+
+_MODULE_KINDS: list[tuple[tuple[type, ...], str]] = [
+    ((nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout), IDENTITY),
+    ((nn.Flatten, nn.Unflatten, nn.PixelShuffle, nn.PixelUnshuffle, nn.ZeroPad2d, nn.ConstantPad1d,
+      nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ChannelShuffle), STRUCTURAL),
+    ((nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),
+     WEIGHT),
+    ((nn.modules.batchnorm._BatchNorm,), BATCHNORM),
+    ((nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+      nn.Upsample), LINEAR),
+    ((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d),
+     MAXPOOL),
+    ((nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.instancenorm._InstanceNorm,
+      getattr(nn, "RMSNorm", nn.LayerNorm)), NORM),
+    ((nn.Softmax, nn.LogSoftmax), SOFTMAX),
+    (tuple(_ACTIVATION_MODULES), ACTIVATION),
+]
+_REGISTERED_MODULES: dict[type, str] = {}
+_REGISTERED_FUNCTIONS: dict[Callable, str] = {}
+
+
+def register_module_kind(cls: type, kind: str) -> None:
+    """Declare the role of a module type whose instances are traced as leaves (e.g. snnconvert's
+    own modules, or a library's module that does not trace)."""
+    _REGISTERED_MODULES[cls] = kind
+
+
+def register_function_kind(fn: Callable, kind: str) -> None:
+    """Declare the role of a function the tracer keeps opaque (``torch.fx.wrap``-ed helpers)."""
+    _REGISTERED_FUNCTIONS[fn] = kind
+
+
+def module_kind(module: nn.Module) -> str | None:
+    """The role of a leaf module by type (registered types first, then torch.nn's), or None."""
+    for cls in type(module).__mro__:
+        if cls in _REGISTERED_MODULES:
+            return _REGISTERED_MODULES[cls]
+    for types, kind in _MODULE_KINDS:
+        if isinstance(module, types):
+            return kind
+    return None
+
+
+def is_known_leaf(module: nn.Module) -> bool:
+    """Leaves for the tracer: modules with a registered kind, subclasses of Linear and Conv
+    (whatever their forward does, linear maps with constant weights), and BatchNorms that keep
+    torch's forward."""
+    cls = type(module)
+    return (any(c in _REGISTERED_MODULES for c in cls.__mro__)
+            or isinstance(module, (nn.Linear, nn.modules.conv._ConvNd))
+            or isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and cls.forward is nn.modules.batchnorm._BatchNorm.forward)
+
+
+def activation_of(node: fx.Node, gm: fx.GraphModule) -> Activation | None:
+    """The activation a node computes, if it is one."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        for cls, make in _ACTIVATION_MODULES.items():
+            if isinstance(module, cls):
+                return make(module)
+        return None
+    if node.op == "call_function" and node.target in _ACTIVATION_FUNCTIONS:
+        return _ACTIVATION_FUNCTIONS[node.target](node)
+    if node.op == "call_method" and node.target in _ACTIVATION_METHODS:
+        return _ACTIVATION_METHODS[node.target](node)
+    return None
+
+
+def kind(node: fx.Node, gm: fx.GraphModule, dynamic: Callable[[fx.Node], bool]) -> str:
+    """The role of ``node`` (one of the kinds above); ``dynamic(n)`` says whether node ``n``
+    depends on the input image."""
+    if node.op in ("placeholder", "get_attr", "output"):
+        return node.op
+    target = node.target
+    dynamic_args = [n for n in data_inputs(node) if dynamic(n)]
+    if not dynamic_args:
+        return STATIC
+    if node.op == "call_module":
+        found = module_kind(gm.get_submodule(node.target))
+        return found if found is not None else UNKNOWN
+    if node.op == "call_function" and target in _REGISTERED_FUNCTIONS:
+        return _REGISTERED_FUNCTIONS[target]
+    if node.op == "call_function":
+        if target in _MULTIPLY_FUNCTIONS:
+            return PRODUCT if len(dynamic_args) > 1 else LINEAR
+        if target in _DIVIDE_FUNCTIONS:
+            return LINEAR if not _divisor_dynamic(node, dynamic) else NONLINEAR
+        for table, found in ((_STRUCTURAL_FUNCTIONS, STRUCTURAL), (_LINEAR_FUNCTIONS, LINEAR),
+                             (_WEIGHT_FUNCTIONS, WEIGHT), (_NORM_FUNCTIONS, NORM), (_SOFTMAX_FUNCTIONS, SOFTMAX),
+                             (_MAXPOOL_FUNCTIONS, MAXPOOL), (_NONLINEAR_FUNCTIONS, NONLINEAR)):
+            if target in table:
+                return found
+        if target in _ACTIVATION_FUNCTIONS:
+            return ACTIVATION
+        if target is F.pad:
+            return STRUCTURAL if _argument(node, 3, "value", None) in (0, None) else LINEAR
+        if target is F.batch_norm:
+            return BATCHNORM if not _argument(node, 5, "training", False) else UNKNOWN
+        if target is F.scaled_dot_product_attention:
+            return ATTENTION
+        if target is F.dropout:
+            return IDENTITY if not _argument(node, 2, "training", True) else UNKNOWN
+    elif node.op == "call_method":
+        if target in _MULTIPLY_METHODS:
+            return PRODUCT if len(dynamic_args) > 1 else LINEAR
+        if target in _DIVIDE_METHODS:
+            return LINEAR if not _divisor_dynamic(node, dynamic) else NONLINEAR
+        for table, found in ((_STRUCTURAL_METHODS, STRUCTURAL), (_LINEAR_METHODS, LINEAR),
+                             (_SOFTMAX_METHODS, SOFTMAX), (_NONLINEAR_METHODS, NONLINEAR)):
+            if target in table:
+                return found
+        if target in _ACTIVATION_METHODS:
+            return ACTIVATION
+    return UNKNOWN
+
+
+def reads_shape(node: fx.Node) -> bool:
+    """Whether ``node`` reads a tensor's shape, dtype or device (a static value)."""
+    return (node.op == "call_method" and node.target in SHAPE_METHODS
+            or node.op == "call_function" and node.target in SHAPE_FUNCTIONS
+            or node.op == "call_function" and node.target is getattr and node.args[1] in SHAPE_ATTRIBUTES)
+
+
+def _argument(node: fx.Node, position: int, name: str, default):
+    """A call's argument given by position or keyword."""
+    return node.args[position] if len(node.args) > position else node.kwargs.get(name, default)
+
+
+def _divisor_dynamic(node: fx.Node, dynamic: Callable[[fx.Node], bool]) -> bool:
+    divisor = _argument(node, 1, "other", None)
+    return isinstance(divisor, fx.Node) and dynamic(divisor)
+
+
+def describe(node: fx.Node, gm: fx.GraphModule) -> str:
+    """A short name of the op a node runs: the module type, function or method name."""
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    if node.op == "call_method":
+        return f".{node.target}()"
+    return getattr(node.target, "__name__", str(node.target))
+
+
+#: methods whose tensor argument after the first contributes only its shape or dtype
+_SHAPE_ARGUMENT_METHODS = {"reshape_as", "view_as", "expand_as", "type_as"}
+
+
+def data_inputs(node: fx.Node) -> list[fx.Node]:
+    """The inputs whose values flow into ``node``'s value (``a.reshape_as(b)`` reads only b's shape)."""
+    if reads_shape(node):
+        return []
+    if node.op == "call_method" and node.target in _SHAPE_ARGUMENT_METHODS:
+        return [node.args[0]] if isinstance(node.args[0], fx.Node) else []
+    return node.all_input_nodes
+
+
+def dynamic_nodes(graph: fx.Graph) -> set[fx.Node]:
+    """Nodes whose values depend on the input's values (not only on its shape): the input, and
+    every node computed from the value of a dynamic node."""
+    dynamic: set[fx.Node] = set()
+    for node in graph.nodes:
+        if node.op == "placeholder" or any(n in dynamic for n in data_inputs(node)):
+            dynamic.add(node)
+    return dynamic

@@ -1,0 +1,41 @@
+"""Every architecture of the coverage list converts, and converts exactly.
+
+With signed burst neurons the SNN at step t computes its QCFS ANN with t levels on the running
+means, so at t = L it *is* the QCFS ANN: a check of tracing, every rewrite, folding, constants,
+neurons and compensated operators together. In float64 the two agree to 1e-9; the simulator runs
+the float32 SNN with every op accounted for.
+"""
+import pytest
+import torch
+
+from snnconvert.calibrate import CalibrationConfig
+from snnconvert.convert import PrepareConfig, convert
+from snnconvert.data import InputSpec
+from snnconvert.model_zoo.coverage import ARCHITECTURES
+from snnconvert.runtime import reset_states, simulate
+
+from conftest import calibrated, images
+
+LEVELS = 4
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=[a.name for a in ARCHITECTURES])
+def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
+    spec = InputSpec(arch.input_size, (0.3,) * 3, (0.35,) * 3)
+    x, y = images(spec, 16)
+    model, report = calibrated(arch.build().eval(), x, PrepareConfig(levels=LEVELS),
+                               CalibrationConfig("percentile", 99.9, "layer", 16))
+    assert report.function_changes and not report.leaves
+    model64 = model.double()
+    snn = convert(model64, neuron="signed-burst-if")
+    x64 = x.double()
+    with torch.no_grad():
+        target = model64(x64)
+        reset_states(snn)
+        total = sum(snn(x64) for _ in range(LEVELS))
+    error = (total / LEVELS - target).abs().max().item()
+    assert error <= 1e-9 * max(1.0, target.abs().max().item()), error
+
+    result = simulate(convert(model.float()), x[:4], y[:4], timesteps=3)
+    assert len(result.correct) == 3 and result.layers
+    assert result.energy_per_sample_pj() > 0 and any(op.sops > 0 for op in result.ops)
