@@ -80,7 +80,8 @@ class _Crashing(Dataset):
 
 def _model():
     torch.manual_seed(0)
-    return prepare(nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 10)))
+    return prepare(nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 10)),
+                   torch.zeros(2, 1, 28, 28))
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):

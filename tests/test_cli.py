@@ -93,7 +93,7 @@ def test_stages_chain(tmp_path):
 def test_prepare_and_train_from_scratch(tmp_path):
     prepared = tmp_path / "p.pt"
     r = _invoke("prepare", "resnet_nano", "--no-pretrained", "--levels", "4", "--out", str(prepared))
-    assert r.exit_code == 0 and "QCFS activations" in r.output
+    assert r.exit_code == 0 and "9 QCFS sites" in r.output and "relu → QCFS" in r.output
     trained = tmp_path / "t.pt"
     r = _invoke("train", "resnet_nano", "--data", "embedded", "--epochs", "1", "--batch-size", "250",
                 "--calib-samples", "32", "--out", str(trained), "--quiet")

@@ -9,8 +9,7 @@ from torch.utils.data import TensorDataset
 
 from snnconvert import pipeline
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import MaskConfig, PrepareConfig, convert, prepare, added_batchnorms, spike_masks
-from snnconvert.convert.blocks import SpikeMlp
+from snnconvert.convert import MaskConfig, PrepareConfig, convert, spike_masks
 from snnconvert.convert.norm import ChannelBatchNorm
 from snnconvert.model_zoo import get_recipe
 from snnconvert.model_zoo.build import LoadedModel
@@ -19,7 +18,7 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import evaluate, reseed_masks
 from snnconvert.train import DistillationLoss, TrainConfig, fit
 
-from conftest import SPEC_32, images, tiny_swin
+from conftest import SPEC_32, calibrated, images, tiny_swin
 
 
 def test_distillation_loss_is_the_stated_formula():
@@ -79,17 +78,16 @@ def test_distillation_pulls_the_student_to_the_teacher():
 
 def _calibrated(model, mlp_batchnorm):
     x, _ = images(SPEC_32, 64, "train")
-    prepared = prepare(model, PrepareConfig(mlp_batchnorm=mlp_batchnorm))
-    calibrate_batchnorm(prepared, [(x, None)], 64, identity=added_batchnorms(prepared))
-    calibrate_thresholds(prepared, [(x, None)], CalibrationConfig(num_samples=64))
-    return prepared.eval()
+    return calibrated(model, x, PrepareConfig(mlp_batchnorm=mlp_batchnorm), CalibrationConfig(num_samples=64))
 
 
 def test_mlp_batchnorm_starts_as_identity_and_folds_away():
     model = tiny_swin().eval()
-    plain, with_bn = _calibrated(model, False), _calibrated(model, True)
-    mlps = [m for m in with_bn.modules() if isinstance(m, SpikeMlp)]
-    assert mlps and all(isinstance(m.bn1, ChannelBatchNorm) and isinstance(m.bn2, ChannelBatchNorm) for m in mlps)
+    (plain, _), (with_bn, report) = _calibrated(model, False), _calibrated(model, True)
+    added = report.new_batchnorms(identity=True)
+    assert sorted(added) == sorted(f"layers.{i}.blocks.{j}.mlp.{fc}_bn" for i in (0, 1) for j in (0, 1)
+                                   for fc in ("fc1", "fc2"))
+    assert all(isinstance(with_bn.get_submodule(name), ChannelBatchNorm) for name in added)
     x, _ = images(SPEC_32, 32)
     with torch.no_grad():
         assert torch.allclose(plain(x), with_bn(x), atol=1e-4)
@@ -107,7 +105,7 @@ def test_finetune_starts_from_the_teacher_and_records_it(tmp_path):
     assert record["distilled"] and record["started_from"] == "test ANN" and prep.levels == recipe.levels
     assert record["teacher_accuracy"] is not None and len(record["history"]) == 1
     # the student's weights came from the teacher: patch embedding unchanged up to training
-    assert torch.allclose(model.patch_embed.proj.weight, ann.model.patch_embed.proj.weight, atol=0.05)
+    assert torch.allclose(model.get_submodule("patch_embed.proj").weight, ann.model.patch_embed.proj.weight, atol=0.05)
     on_disk = json.loads((tmp_path / "ft.json").read_text())
     assert on_disk["config"]["distill_alpha"] == 0.5 and on_disk["resumed_from"] is None
     assert pipeline.load("swin_nano", str(tmp_path / "ft.pt")).stage == "prepared"

@@ -12,7 +12,7 @@ from conftest import images, tiny_vit, SPEC_28
 
 
 def _tiny_snn():
-    model = prepare(tiny_vit()).eval()
+    model = prepare(tiny_vit(), images(SPEC_28, 2)[0]).eval()
     for m in model.modules():
         if isinstance(m, QCFS):
             m.threshold.data.fill_(0.5)

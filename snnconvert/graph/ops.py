@@ -142,10 +142,11 @@ _LINEAR_FUNCTIONS = {
     torch.mean, torch.sum, torch.cumsum, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
     F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.interpolate, F.upsample, F.fold,
 }
-#: ops that multiply their operands: linear when at most one is dynamic, else a product
-_MULTIPLY_FUNCTIONS = {operator.mul, operator.imul, operator.matmul, torch.mul, torch.matmul, torch.bmm,
-                       torch.einsum}
-_MULTIPLY_METHODS = {"mul", "mul_", "matmul", "bmm"}
+#: ops that multiply their operands: linear when at most one is dynamic, else a product; a matrix
+#: product with a constant matrix is a weight layer
+_MULTIPLY_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
+_MULTIPLY_METHODS = {"mul", "mul_"}
+MATRIX_PRODUCTS = {operator.matmul, torch.matmul, torch.bmm, "matmul", "bmm"}
 _DIVIDE_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div, torch.true_divide}
 _DIVIDE_METHODS = {"div", "div_", "true_divide"}
 _WEIGHT_FUNCTIONS = {F.linear, F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d,
@@ -251,7 +252,11 @@ def kind(node: fx.Node, gm: fx.GraphModule, dynamic: Callable[[fx.Node], bool]) 
         return found if found is not None else UNKNOWN
     if node.op == "call_function" and target in _REGISTERED_FUNCTIONS:
         return _REGISTERED_FUNCTIONS[target]
+    if node.op in ("call_function", "call_method") and target in MATRIX_PRODUCTS:
+        return PRODUCT if len(dynamic_args) > 1 else WEIGHT
     if node.op == "call_function":
+        if target is torch.einsum:
+            return PRODUCT if len(dynamic_args) > 1 else LINEAR
         if target in _MULTIPLY_FUNCTIONS:
             return PRODUCT if len(dynamic_args) > 1 else LINEAR
         if target in _DIVIDE_FUNCTIONS:

@@ -40,6 +40,7 @@ from snnconvert.graph.events import EVENTS, REAL, STATIC, classify, is_event_poo
 from snnconvert.graph.shapes import example_input, per_sample
 from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.runtime.operators import ExpectationCompensated, MatMul
+from snnconvert.runtime.state import reset_states
 
 FIELDS = ("sops", "macs", "float_ops", "adds")
 _ADDS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, "add", "sub"}
@@ -155,12 +156,17 @@ class OpAccounting:
         out = per_sample(node) if "shape" in node.meta else 0.0
         if kind == ops.WEIGHT:
             op = _Op(_name(node), "linear")
-            x = node.args[0]
-            if self.classes[x] == EVENTS:
-                self._consumers.append((op, x, ("weight", node), False))
+            if _target(node) in ops.MATRIX_PRODUCTS:  # a matrix product with a constant matrix
+                i, x = next((i, a) for i, a in enumerate(node.args[:2]) if self.classes.get(a) != STATIC)
+                inner = float(x.meta["shape"][-1 if i == 0 else -2])
+                spec = inner * out / per_sample(x)  # outputs each element reaches (× 1 weight each)
             else:
-                weight = _weight(node, self.gm)
-                op.macs = out * weight.numel() / weight.shape[0]
+                x, weight = node.args[0], _weight(node, self.gm)
+                inner, spec = weight.numel() / weight.shape[0], ("weight", node)
+            if self.classes[x] == EVENTS:
+                self._consumers.append((op, x, spec, False))
+            else:
+                op.macs = out * inner
             return op
         if isinstance(module, ExpectationCompensated) and module.bilinear:
             op = _Op(_name(node), "product", float_ops=0.0 if self.dense else out)
@@ -236,6 +242,7 @@ class OpAccounting:
     def _trace_fanouts(self) -> None:
         inputs = {x for _, x, _, _ in self._consumers}
         twin = copy.deepcopy(self.gm).double()  # the same graph (same nodes) in float64
+        reset_states(twin)
         nodes = dict(zip(self.gm.graph.nodes, twin.graph.nodes))
         back = {v: k for k, v in nodes.items()}
         with torch.enable_grad():

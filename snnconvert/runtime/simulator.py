@@ -12,12 +12,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import fx, nn
 from tqdm.auto import tqdm
 
 from snnconvert import distributed
 from snnconvert.checkpoint import atomic_save
 from snnconvert.errors import CheckpointError
+from snnconvert.graph.shapes import annotate
+from snnconvert.graph.trace import trace
 from snnconvert.runtime.energy import FIELDS, EnergyCosts, EventCounts, LayerOps, OpAccounting
 from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor, layer_spikes
 from snnconvert.runtime.masking import RandomSpikeMask, reseed_masks
@@ -106,6 +108,24 @@ def _load_progress(path: Path, signature: dict) -> dict | None:
     return state
 
 
+def _as_graph(snn: nn.Module, data, labels, device) -> fx.GraphModule:
+    """``snn`` as an annotated graph (what the energy accounting reads): a converted model already
+    is one; any other spiking module is traced on one sample of the data (sharing its modules)."""
+    if isinstance(snn, fx.GraphModule) and "input_shape" in snn.meta:
+        return snn
+    images, _ = next(iter(_batches(data, labels)))
+    example = images[:1].to(device)
+    reset_states(snn)
+    graph, failures = trace(snn, example)
+    if failures:
+        raise ValueError(f"cannot trace {', '.join(failures)} of the model to simulate: "
+                         f"{next(iter(failures.values())).describe()}")
+    graph.meta["input_shape"] = tuple(example.shape[1:])
+    annotate(graph, example)
+    reset_states(graph)
+    return graph
+
+
 @torch.no_grad()
 def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps: int = 32,
              device: str | torch.device = "cpu", progress: bool = False,
@@ -116,7 +136,8 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     every process returns the result of the whole set.
 
     Args:
-        snn: output of :func:`snnconvert.convert.convert`.
+        snn: output of :func:`snnconvert.convert.convert` (any other single-step spiking module
+            is traced on the first sample).
         data: an image batch ``[N, C, H, W]`` (with ``labels``), or an iterable of
             ``(images, labels)`` batches.
         labels: ``[N]`` class indices when ``data`` is a tensor.
@@ -129,7 +150,8 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     """
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
-    snn.eval().to(device)
+    snn = _as_graph(snn.eval().to(device), data, labels, device)
+    reset_states(snn)
     correct = torch.zeros(timesteps, dtype=torch.long)
     samples = done = 0
     start = time.perf_counter()

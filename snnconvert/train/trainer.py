@@ -12,6 +12,8 @@ processes and can resume with another number; only rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
+import json
+
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -173,7 +175,7 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
         if other:
             raise CheckpointError(f"{checkpoint} holds a run with other settings {other}; pass another output path, "
                                   "or delete it to start afresh")
-        if state["prepare"] != meta.get("prepare"):
+        if state["prepare"] != json.loads(json.dumps(meta.get("prepare"))):  # as stored (tuples become lists)
             raise CheckpointError(f"{checkpoint} holds a model prepared otherwise ({state['prepare']}); pass another "
                                   "output path, or delete it to start afresh")
         if train_state["config"] != asdict(config):
