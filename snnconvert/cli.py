@@ -103,6 +103,47 @@ def _prepare_config(model: str, levels, sites, keep_layernorm, keep_activations,
                          mlp_batchnorm=mlp_batchnorm)
 
 
+def _model_options(f):
+    """How the model is built and its weights read: for other data, or from another implementation."""
+    f = click.option("--remap-keys", type=click.Choice(["order"]), default=None,
+                     help="order: the checkpoint's tensors are the model's in order under other names (weights "
+                          "saved by another implementation); shapes are checked pair by pair.")(f)
+    f = click.option("--class-map", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="The model's class names in output order, one per line: an ImageFolder of some of the "
+                          "model's classes is labelled through it (ImageNet synset folders are recognized).")(f)
+    f = click.option("--input-size", type=_Size(), default=None, metavar="C,H,W",
+                     help="Build the model for C×H×W inputs (channels, and the image size of models that take "
+                          "one); layers whose weights no longer fit start afresh.")(f)
+    return click.option("--num-classes", type=click.IntRange(1), default=None,
+                        help="Build the model with a new head for N classes (train it: --epochs).")(f)
+
+
+class _Size(click.ParamType):
+    name = "C,H,W"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            size = tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            size = ()
+        if len(size) != 3 or min(size) < 1:
+            self.fail(f"{value!r} is not C,H,W (three positive integers, e.g. 1,32,32)", param, ctx)
+        return size
+
+
+def _model_adaptation(num_classes, input_size, class_map, remap_keys, **_other_options) -> dict:
+    """``pipeline.load`` arguments from the model options."""
+    classes = None
+    if class_map:
+        text = Path(class_map).read_text()
+        classes = tuple(json.loads(text)) if class_map.endswith(".json") else \
+            tuple(line.strip() for line in text.splitlines() if line.strip())
+    return {"adapt": {"num_classes": num_classes, "input_size": input_size, "classes": classes},
+            "remap": remap_keys}
+
+
 def _mask_options(f):
     f = click.option("--mask-seed", type=int, default=0, show_default=True, help="Seed of the first spike mask.")(f)
     f = click.option("--mask-blocks", type=click.IntRange(0), default=None,
@@ -175,6 +216,7 @@ def _training_options(f):
     f = click.option("--resume/--no-resume", default=True, show_default=True,
                      help="Continue from --out when it holds an unfinished run of the same settings.")(f)
     f = _prepare_options(f)
+    f = _model_options(f)
     return _training_options_without_calibration(f)
 
 
@@ -214,6 +256,7 @@ def main() -> None:
                    "Default: the checkpoint shipped for the recipe, else timm's pretrained weights.")
 @_calibration_options
 @_prepare_options
+@_model_options
 @click.option("--epochs", type=click.IntRange(0), default=None,
               help="Fine-tune the prepared model this many epochs on the training split before converting. "
                    "Default: an ANN with real weights is fine-tuned with the recipe's settings, distilling from "
@@ -244,10 +287,21 @@ def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, per
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
     report = pipeline.run(model, timesteps, data, checkpoint, calibration, out, list(modes) or ["compensated"], neuron,
                           _prepare_config(model, **prepare_options), epochs, limit, batch_size, device, pretrained,
+                          loading=_model_adaptation(**prepare_options),
                           progress=not quiet and distributed.is_main(), costs=EnergyCosts(e_ac, e_mac),
                           masks=_mask_config(masks, mask_blocks, mask_seed))
     if distributed.is_main():
         _print_summary(report, out)
+
+
+def _print_loading(loaded) -> None:
+    """What loading the weights did beyond a plain load (remapped names, layers started afresh)."""
+    loading = loaded.metadata.get("loading", {})
+    if loading.get("remapped"):
+        _echo(f"weights remapped by order: {len(loading['remapped'])} tensors renamed "
+              f"({'; '.join(loading['remapped'][:3])}{' …' if len(loading['remapped']) > 3 else ''}), shapes checked")
+    if loading.get("reinitialized"):
+        _echo(f"started afresh (they do not fit the adapted model): {', '.join(loading['reinitialized'])}")
 
 
 def _print_preparation(record: dict) -> None:
@@ -284,6 +338,7 @@ def _print_summary(report: dict, out: str) -> None:
 @click.argument("model")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="ANN weights (state dict).")
 @_prepare_options
+@_model_options
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="With no checkpoint, fetch timm's pretrained weights (else random initialization).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Prepared checkpoint to write.")
@@ -293,7 +348,8 @@ def prepare_cmd(model, checkpoint, pretrained, out, device, threads, quiet, **pr
     sites, no dropout) and save it uncalibrated. Prints every change it made; lists every op it
     cannot convert."""
     device = _setup(threads, device)
-    loaded = pipeline.load(model, checkpoint, pretrained, shipped=False)
+    loaded = pipeline.load(model, checkpoint, pretrained, shipped=False, **_model_adaptation(**prepare_options))
+    _print_loading(loaded)
     if loaded.stage == "prepared":
         raise SnnConvertError(f"{checkpoint} is already prepared: calibrate, train or convert it instead")
     config = _prepare_config(model, **prepare_options)
@@ -329,7 +385,8 @@ def train_cmd(model, checkpoint, ann, **options):
     device = _setup(options["threads"], options["device"])
     config = _train_config({}, options)
     torch.manual_seed(config.seed)
-    loaded = pipeline.load(model, checkpoint, pretrained=False, shipped=False)
+    loaded = pipeline.load(model, checkpoint, pretrained=False, shipped=False, **_model_adaptation(**options))
+    _print_loading(loaded)
     progress = not options["quiet"] and distributed.is_main()
     if ann:
         if loaded.stage != "ann":
@@ -360,7 +417,8 @@ def finetune_cmd(model, checkpoint, **options):
     too (one process per core or GPU)."""
     device = _setup(options["threads"], options["device"])
     masks = _mask_config(**options)
-    loaded = pipeline.load(model, checkpoint, pretrained=True, shipped=False)
+    loaded = pipeline.load(model, checkpoint, pretrained=True, shipped=False, **_model_adaptation(**options))
+    _print_loading(loaded)
     if loaded.stage != "ann" and masks is None:
         raise SnnConvertError(f"finetune starts from a trained ANN, but {loaded.source} is {loaded.stage}: pass the "
                               "ANN's checkpoint, add --mask to fine-tune a masked copy against it, or "
@@ -386,6 +444,7 @@ def finetune_cmd(model, checkpoint, **options):
               help="Also re-estimate every BatchNorm's statistics (an ANN being prepared always gets the "
                    "statistics of the BatchNorms that replace its LayerNorms; its own keep theirs).")
 @_prepare_options
+@_model_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Calibrated prepared checkpoint.")
 @_common
 def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percentile, granularity, batchnorm, out, device,
@@ -394,7 +453,8 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
     (99.9, 99.99 …) or the MSE-optimal value, per layer or per channel. An ANN is prepared first;
     what each change costs on the calibration images is printed."""
     device = _setup(threads, device)
-    loaded = pipeline.load(model, checkpoint)
+    loaded = pipeline.load(model, checkpoint, **_model_adaptation(**prepare_options))
+    _print_loading(loaded)
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
     prepared, config, record = pipeline.ensure_prepared(loaded, data, calibration, device, not quiet,
                                                         _prepare_config(model, **prepare_options))

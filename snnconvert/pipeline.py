@@ -20,6 +20,7 @@ from snnconvert.convert import (MaskConfig, PrepareConfig, add_spike_masks, chan
                                 float_operations, mask_sites, prepare, prepare_with_report)
 from snnconvert.convert.qcfs import rate_limit_model
 from snnconvert.data import load_dataset, make_loader
+from snnconvert.data.fit import check_fit
 from snnconvert.direct import DirectConfig
 from snnconvert.errors import CheckpointError, SnnConvertError
 from snnconvert.model_zoo import (Recipe, build_ann, build_spiking_classifier, get_recipe, list_recipes, load_direct,
@@ -31,19 +32,28 @@ from snnconvert.runtime.energy import EnergyCosts, OpAccounting
 from snnconvert.train import TrainConfig, fit
 
 
-def load(model_name: str, checkpoint: str | None, pretrained: bool = True, shipped: bool = True) -> LoadedModel:
-    """The named model with its weights (see :func:`load_model`); a checkpoint for another model is refused."""
+def load(model_name: str, checkpoint: str | None, pretrained: bool = True, shipped: bool = True,
+         adapt: dict[str, Any] | None = None, remap: str | None = None) -> LoadedModel:
+    """The named model with its weights (see :func:`load_model`: ``adapt`` builds it for other
+    data, ``remap`` reads weights saved under other names); a checkpoint for another model is refused."""
     recipe = get_recipe(model_name)
-    loaded = load_model(recipe, checkpoint, pretrained=pretrained, shipped=shipped)
+    loaded = load_model(recipe, checkpoint, pretrained=pretrained, shipped=shipped, adapt=adapt, remap=remap)
     if loaded.recipe.name != recipe.name:
         raise CheckpointError(f"{checkpoint} was made for {loaded.recipe.name!r}, not {model_name!r}: "
                               f"run `snnconvert ... {loaded.recipe.name} --checkpoint {checkpoint}`")
     return loaded
 
 
+def dataset(recipe: Recipe, data: str, split: str, augment: bool = False):
+    """A split of ``data`` fitted to ``recipe``'s model; refused when it does not fit (see :func:`check_fit`)."""
+    found = load_dataset(data, split, recipe.input_spec, augment)
+    check_fit(found, recipe.input_spec, data, recipe.name)
+    return found
+
+
 def calibration_loader(recipe: Recipe, data: str, batch_size: int = 64):
     """The training split in a seeded shuffle; calibration reads only the samples it needs."""
-    return make_loader(load_dataset(data, "train", recipe.input_spec), batch_size, shuffle=True, seed=0)
+    return make_loader(dataset(recipe, data, "train"), batch_size, shuffle=True, seed=0)
 
 
 def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConfig, device: str, progress: bool,
@@ -108,7 +118,7 @@ def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | DirectConfig
 
     Returns the training record (also written as JSON next to the checkpoint).
     """
-    train_set = load_dataset(data, "train", recipe.input_spec, augment=True)
+    train_set = dataset(recipe, data, "train", augment=True)
     val_loader = eval_loader(recipe, data, 256, val_samples)
     stage = "ann" if config is None else "direct" if isinstance(config, DirectConfig) else "prepared"
     extra = {"command": command_line(), **({"direct": asdict(config)} if stage == "direct" else {})}
@@ -226,7 +236,7 @@ def load_snn(model_name: str, checkpoint: str, mode: str, neuron: str) -> tuple[
 
 def eval_loader(recipe: Recipe, data: str, batch_size: int, limit: int | None):
     """The test split fitted to ``recipe``'s input, first ``limit`` images."""
-    return make_loader(load_dataset(data, "test", recipe.input_spec), batch_size, limit=limit)
+    return make_loader(dataset(recipe, data, "test"), batch_size, limit=limit)
 
 
 def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: int, ann_accuracy: float | None,
@@ -271,17 +281,19 @@ def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Pa
 def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | None, calibration: CalibrationConfig,
         out: str, modes: list[str], neuron: str, prepare_config: PrepareConfig | None, epochs: int | None,
         limit: int | None, batch_size: int, device: str, pretrained: bool, progress: bool = True,
-        costs: EnergyCosts = EnergyCosts(), masks: MaskConfig | None = None) -> dict[str, Any]:
+        costs: EnergyCosts = EnergyCosts(), masks: MaskConfig | None = None,
+        loading: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole pipeline: load → prepare + calibrate (+ masks) (+ fine-tune) → convert → simulate → report.
 
     With ``epochs`` > 0 the prepared model is trained first: an ANN with real weights is fine-tuned
     with the recipe's settings, distilling from itself; random weights are trained from scratch.
     ``epochs`` None: the recipe's fine-tune epochs for an ANN with real weights, else 0. ``masks``
-    adds Random Spike Masks to the prepared model (before training, if it is trained).
-    Every long step resumes from the files in ``out`` after an interruption.
+    adds Random Spike Masks to the prepared model (before training, if it is trained); ``loading``
+    holds :func:`load`'s ``adapt`` and ``remap``. Every long step resumes from the files in ``out``
+    after an interruption.
     """
     start = time.perf_counter()
-    loaded = load(model_name, checkpoint, pretrained, shipped=pretrained)
+    loaded = load(model_name, checkpoint, pretrained, shipped=pretrained, **(loading or {}))
     recipe = loaded.recipe
     timesteps = timesteps or recipe.timesteps
     out_dir = Path(out)
@@ -312,7 +324,7 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
     sims = {mode: simulate_and_summarize(snn, recipe, test, timesteps, ann_acc["QCFS ANN"], device, progress, path,
                                          costs) for (mode, snn), path in zip(snns.items(), progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
-              "preparation": prepared, "masks": config.masks.describe() if config.masks else None,
+              "weights_loading": loaded.metadata.get("loading") or None, "preparation": prepared, "masks": config.masks.describe() if config.masks else None,
               "training": training, "ann_accuracy": ann_acc, "energy_costs_pj": asdict(costs),
               "ann_energy_uj_per_sample": ann_energy_uj_per_sample(next(iter(snns.values())), costs),
               "simulations": sims,

@@ -13,6 +13,7 @@ from snnconvert.convert import PrepareConfig, convert
 from snnconvert.data import InputSpec
 from snnconvert.model_zoo.coverage import ARCHITECTURES
 from snnconvert.runtime import reset_states, simulate
+from snnconvert.runtime.energy import OpAccounting
 
 from conftest import calibrated, images
 
@@ -36,6 +37,8 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
     error = (total / LEVELS - target).abs().max().item()
     assert error <= 1e-9 * max(1.0, target.abs().max().item()), error
 
-    result = simulate(convert(model.float()), x[:4], y[:4], timesteps=3)
+    snn32 = convert(model.float())
+    assert OpAccounting(snn32).unaccounted == []  # every op of the graph is counted or free for a stated reason
+    result = simulate(snn32, x[:4], y[:4], timesteps=3)
     assert len(result.correct) == 3 and result.layers
     assert result.energy_per_sample_pj() > 0 and any(op.sops > 0 for op in result.ops)

@@ -27,14 +27,18 @@ DATASET_NAMES = ("embedded", "fashion-mnist", "mnist", "cifar10", "cifar100")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects (its timm data config): ``(C, H, W)``, per-channel normalization, and
-    for photographs the resize interpolation and centre-crop fraction of evaluation."""
+    """What a model expects of its data (its timm data config): ``(C, H, W)``, per-channel
+    normalization, for photographs the resize interpolation and centre-crop fraction of
+    evaluation; and what it predicts: ``num_classes`` and, when known, the class names in the
+    order of its outputs (an ImageFolder's folders are labelled through them)."""
 
     size: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
+    num_classes: int | None = None
+    classes: tuple[str, ...] | None = None
 
 
 def fit_images(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
@@ -72,6 +76,7 @@ class TensorImages(Dataset):
             images = images[:, None]
         self.images = torch.from_numpy(np.ascontiguousarray(images))
         self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.num_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
         self.spec = spec
         self.augment = augment
 
@@ -88,8 +93,10 @@ class TensorImages(Dataset):
         return fit_images(x, self.spec)[0], self.labels[i]
 
     def subset(self, n: int) -> TensorImages:
-        """The first ``n`` samples."""
-        return TensorImages(self.images[:n].numpy(), self.labels[:n].numpy(), self.spec, self.augment)
+        """The first ``n`` samples (of the same classes)."""
+        subset = TensorImages(self.images[:n].numpy(), self.labels[:n].numpy(), self.spec, self.augment)
+        subset.num_classes = self.num_classes
+        return subset
 
 
 def _embedded(split: str, spec: InputSpec, augment: bool) -> TensorImages:
@@ -128,10 +135,37 @@ def _torchvision(kind: str, root: Path, split: str, spec: InputSpec, augment: bo
         if kind == "cifar100":
             return datasets.CIFAR100(str(root), train=train, transform=tf, download=False)
         folder = root / ("train" if train else "val")
-        return datasets.ImageFolder(str(folder if folder.is_dir() else root), transform=tf)
+        return labelled_as_the_model(datasets.ImageFolder(str(folder if folder.is_dir() else root), transform=tf),
+                                     spec)
     except (RuntimeError, FileNotFoundError) as e:
         raise DataError(f"{kind} data not found under {root}: {e}. Expected an ImageFolder tree "
                         "ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg, or a torchvision CIFAR root") from e
+
+
+def labelled_as_the_model(folder, spec: InputSpec):
+    """An ImageFolder whose labels are the model's class indices: through ``spec.classes`` (the
+    model's class names in order) or, for a 1000-class model whose folders are ImageNet synsets
+    (``n01440764`` …), timm's ImageNet order. Otherwise folders are labelled 0, 1, … as sorted
+    (``folder.label_space`` says which)."""
+    from timm.data import ImageNetInfo
+
+    names = spec.classes
+    if names is None and spec.num_classes == 1000:
+        synsets = ImageNetInfo().label_names()
+        names = tuple(synsets) if set(folder.classes) <= set(synsets) else None
+    folder.label_space = "folders"
+    if names is None:
+        return folder
+    index = {name: i for i, name in enumerate(names)}
+    unknown = [c for c in folder.classes if c not in index]
+    if unknown:
+        raise DataError(f"{len(unknown)} class folders of {folder.root} are not among the model's "
+                        f"{len(names)} classes: {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}; "
+                        "fix the folder names or the --class-map file")
+    folder.samples = [(path, index[folder.classes[label]]) for path, label in folder.samples]
+    folder.imgs, folder.targets = folder.samples, [label for _, label in folder.samples]
+    folder.label_space = "model"
+    return folder
 
 
 def load_dataset(data: str, split: str, spec: InputSpec, augment: bool = False) -> Dataset:

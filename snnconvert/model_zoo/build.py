@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
@@ -13,15 +14,23 @@ import torch
 from torch import nn
 
 from snnconvert.checkpoint import load_checkpoint
-from snnconvert.convert import PrepareConfig, prepare
+from snnconvert.convert import QCFS, PrepareConfig, prepare
+from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.direct import DirectConfig, SpikingClassifier, make_encoder
 from snnconvert.errors import CheckpointError, SnnConvertError
 from snnconvert.model_zoo.registry import Recipe, get_recipe, list_recipes
 
 
 def build_ann(recipe: Recipe, pretrained: bool = False) -> nn.Module:
-    """The recipe's ANN from timm (``pretrained=True`` downloads timm's weights)."""
-    return timm.create_model(recipe.timm_name, pretrained=pretrained, **recipe.model_args)
+    """The recipe's ANN from timm (``pretrained=True`` downloads timm's weights). An ``img_size``
+    the architecture does not take (a CNN takes any size) is left out."""
+    try:
+        return timm.create_model(recipe.timm_name, pretrained=pretrained, **recipe.model_args)
+    except TypeError as e:
+        if "img_size" not in str(e) or "img_size" not in recipe.model_args:
+            raise
+        args = {k: v for k, v in recipe.model_args.items() if k != "img_size"}
+        return timm.create_model(recipe.timm_name, pretrained=pretrained, **args)
 
 
 def direct_config(recipe: Recipe, **overrides) -> DirectConfig:
@@ -94,17 +103,75 @@ class LoadedModel:
     metadata: dict
 
 
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+def _shorten(items: list[str], limit: int = 5) -> str:
+    """``a, b, c, d, e … and 95 more``."""
+    return ", ".join(items[:limit]) + (f" … and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def remap_by_order(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A state dict saved by another implementation, its tensors given the model's names in order.
+
+    The i-th tensor of ``state`` becomes the model's i-th (BatchNorm batch counters aside, which
+    the model keeps); every pair must have the same shape. Returns the renamed state and one line
+    per renamed tensor (``old → new``).
+    """
+    def tensors(names_values):
+        return [(k, v) for k, v in names_values if not k.endswith("num_batches_tracked")]
+
+    source, target = tensors(state.items()), tensors(model.state_dict().items())
+    if len(source) != len(target):
+        raise CheckpointError(f"cannot pair by order: the file holds {len(source)} tensors, the model "
+                              f"{len(target)} (batch counters aside); it was saved for another architecture")
+    wrong = [f"#{i} {sk} {tuple(sv.shape)} vs {tk} {tuple(tv.shape)}"
+             for i, ((sk, sv), (tk, tv)) in enumerate(zip(source, target)) if sv.shape != tv.shape]
+    if wrong:
+        raise CheckpointError(f"cannot pair by order: {len(wrong)} tensors differ in shape ({_shorten(wrong, 3)}); "
+                              "the file was saved for another architecture or size")
+    renamed = {tk: sv for (_, sv), (tk, _) in zip(source, target)}
+    lines = [f"{sk} → {tk}" for (sk, _), (tk, _) in zip(source, target) if sk != tk]
+    return {**{k: v for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}, **renamed}, lines
+
+
+def _adopts_shape(model: nn.Module, key: str) -> bool:
+    """A threshold: layer- or channel-wise as calibrated, its module takes the stored shape."""
+    owner, _, name = key.rpartition(".")
+    return name == "threshold" and isinstance(model.get_submodule(owner), (QCFS, SpikingNeuron))
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, remap: str | None = None,
+                adapted: bool = False) -> dict[str, list[str]]:
+    """Load ``state`` into ``model``; returns what was done beyond a plain load (``remapped`` keys,
+    ``reinitialized`` tensors of an adapted model: its new head or input layer).
+
+    Raises:
+        CheckpointError: naming the missing, unexpected or mis-shaped tensors and the fix.
+    """
+    done: dict[str, list[str]] = {}
+    if remap == "order":
+        state, done["remapped"] = remap_by_order(state, model)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
         raise CheckpointError(
-            f"{path} does not fit the model: {len(result.missing_keys)} missing keys "
-            f"(e.g. {result.missing_keys[:3]}) and {len(result.unexpected_keys)} unexpected keys "
-            f"(e.g. {result.unexpected_keys[:3]}). Pass the model name the checkpoint was trained for.")
+            f"{path} does not fit the model: {len(missing)} missing tensors ({_shorten(missing, 3)}) and "
+            f"{len(unexpected)} unexpected ones ({_shorten(unexpected, 3)}). Pass the model name the checkpoint "
+            "was trained for, or --remap-keys order for weights saved by another implementation of this model")
+    shapes = [k for k in own if state[k].shape != own[k].shape and not _adopts_shape(model, k)]
+    if shapes and not adapted:
+        details = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes]
+        raise CheckpointError(f"{path} does not fit the model: {len(shapes)} tensors differ in shape "
+                              f"({_shorten(details, 3)}). Weights for another class count or input size: pass "
+                              "--num-classes N or --input-size C,H,W to build the model for this data (the "
+                              "mismatched layers start afresh: train them with --epochs)")
+    if shapes:
+        done["reinitialized"] = shapes
+    model.load_state_dict({k: (own[k] if k in shapes else v) for k, v in state.items()})
+    return done
 
 
 def load_model(recipe: Recipe, checkpoint: str | Path | None = None, pretrained: bool = True,
-               shipped: bool = True) -> LoadedModel:
+               shipped: bool = True, adapt: dict[str, Any] | None = None, remap: str | None = None) -> LoadedModel:
     """Build ``recipe``'s model with weights from ``checkpoint``, the shipped file, or timm.
 
     Args:
@@ -113,11 +180,17 @@ def load_model(recipe: Recipe, checkpoint: str | Path | None = None, pretrained:
             checkpoint if the recipe has one (and ``shipped``), else timm's pretrained weights.
         pretrained: with no checkpoint, download timm's weights (False: random initialization).
         shipped: with no checkpoint, use the checkpoint shipped for the recipe.
+        adapt: build the model for other data (:meth:`Recipe.adapted`: ``num_classes``,
+            ``input_size``); weights that no longer fit (the head, the first layer) start afresh.
+        remap: ``"order"``: the checkpoint's tensors are the model's in order, under other names.
 
     Raises:
-        CheckpointError: when no weights can be had, saying how to pass them.
+        CheckpointError: when no weights can be had, or they do not fit, saying how to pass them.
     """
-    path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(recipe) if shipped else None
+    adapt = {k: v for k, v in (adapt or {}).items() if v is not None}
+    recipe = recipe.adapted(**adapt)
+    path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(recipe) if shipped and not adapt \
+        else None
     if path is None:
         if not pretrained:
             return LoadedModel(build_ann(recipe), recipe, "ann", None, "random initialization", {})
@@ -136,7 +209,7 @@ def load_model(recipe: Recipe, checkpoint: str | Path | None = None, pretrained:
         return LoadedModel(model, recipe, "ann", None, f"timm pretrained {recipe.timm_name}", {})
     ckpt = load_checkpoint(path)
     if ckpt["recipe"] is not None:
-        recipe = Recipe.from_dict(ckpt["recipe"])
+        recipe = Recipe.from_dict(ckpt["recipe"]).adapted(**adapt)
     if ckpt["stage"] in ("converted", "direct"):
         raise CheckpointError(f"{path} holds a {ckpt['stage']} SNN; pass a prepared (QCFS) or ANN checkpoint, or "
                               "simulate it with `snnconvert simulate`")
@@ -145,6 +218,6 @@ def load_model(recipe: Recipe, checkpoint: str | Path | None = None, pretrained:
     if ckpt["stage"] == "prepared":
         config = PrepareConfig(**ckpt["prepare"])
         model = prepare(model, recipe.example_batch(), config)
-    _load_state(model, ckpt["model"], path)
+    loading = _load_state(model, ckpt["model"], path, remap, adapted=bool(adapt))
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "recipe", "prepare", "format", "stage")}
-    return LoadedModel(model, recipe, ckpt["stage"], config, str(path), meta)
+    return LoadedModel(model, recipe, ckpt["stage"], config, str(path), {**meta, "loading": loading})

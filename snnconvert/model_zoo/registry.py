@@ -49,7 +49,8 @@ def timm_data_config(timm_name: str) -> dict[str, Any]:
     if cfg is None:
         return {}
     return {"input_size": tuple(cfg.input_size), "mean": tuple(cfg.mean), "std": tuple(cfg.std),
-            "interpolation": cfg.interpolation or "bilinear", "crop_pct": cfg.crop_pct or 1.0}
+            "interpolation": cfg.interpolation or "bilinear", "crop_pct": cfg.crop_pct or 1.0,
+            "model_args": {"num_classes": cfg.num_classes or 1000}}
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class Recipe:
         finetune: settings of ``snnconvert finetune`` (TrainConfig fields over :data:`FINETUNE_DEFAULTS`).
         checkpoint: file name of a shipped QCFS checkpoint in ``model_zoo/checkpoints``.
         build: how ``zoo build`` reproduces that checkpoint.
+        classes: the class names in the order of the model's outputs, when known (``--class-map``);
+            ImageFolder data is labelled through them.
         direct: for a directly trained SNN (not converted): its default ``DirectConfig`` fields and,
             under ``train``, its TrainConfig fields (``snnconvert direct-train``).
         description: one line for ``zoo list``.
@@ -87,6 +90,7 @@ class Recipe:
     checkpoint: str | None = None
     build: BuildPlan | None = None
     direct: dict[str, Any] | None = None
+    classes: tuple[str, ...] | None = None
     description: str = ""
 
     @classmethod
@@ -100,7 +104,8 @@ class Recipe:
 
     @property
     def input_spec(self) -> InputSpec:
-        return InputSpec(self.input_size, self.mean, self.std, self.interpolation, self.crop_pct)
+        return InputSpec(self.input_size, self.mean, self.std, self.interpolation, self.crop_pct, self.num_classes,
+                         self.classes)
 
     @property
     def finetune_settings(self) -> dict[str, Any]:
@@ -116,9 +121,9 @@ class Recipe:
         if unknown:
             raise SnnConvertError(f"unknown recipe fields {sorted(unknown)}")
         d = dict(d)
-        for key in ("input_size", "mean", "std"):
+        for key in ("input_size", "mean", "std", "classes"):
             if key in d:
-                d[key] = tuple(d[key])
+                d[key] = tuple(d[key]) if d[key] is not None else None
         if d.get("build") is not None:
             d["build"] = BuildPlan(**d["build"])
         return cls(**d)
@@ -128,6 +133,27 @@ class Recipe:
         if "model_args" in changes:
             changes["model_args"] = {**self.model_args, **changes["model_args"]}
         return replace(self, **changes)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the model predicts (its ``num_classes``; timm's 1000 for ImageNet models)."""
+        return int(self.model_args.get("num_classes", 1000))
+
+    def adapted(self, num_classes: int | None = None, input_size: tuple[int, int, int] | None = None,
+                classes: tuple[str, ...] | None = None) -> Recipe:
+        """The recipe built for another class count (a new head) or input size (channels and, for
+        models that take one, ``img_size``; normalization follows the channel count), or told the
+        names of its classes in output order."""
+        recipe = self if classes is None else replace(self, classes=tuple(classes))
+        if num_classes is not None:
+            recipe = recipe.with_updates(model_args={"num_classes": num_classes})
+        if input_size is not None:
+            c, h, w = input_size
+            args = {"in_chans": c, "img_size": (h, w) if h != w else h}
+            stats = {} if c == len(self.mean) else {"mean": (sum(self.mean) / len(self.mean),) * c,
+                                                    "std": (sum(self.std) / len(self.std),) * c}
+            recipe = recipe.with_updates(input_size=tuple(input_size), model_args=args, **stats)
+        return recipe
 
 
 _RECIPES: dict[str, Recipe] = {}

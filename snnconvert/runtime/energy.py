@@ -142,7 +142,14 @@ class OpAccounting:
         self.sources = {n.target: n for n in snn.graph.nodes if self.classes[n] == EVENTS
                         and (is_source(n, snn) or is_event_pool(n, snn, self.kinds, self.classes))}
         self._consumers: list[tuple[_Op, fx.Node, object, bool]] = []
-        self.ops = [op for node in snn.graph.nodes for op in [self._account(node)] if op is not None]
+        self.ops: list[_Op] = []
+        self.free: dict[str, list[str]] = {}
+        for node in snn.graph.nodes:
+            op = self._account(node)
+            if op is not None:
+                self.ops.append(op)
+            elif node.op.startswith("call"):
+                self.free.setdefault(self._why_free(node), []).append(_name(node))
         if self._consumers:
             self._trace_fanouts()
 
@@ -193,6 +200,26 @@ class OpAccounting:
         if kind == ops.LINEAR and cls == REAL:
             return self._linear(node, module, out)
         return None
+
+    def _why_free(self, node: fx.Node) -> str:
+        """Why an op costs nothing here (``unaccounted`` if it should have cost something)."""
+        kind, cls = self.kinds[node], self.classes[node]
+        if cls == STATIC:
+            return "static (shapes, guards, values computed once)"
+        if kind in (ops.STRUCTURAL, ops.IDENTITY):
+            return "rearrangement"
+        if kind == ops.SPIKING:
+            return "neuron, mask or encoder (synaptic operations land in it)"
+        if cls == EVENTS:
+            return "on events (folded into the synaptic operations of the layers they reach)"
+        if _target(node) in (operator.neg, torch.neg, "neg"):
+            return "sign change"
+        return "unaccounted"
+
+    @property
+    def unaccounted(self) -> list[str]:
+        """Ops that do work but have no count: none, for every op kind conversion produces."""
+        return self.free.get("unaccounted", [])
 
     def _linear(self, node: fx.Node, module: nn.Module | None, out: float) -> _Op | None:
         target = _target(node)
