@@ -86,12 +86,16 @@ def _candidates(gm: fx.GraphModule) -> list[tuple[str, fx.Node, fx.Node, int, in
     def module(node):
         return gm.get_submodule(node.target) if node.op == "call_module" else None
 
+    def readers(node):  # users of its values (not of its shape alone)
+        return [u for u in node.users if node in ops.data_inputs(u)]
+
     def single_input(node):
         inputs = [n for n in ops.data_inputs(node) if n in dynamic]
-        return inputs[0] if len(inputs) == 1 and len(inputs[0].users) == 1 else None
+        return inputs[0] if len(inputs) == 1 and len(readers(inputs[0])) == 1 else None
 
     def single_user(node):
-        return next(iter(node.users)) if len(node.users) == 1 else None
+        found = readers(node)
+        return found[0] if len(found) == 1 else None
 
     def rearranging(node):
         return kinds.get(node) in (ops.STRUCTURAL, ops.IDENTITY)
@@ -105,7 +109,7 @@ def _candidates(gm: fx.GraphModule) -> list[tuple[str, fx.Node, fx.Node, int, in
         if not isinstance(bn, _BN) or bn.training:
             continue
         before = _chain(node, single_input, rearranging)
-        if before is not None and isinstance(module(before[0]), _LAYERS) and len(before[0].users) == 1:
+        if before is not None and isinstance(module(before[0]), _LAYERS) and len(readers(before[0])) == 1:
             found.append(("after", before[0], node, _channel_axis(module(before[0])), _channel_axis(bn)))
             continue
         after = _chain(node, single_user, pooling)
