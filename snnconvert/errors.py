@@ -7,17 +7,17 @@ class SnnConvertError(Exception):
 
 
 class UnsupportedLayersError(SnnConvertError):
-    """The converter met modules it cannot rewrite; all of them are listed at once."""
+    """The converter met ops it has no spiking form for; all of them are listed at once."""
 
     def __init__(self, problems: list[tuple[str, str, str]]):
         self.problems = problems
         lines = [f"  - {name or '<root>'} ({type_name}): {why}" for name, type_name, why in problems]
         super().__init__(
-            f"{len(problems)} module(s) cannot be converted to spiking form:\n"
+            f"{len(problems)} op(s) cannot be converted to spiking form:\n"
             + "\n".join(lines)
-            + "\nFix: replace them with supported layers (Linear, Conv2d, BatchNorm, LayerNorm, "
-            "ReLU/ReLU6/GELU, pooling, dropout) or register an architecture rule with "
-            "snnconvert.convert.register_rule()."
+            + "\nFix: write them with ops that have a spiking form, or declare one: "
+            "snnconvert.graph.ops.register_module_kind / register_function_kind (a module or function "
+            "with a known role), snnconvert.graph.rules.register_module_rule (an exact, traceable rewrite)."
         )
 
 
