@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from snnconvert import pipeline
-from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
+from snnconvert.calibrate import CalibrationConfig
 from snnconvert.convert import MaskConfig, PrepareConfig, convert, spike_masks
 from snnconvert.convert.norm import ChannelBatchNorm
 from snnconvert.model_zoo import get_recipe

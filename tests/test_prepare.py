@@ -4,7 +4,7 @@ import timm
 import torch
 from torch import nn
 
-from snnconvert.convert import ChannelBatchNorm, PrepareConfig, QCFS, change_effects, prepare, prepare_with_report, \
+from snnconvert.convert import ChannelBatchNorm, PrepareConfig, change_effects, prepare, prepare_with_report, \
     qcfs_modules
 from snnconvert.errors import SnnConvertError, UnsupportedLayersError
 from snnconvert.graph.trace import trace

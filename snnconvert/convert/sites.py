@@ -22,7 +22,6 @@ and carries its role (:data:`snnconvert.convert.qcfs.ROLES`).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
 
 import torch
 from torch import fx, nn
@@ -36,8 +35,6 @@ from snnconvert.graph.ops import Activation
 from snnconvert.runtime.operators import Call
 
 _REARRANGING = (ops.STRUCTURAL, ops.IDENTITY)
-_ADDS = {operator.add, operator.iadd, torch.add}
-_SCALES = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
 
 
 class Analysis:
@@ -59,8 +56,7 @@ class Analysis:
 
     def is_scaling(self, node: fx.Node) -> bool:
         """A product or quotient of one dynamic tensor and a constant."""
-        return (node.op == "call_function" and node.target in _SCALES and self.kinds.get(node) == ops.LINEAR
-                or node.op == "call_method" and node.target in ("mul", "div") and self.kinds.get(node) == ops.LINEAR)
+        return ops.calls(node, ops.SCALINGS) and self.kinds.get(node) == ops.LINEAR
 
     def passes(self, node: fx.Node) -> bool:
         return self.kinds.get(node) in _REARRANGING or self.is_scaling(node)
@@ -97,8 +93,7 @@ class Analysis:
     def is_residual_add(self, node: fx.Node) -> bool:
         """An add ``x + f(x)`` where ``f`` runs at least one weight layer: a residual connection
         (not, say, rotary embedding's ``x·cos + rot(x)·sin``)."""
-        if not (node.op == "call_function" and node.target in _ADDS or node.op == "call_method"
-                and node.target == "add"):
+        if not ops.calls(node, ops.ADDITIONS):
             return False
         operands = [n for n in node.all_input_nodes if n in self.dynamic]
         if len(operands) != 2:
@@ -252,24 +247,23 @@ def _opens_residual_branch(norm: fx.Node, analysis: Analysis) -> bool:
                for add in analysis.consumers(inputs[0]) if add is not norm)
 
 
-def _ancestors(node: fx.Node) -> set[fx.Node]:
+def _reachable(node: fx.Node, links) -> set[fx.Node]:
+    """``node`` and every node reached by following ``links`` (inputs or users) from it."""
     found, frontier = {node}, [node]
     while frontier:
-        for source in frontier.pop().all_input_nodes:
-            if source not in found:
-                found.add(source)
-                frontier.append(source)
+        for other in links(frontier.pop()):
+            if other not in found:
+                found.add(other)
+                frontier.append(other)
     return found
+
+
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    return _reachable(node, lambda n: n.all_input_nodes)
 
 
 def _descendants(node: fx.Node) -> set[fx.Node]:
-    found, frontier = {node}, [node]
-    while frontier:
-        for user in frontier.pop().users:
-            if user not in found:
-                found.add(user)
-                frontier.append(user)
-    return found
+    return _reachable(node, lambda n: n.users)
 
 
 def _product_sites(gm: fx.GraphModule, product: fx.Node, config: PrepareConfig, analysis: Analysis) -> dict[str, str]:

@@ -14,23 +14,13 @@ tensor, concatenated with one, shifted by a constant) are real.
 """
 from __future__ import annotations
 
-import operator
-
-import torch
 from torch import fx
 
 from snnconvert.graph import ops
 
 STATIC, EVENTS, REAL = "static", "events", "real"
 #: linear ops that keep a sum of events a sum of events (with unit or constant weights)
-_EVENT_METHODS = {"mean", "sum", "add", "sub", "neg", "mul", "div"}
-_EVENT_FUNCTIONS = {operator.add, operator.sub, operator.iadd, operator.isub, operator.neg, torch.add, torch.sub,
-                    torch.neg, torch.mean, torch.sum, operator.mul, operator.imul, torch.mul, operator.truediv,
-                    operator.itruediv, torch.div, torch.nn.functional.avg_pool1d, torch.nn.functional.avg_pool2d,
-                    torch.nn.functional.avg_pool3d, torch.nn.functional.adaptive_avg_pool1d,
-                    torch.nn.functional.adaptive_avg_pool2d}
-_EVENT_MODULES = (torch.nn.AvgPool1d, torch.nn.AvgPool2d, torch.nn.AvgPool3d, torch.nn.AdaptiveAvgPool1d,
-                  torch.nn.AdaptiveAvgPool2d)
+_KEEP_EVENTS = ops.ADDITIONS | ops.SUBTRACTIONS | ops.SCALINGS | ops.NEGATIONS | ops.AVERAGES
 
 
 def is_source(node: fx.Node, gm: fx.GraphModule) -> bool:
@@ -44,9 +34,8 @@ def _keeps_events(node: fx.Node, gm: fx.GraphModule, kind: str) -> bool:
     if kind != ops.LINEAR:
         return False
     if node.op == "call_module":
-        return isinstance(gm.get_submodule(node.target), _EVENT_MODULES)
-    return (node.op == "call_method" and node.target in _EVENT_METHODS
-            or node.op == "call_function" and node.target in _EVENT_FUNCTIONS)
+        return isinstance(gm.get_submodule(node.target), ops.POOL_MODULES)
+    return ops.calls(node, _KEEP_EVENTS)
 
 
 def classify(gm: fx.GraphModule) -> tuple[dict[fx.Node, str], dict[fx.Node, str]]:
@@ -76,7 +65,6 @@ def is_event_pool(node: fx.Node, gm: fx.GraphModule, kinds: dict, classes: dict)
 
 def _adds_static(node: fx.Node, dynamic: set[fx.Node]) -> bool:
     """An addition or subtraction with an operand that does not depend on the input (a bias)."""
-    if node.target not in (operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub,
-                           "add", "sub"):
+    if not ops.calls(node, ops.ADDITIONS | ops.SUBTRACTIONS):
         return False
     return any(not (isinstance(a, fx.Node) and a in dynamic) for a in node.args[:2])

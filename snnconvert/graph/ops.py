@@ -31,8 +31,6 @@ from torch import fx, nn
 STRUCTURAL, IDENTITY, LINEAR, BATCHNORM, WEIGHT = "structural", "identity", "linear", "batchnorm", "weight"
 ACTIVATION, SOFTMAX, NORM, PRODUCT, ATTENTION = "activation", "softmax", "norm", "product", "attention"
 MAXPOOL, NONLINEAR, STATIC, SPIKING, UNKNOWN = "maxpool", "nonlinear", "static", "spiking", "unknown"
-#: kinds whose ops commute with the running mean of spikes
-COMMUTING = (STRUCTURAL, IDENTITY, LINEAR, BATCHNORM, WEIGHT)
 #: kinds an SNN computes in floating point by expectation compensation
 COMPENSATED = (SOFTMAX, NORM, PRODUCT, MAXPOOL, NONLINEAR, ACTIVATION)
 
@@ -47,7 +45,6 @@ class Activation:
             QCFS reproduces it up to quantization; False when QCFS only approximates it (GELU, SiLU …).
         cap: upper clip (ReLU6: 6), None when unbounded.
         shift, scale, offset: the affine parts around the clip (hard sigmoid: ``relu6(x + 3)/6``).
-        gate: a squashing gate (sigmoid, tanh): kept as a float op unless asked otherwise.
     """
 
     name: str
@@ -56,7 +53,6 @@ class Activation:
     shift: float = 0.0
     scale: float = 1.0
     offset: float = 0.0
-    gate: bool = False
 
 
 def _clip_activation(name: str, low: float | None, high: float | None) -> Activation:
@@ -82,9 +78,9 @@ _ACTIVATION_MODULES: dict[type, Callable[[nn.Module], Activation]] = {
     nn.Mish: lambda m: Activation("mish"),
     nn.Softplus: lambda m: Activation("softplus"),
     nn.PReLU: lambda m: Activation("prelu"),
-    nn.Sigmoid: lambda m: Activation("sigmoid", gate=True),
-    nn.Tanh: lambda m: Activation("tanh", gate=True),
-    nn.Softsign: lambda m: Activation("softsign", gate=True),
+    nn.Sigmoid: lambda m: Activation("sigmoid"),
+    nn.Tanh: lambda m: Activation("tanh"),
+    nn.Softsign: lambda m: Activation("softsign"),
 }
 
 
@@ -114,14 +110,14 @@ _ACTIVATION_FUNCTIONS: dict[Callable, Callable[[fx.Node], Activation]] = {
     F.elu: lambda n: Activation("elu"), F.celu: lambda n: Activation("celu"), F.selu: lambda n: Activation("selu"),
     F.mish: lambda n: Activation("mish"), F.softplus: lambda n: Activation("softplus"),
     F.prelu: lambda n: Activation("prelu"),
-    torch.sigmoid: lambda n: Activation("sigmoid", gate=True), F.sigmoid: lambda n: Activation("sigmoid", gate=True),
-    torch.tanh: lambda n: Activation("tanh", gate=True), F.tanh: lambda n: Activation("tanh", gate=True),
-    F.softsign: lambda n: Activation("softsign", gate=True),
+    torch.sigmoid: lambda n: Activation("sigmoid"), F.sigmoid: lambda n: Activation("sigmoid"),
+    torch.tanh: lambda n: Activation("tanh"), F.tanh: lambda n: Activation("tanh"),
+    F.softsign: lambda n: Activation("softsign"),
 }
 _ACTIVATION_METHODS: dict[str, Callable[[fx.Node], Activation]] = {
     "relu": lambda n: _RELU, "relu_": lambda n: _RELU,
     "clamp": _clamp_args, "clip": _clamp_args, "clamp_min": lambda n: _clip_activation("clamp", n.args[1], None),
-    "sigmoid": lambda n: Activation("sigmoid", gate=True), "tanh": lambda n: Activation("tanh", gate=True),
+    "sigmoid": lambda n: Activation("sigmoid"), "tanh": lambda n: Activation("tanh"),
 }
 
 _STRUCTURAL_METHODS = {
@@ -188,6 +184,24 @@ _MODULE_KINDS: list[tuple[tuple[type, ...], str]] = [
 ]
 _REGISTERED_MODULES: dict[type, str] = {}
 _REGISTERED_FUNCTIONS: dict[Callable, str] = {}
+
+
+#: linear ops by what they do (functions and method names), for passes that treat them apart
+ADDITIONS = {operator.add, operator.iadd, torch.add, "add", "add_"}
+SUBTRACTIONS = {operator.sub, operator.isub, torch.sub, "sub", "sub_"}
+SCALINGS = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div, "mul", "div",
+            "mul_", "div_"}
+NEGATIONS = {operator.neg, torch.neg, "neg"}
+#: reductions and average pools (functions and method names); their modules are POOL_MODULES
+AVERAGES = {torch.mean, torch.sum, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+            F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, "mean", "sum"}
+POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                nn.AdaptiveAvgPool3d)
+
+
+def calls(node: fx.Node, targets: set) -> bool:
+    """Whether ``node`` calls one of ``targets`` (functions, or method names)."""
+    return node.op in ("call_function", "call_method") and node.target in targets
 
 
 def register_module_kind(cls: type, kind: str) -> None:

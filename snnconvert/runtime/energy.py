@@ -27,7 +27,7 @@ Every op of the graph is accounted for, from the static classification of its op
 from __future__ import annotations
 
 import copy
-import operator
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -39,16 +39,11 @@ from snnconvert.graph.edit import join, owner
 from snnconvert.graph.events import EVENTS, REAL, STATIC, classify, is_event_pool, is_source
 from snnconvert.graph.shapes import example_input, per_sample
 from snnconvert.runtime.neurons import SpikingNeuron
-from snnconvert.runtime.operators import ExpectationCompensated, MatMul
+from snnconvert.runtime.operators import Call, ExpectationCompensated, MatMul
 from snnconvert.runtime.state import reset_states
 
 FIELDS = ("sops", "macs", "float_ops", "adds")
-_ADDS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, "add", "sub"}
-_SCALES = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div, "mul", "div"}
-_REDUCTIONS = {torch.mean, torch.sum, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
-               F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, "mean", "sum"}
-_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-                 nn.AdaptiveAvgPool3d)
+_ADDS = ops.ADDITIONS | ops.SUBTRACTIONS
 
 
 @dataclass(frozen=True)
@@ -115,15 +110,21 @@ def _name(node: fx.Node) -> str:
     return join(owner(node), node.name)
 
 
-def _weight(node: fx.Node, gm: fx.GraphModule) -> torch.Tensor:
+def _weight_shape(node: fx.Node, gm: fx.GraphModule) -> tuple[int, ...]:
+    """Shape of a weight layer's weight (module, or functional with a constant weight)."""
     if node.op == "call_module":
-        return gm.get_submodule(node.target).weight
+        return tuple(gm.get_submodule(node.target).weight.shape)
     weight = node.args[1] if len(node.args) > 1 else node.kwargs["weight"]
-    return gm.get_parameter(weight.target) if weight.op == "get_attr" else weight.meta["value"]
+    return tuple(weight.meta["shape"])
 
 
 def _target(node: fx.Node):
     return node.target if node.op != "call_module" else None
+
+
+def _literal(value):
+    """A call argument as a value: a node's recorded value (a shape, a padding)."""
+    return value.meta.get("value") if isinstance(value, fx.Node) else value
 
 
 class OpAccounting:
@@ -141,7 +142,8 @@ class OpAccounting:
             self.classes = {n: (STATIC if c == STATIC else REAL) for n, c in self.classes.items()}
         self.sources = {n.target: n for n in snn.graph.nodes if self.classes[n] == EVENTS
                         and (is_source(n, snn) or is_event_pool(n, snn, self.kinds, self.classes))}
-        self._consumers: list[tuple[_Op, fx.Node, object, bool]] = []
+        # (op, its events input, fan-out: a number, or the weight-layer node to compute it for, b-term)
+        self._consumers: list[tuple[_Op, fx.Node, float | fx.Node, bool]] = []
         self.ops: list[_Op] = []
         self.free: dict[str, list[str]] = {}
         for node in snn.graph.nodes:
@@ -168,8 +170,8 @@ class OpAccounting:
                 inner = float(x.meta["shape"][-1 if i == 0 else -2])
                 spec = inner * out / per_sample(x)  # outputs each element reaches (× 1 weight each)
             else:
-                x, weight = node.args[0], _weight(node, self.gm)
-                inner, spec = weight.numel() / weight.shape[0], ("weight", node)
+                x, shape = node.args[0], _weight_shape(node, self.gm)
+                inner, spec = math.prod(shape[1:]), node
             if self.classes[x] == EVENTS:
                 self._consumers.append((op, x, spec, False))
             else:
@@ -178,8 +180,8 @@ class OpAccounting:
         if isinstance(module, ExpectationCompensated) and module.bilinear:
             op = _Op(_name(node), "product", float_ops=0.0 if self.dense else out)
             a, b = (node.args[i] for i in module.dynamic)
-            for operand, other, after_first in ((a, b, False), (b, a, True)):
-                self._operand(op, node, operand, other, after_first)
+            for operand, after_first in ((a, False), (b, True)):
+                self._operand(op, node, operand, after_first)
             if self.dense:
                 op.macs = out * self._contracted(node, a)
             return op
@@ -188,7 +190,7 @@ class OpAccounting:
             a, b = (n for n in node.args[:2])
             spiking = next((x for x in (a, b) if self.classes.get(x) == EVENTS), None)
             if spiking is not None:
-                self._consumers.append((op, spiking, ("product", node, spiking), False))
+                self._consumers.append((op, spiking, self._operand_fanout(node, spiking), False))
             else:
                 op.macs = out * self._contracted(node, a)
             return op
@@ -212,7 +214,7 @@ class OpAccounting:
             return "neuron, mask or encoder (synaptic operations land in it)"
         if cls == EVENTS:
             return "on events (folded into the synaptic operations of the layers they reach)"
-        if _target(node) in (operator.neg, torch.neg, "neg"):
+        if ops.calls(node, ops.NEGATIONS):
             return "sign change"
         return "unaccounted"
 
@@ -231,11 +233,11 @@ class OpAccounting:
             else:
                 op.adds = out
             return op
-        if target in _SCALES:
+        if target in ops.SCALINGS:
             return _Op(_name(node), "elementwise", float_ops=out)
-        if target in _REDUCTIONS or isinstance(module, _POOL_MODULES):
+        if target in ops.AVERAGES or isinstance(module, ops.POOL_MODULES):
             return _Op(_name(node), "add", adds=per_sample(node.args[0]))
-        if target in (operator.neg, torch.neg, "neg"):
+        if target in ops.NEGATIONS:
             return None
         return _Op(_name(node), "add", adds=out)
 
@@ -243,12 +245,10 @@ class OpAccounting:
         """Inner size of a product: k of ``[n, k] @ [k, m]``, 1 for an elementwise product."""
         module = self.gm.get_submodule(product.target) if product.op == "call_module" else None
         inner = module.fn if isinstance(module, ExpectationCompensated) else module
-        matmul = isinstance(inner, MatMul) or _target(product) in (operator.matmul, torch.matmul, torch.bmm,
-                                                                   "matmul", "bmm") \
-            or getattr(getattr(inner, "fn", None), "__name__", "") in ("matmul", "bmm")
-        return float(a.meta["shape"][-1]) if matmul else 1.0
+        op = inner.fn if isinstance(inner, Call) else _target(product)
+        return float(a.meta["shape"][-1]) if isinstance(inner, MatMul) or op in ops.MATRIX_PRODUCTS else 1.0
 
-    def _operand(self, op: _Op, product: fx.Node, operand: fx.Node, other: fx.Node, after_first: bool) -> None:
+    def _operand(self, op: _Op, product: fx.Node, operand: fx.Node, after_first: bool) -> None:
         fanout = self._operand_fanout(product, operand)
         if self.classes.get(operand) == EVENTS:
             self._consumers.append((op, operand, fanout, after_first))
@@ -287,25 +287,29 @@ class OpAccounting:
                     if grad is not None:
                         op.terms.append(_Term(back[source].target, _compact(grad.detach().flatten()), after_first))
 
-    def _fanout_of(self, spec, value: torch.Tensor) -> torch.Tensor | float:
-        """Connections per input element: ``(output, weight)`` pairs each element takes part in
-        (exact at convolution edges), from the layer run with unit weights."""
-        if spec[0] == "product":
-            return self._operand_fanout(spec[1], spec[2])
-        node = spec[1]
+    def _fanout_of(self, node: fx.Node, value: torch.Tensor) -> torch.Tensor:
+        """Connections per input element of weight layer ``node``: the ``(output, weight)`` pairs
+        each element takes part in (exact at convolution edges), from the layer run with unit weights."""
         x = torch.ones_like(value, requires_grad=True)
+        ones = torch.ones(_weight_shape(node, self.gm), dtype=x.dtype)
         if node.op == "call_module":
             layer = self.gm.get_submodule(node.target)
-            params = {"weight": torch.ones_like(layer.weight, dtype=x.dtype)}
+            params = {"weight": ones}
             if getattr(layer, "bias", None) is not None:
                 params["bias"] = torch.zeros_like(layer.bias, dtype=x.dtype)
             y = torch.func.functional_call(layer, params, (x,))
         else:
-            ones = torch.ones_like(_weight(node, self.gm), dtype=x.dtype)
-            rest = [a.meta.get("value") if isinstance(a, fx.Node) else a for a in node.args[3:]]
-            args = [x, ones, None, *rest] if "weight" not in node.kwargs else [x]
-            kwargs = {k: (ones if k == "weight" else None if k == "bias" else v) for k, v in node.kwargs.items()}
-            y = node.target(*args[:len(node.args)] if len(node.args) > 1 else args, **kwargs)
+            args = [x, *(_literal(a) for a in node.args[1:])]
+            kwargs = {k: _literal(v) for k, v in node.kwargs.items()}
+            if "weight" in kwargs:
+                kwargs["weight"] = ones
+            else:
+                args[1] = ones
+            if "bias" in kwargs:
+                kwargs["bias"] = None
+            elif len(args) > 2:
+                args[2] = None
+            y = node.target(*args, **kwargs)
         (grad,) = torch.autograd.grad(y.sum(), x)
         return grad.detach()
 
@@ -369,7 +373,7 @@ class _UnitRun(fx.Interpreter):
         args, kwargs = self.fetch_args_kwargs_from_env(node)
         target = node.target if node.op != "call_module" else self.module.get_submodule(node.target)
         dynamic = [a for a, n in zip(args, node.args) if isinstance(n, fx.Node) and self.classes.get(n) == EVENTS]
-        if target in _SCALES or target in (operator.neg, torch.neg, "neg"):
+        if target in ops.SCALINGS or target in ops.NEGATIONS:
             return dynamic[0]
         if target in _ADDS:
             return dynamic[0] + dynamic[1]
