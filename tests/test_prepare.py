@@ -131,3 +131,22 @@ def test_prepared_checkpoint_names_are_stable():
     first, second = prepare(tiny_vit(), x), prepare(tiny_vit(), x)
     assert list(first.state_dict()) == list(second.state_dict())
     assert "blocks.0.attn.qkv.weight" in first.state_dict()  # the model's own names stay
+
+
+def test_the_readme_api_runs_and_bad_options_are_refused():
+    import snnconvert as sc
+    from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
+    from snnconvert.runtime import simulate
+
+    x, y = images(SPEC_28, 32)
+    loader = [(x, y)]
+    qcfs_model, changes = sc.prepare_with_report(tiny_vit(), x[:2], sc.PrepareConfig(levels=8))
+    calibrate_batchnorm(qcfs_model, loader, only=changes.new_batchnorms())
+    calibrate_thresholds(qcfs_model, loader, CalibrationConfig("percentile", 99.99, "channel", 32))
+    snn = sc.convert(qcfs_model, mode="compensated")
+    result = simulate(snn, loader, timesteps=4)
+    assert len(result.accuracy) == 4 and result.layers and sc.float_operations(snn)
+    with pytest.raises(SnnConvertError, match="unknown activations"):
+        PrepareConfig(keep_activations=("swish",))
+    with pytest.raises(SnnConvertError, match="max_pool"):
+        PrepareConfig(max_pool="min")

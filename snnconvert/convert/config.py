@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from snnconvert.errors import SnnConvertError
+from snnconvert.graph.ops import ACTIVATION_NAMES
 
 #: Random Spike Masking targets (sites in :mod:`snnconvert.convert.rsm`): Q, K and the attention
 #: scores of every spiking attention, ``sa`` (all three), the MLP hidden layer, CNN activations.
@@ -91,6 +92,9 @@ class PrepareConfig:
             raise ValueError(f"levels must be >= 1, got {self.levels}")
         if self.threshold <= 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        unknown = sorted(set(self.keep_activations) - set(ACTIVATION_NAMES))
+        if unknown:
+            raise SnnConvertError(f"unknown activations {unknown} to keep; choose from {', '.join(ACTIVATION_NAMES)}")
         for name, value, choices in (("sites", self.sites, SITE_POLICIES),
                                      ("layernorm", self.layernorm, LAYERNORM_CHOICES),
                                      ("max_pool", self.max_pool, MAX_POOL_CHOICES)):

@@ -55,6 +55,11 @@ class Activation:
     offset: float = 0.0
 
 
+#: every activation name :func:`activation_of` gives
+ACTIVATION_NAMES = ("relu", "relu6", "hardtanh", "hardsigmoid", "clamp", "gelu", "silu", "hardswish", "leaky_relu",
+                    "elu", "celu", "selu", "mish", "softplus", "prelu", "sigmoid", "tanh", "softsign")
+
+
 def _clip_activation(name: str, low: float | None, high: float | None) -> Activation:
     """``clamp(x, low, high)`` with a finite lower bound as a ReLU-family activation."""
     if low is None:
