@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 import sys
 from pathlib import Path
 
@@ -14,17 +14,19 @@ import click
 import torch
 
 from snnconvert import distributed, pipeline
-from snnconvert.calibrate import METHODS, CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import (MASK_TARGETS, MODES, MaskConfig, PrepareConfig, convert, float_operations,
-                                prepare_with_report, qcfs_modules)
-from snnconvert.convert.config import DEFAULT_KEPT_ACTIVATIONS, MAX_POOL_CHOICES, SITE_POLICIES
+from snnconvert.calibrate import (CORRECTIONS, METHODS, REFERENCES, CalibrationConfig, CorrectionConfig,
+                                  calibrate_batchnorm, calibrate_thresholds)
+from snnconvert.convert import (MASK_TARGETS, MODES, MaskConfig, NeuronConfig, PrepareConfig, convert,
+                                float_operations, prepare_with_report, qcfs_modules)
+from snnconvert.convert.config import DEFAULT_KEPT_ACTIVATIONS, LAYERNORM_CHOICES, MAX_POOL_CHOICES, SITE_POLICIES
 from snnconvert.data import DATASET_NAMES
 from snnconvert.direct import ENCODERS, NODES, SURROGATES
 from snnconvert.errors import SnnConvertError
-from snnconvert.runtime import NEURONS
+from snnconvert.runtime import CODINGS, NEURONS
 from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.model_zoo import direct_config, get_recipe, list_recipes, shipped_checkpoint
 from snnconvert.report import comparison, write_comparison
+from snnconvert.report.calibration import calibration_table
 from snnconvert.train import TrainConfig
 
 DATA_HELP = (f"Dataset: one of {', '.join(DATASET_NAMES)} (embedded: a 1,000+1,000-image Fashion-MNIST "
@@ -56,11 +58,43 @@ def _energy_options(f):
                         help="Energy of one accumulate (synaptic operation) in pJ (45 nm default).")(f)
 
 
-def _neuron_option(f):
+def _neuron_options(f):
+    """What QCFS becomes (NeuronConfig)."""
+    f = click.option("--coding", type=click.Choice(CODINGS), default="rate", show_default=True,
+                     help="rate: the image every step, a value is a running mean (QCFS's convention); count: the "
+                          "image and every constant once, a value is a total of at most L spikes per neuron (the "
+                          "SNN is its QCFS ANN once every neuron has sent its count; SpikeZIP-TF's accumulation).")(f)
+    f = click.option("--max-spikes", type=click.IntRange(1), default=None, metavar="K",
+                     help="Spikes a neuron may fire in one step (default 1: binary spikes, ternary with "
+                          "signed-if); every spike of a burst counts as one event.")(f)
     return click.option("--neuron", type=click.Choice(list(NEURONS)), default="if", show_default=True,
                         help="What QCFS becomes: if (integrate-and-fire, reset by subtraction), signed-if "
-                             "(also fires negative spikes to take back surplus ones) or signed-burst-if (signed, "
-                             "several spikes per step: exact QCFS with t levels at every step t).")(f)
+                             "(also fires negative spikes to take back surplus ones) or signed-burst-if (signed-if "
+                             "with no bound on a step's spikes).")(f)
+
+
+def _neuron_config(neuron: str, max_spikes: int | None, coding: str, **_other_options) -> NeuronConfig:
+    """The neuron options as a config."""
+    if neuron == "signed-burst-if":
+        if max_spikes is not None:
+            raise click.BadParameter("signed-burst-if has no bound on spikes per step: use --neuron signed-if "
+                                     f"--max-spikes {max_spikes}", param_hint="--max-spikes")
+        return NeuronConfig(neuron, coding=coding)
+    return NeuronConfig(neuron, max_spikes or 1, coding)
+
+
+def _correction_options(f):
+    """SNN calibration after conversion (CorrectionConfig)."""
+    f = click.option("--correct-iterations", type=click.IntRange(1), default=1, show_default=True,
+                     help="Correction passes per layer, each on the error the ones before left.")(f)
+    return click.option("--correct", type=click.Choice(CORRECTIONS), default=None,
+                        help="After conversion, remove each layer's mean conversion error at T on the calibration "
+                             "images, layer by layer (Li et al. 2021): bias (added to the neuron's input) or "
+                             "potential (initial membrane potential).")(f)
+
+
+def _correction(correct: str | None, correct_iterations: int, **_other_options) -> CorrectionConfig | None:
+    return CorrectionConfig(correct, correct_iterations) if correct else None
 
 
 def _calibration_options(f):
@@ -76,31 +110,40 @@ def _calibration_options(f):
 
 
 def _prepare_options(f):
-    """How an ANN is prepared (PrepareConfig)."""
-    f = click.option("--max-pool", type=click.Choice(MAX_POOL_CHOICES), default="keep", show_default=True,
-                     help="keep: max-pooling stays (compensated in the SNN: the running max of running means); "
-                          "avg: replaced by average pooling (changes the ANN; reported).")(f)
+    """How an ANN is prepared (PrepareConfig); options left unset take the route's defaults."""
+    f = click.option("--max-pool", type=click.Choice(MAX_POOL_CHOICES), default=None,
+                     help="keep (default): max-pooling stays (compensated in the SNN: the running max of running "
+                          "means); avg: replaced by average pooling (changes the ANN; reported).")(f)
     f = click.option("--keep-activation", "keep_activations", multiple=True, metavar="NAME",
                      help="Leave this activation (gelu, silu, hardswish …) as a floating-point op instead of QCFS, "
                           f"repeatable; {', '.join(DEFAULT_KEPT_ACTIVATIONS)} are always kept.")(f)
-    f = click.option("--keep-layernorm", is_flag=True,
-                     help="Keep LayerNorm (compensated in floating point: exact, not spike-driven) instead of "
-                          "replacing it by BatchNorm (the MST recipe).")(f)
-    f = click.option("--sites", type=click.Choice(SITE_POLICIES), default="mst", show_default=True,
-                     help="Where QCFS goes: mst (every activation plus the Masked Spiking Transformer's sites: "
-                          "after residual-branch norms, on Q/K/V, scores, attention output, branch projections) "
-                          "or activations (only where the ANN has activations).")(f)
+    f = click.option("--layernorm", type=click.Choice(LAYERNORM_CHOICES), default=None,
+                     help="batchnorm (default; keep with --no-finetune): replace LayerNorm by BatchNorm (the MST "
+                          "recipe), or keep it (compensated in floating point: exact, not spike-driven).")(f)
+    f = click.option("--sites", type=click.Choice(SITE_POLICIES), default=None,
+                     help="Where QCFS goes: mst (default; activations with --no-finetune): every activation plus the "
+                          "Masked Spiking Transformer's sites (after residual-branch norms, on Q/K/V, scores, "
+                          "attention output, branch projections), or activations (only where the ANN has them).")(f)
     return click.option("--levels", type=click.IntRange(1), default=None,
                         help="QCFS levels L when preparing an ANN (default: the recipe's).")(f)
 
 
-def _prepare_config(model: str, levels, sites, keep_layernorm, keep_activations, max_pool, mlp_batchnorm=False,
-                    **_other_options) -> PrepareConfig:
-    """The preparation options as a config (levels default to the recipe's)."""
-    return PrepareConfig(levels=levels or get_recipe(model).levels, sites=sites,
-                         layernorm="keep" if keep_layernorm else "batchnorm",
-                         keep_activations=DEFAULT_KEPT_ACTIVATIONS + tuple(keep_activations), max_pool=max_pool,
-                         mlp_batchnorm=mlp_batchnorm)
+def _no_finetune_option(f):
+    return click.option("--no-finetune", is_flag=True,
+                        help="The ANN will not be trained: convert it by calibration alone. QCFS goes only where it "
+                             "has ReLU-family activations (exact up to quantization); LayerNorm and every other "
+                             "activation stay floating-point ops unless the preparation options say otherwise.")(f)
+
+
+def _prepare_config(model: str, levels, sites, layernorm, keep_activations, max_pool, no_finetune=False,
+                    mlp_batchnorm=False, **_other_options) -> PrepareConfig:
+    """The preparation options as a config: the route's defaults (fine-tuning, or calibration alone
+    with --no-finetune) with the options given on top."""
+    levels = levels or get_recipe(model).levels
+    base = PrepareConfig.calibration_only(levels) if no_finetune else PrepareConfig(levels)
+    given = {k: v for k, v in dict(sites=sites, layernorm=layernorm, max_pool=max_pool).items() if v is not None}
+    return replace(base, **given, keep_activations=tuple(dict.fromkeys(base.keep_activations + keep_activations)),
+                   mlp_batchnorm=mlp_batchnorm)
 
 
 def _model_options(f):
@@ -256,15 +299,18 @@ def main() -> None:
                    "Default: the checkpoint shipped for the recipe, else timm's pretrained weights.")
 @_calibration_options
 @_prepare_options
+@_no_finetune_option
 @_model_options
 @click.option("--epochs", type=click.IntRange(0), default=None,
               help="Fine-tune the prepared model this many epochs on the training split before converting. "
                    "Default: an ANN with real weights is fine-tuned with the recipe's settings, distilling from "
-                   "the ANN (`zoo show MODEL`); a prepared model or random weights are not trained (0).")
+                   "the ANN (`zoo show MODEL`), unless --no-finetune; a prepared model or random weights are not "
+                   "trained (0).")
 @click.option("--mode", "modes", type=click.Choice(MODES), multiple=True,
               help="Attention mode(s), repeatable: compensated (exact in expectation, default) and/or "
                    "mst (the MST reference code's per-step products).")
-@_neuron_option
+@_neuron_options
+@_correction_options
 @_mask_options
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
@@ -277,19 +323,23 @@ def main() -> None:
 @_energy_options
 @_common
 def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, percentile, granularity, epochs, modes,
-            neuron, masks, mask_blocks, mask_seed, limit, batch_size, pretrained, out, e_ac, e_mac, device, threads,
-            quiet, **prepare_options):
+            masks, mask_blocks, mask_seed, limit, batch_size, pretrained, out, e_ac, e_mac, device, threads,
+            quiet, **options):
     """Run the whole pipeline on MODEL (a zoo name such as swin_nano, vit_nano, swin_t, or a timm
     architecture): load weights, prepare (LayerNorm→BatchNorm, activations→QCFS) and calibrate if
-    needed, optionally train (with --mask: the masked model), convert to IF neurons, simulate T
+    needed, optionally train (with --mask: the masked model) or, with --no-finetune, convert by
+    calibration alone, convert to spiking neurons (optionally corrected layer by layer), simulate T
     steps and write a report."""
     device = _setup(threads, device)
+    if options["no_finetune"] and epochs:
+        raise click.BadParameter("--no-finetune converts without training: leave out --epochs", param_hint="--epochs")
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
-    report = pipeline.run(model, timesteps, data, checkpoint, calibration, out, list(modes) or ["compensated"], neuron,
-                          _prepare_config(model, **prepare_options), epochs, limit, batch_size, device, pretrained,
-                          loading=_model_adaptation(**prepare_options),
+    report = pipeline.run(model, timesteps, data, checkpoint, calibration, out, list(modes) or ["compensated"],
+                          _neuron_config(**options), _prepare_config(model, **options),
+                          0 if options["no_finetune"] else epochs, limit, batch_size, device, pretrained,
+                          loading=_model_adaptation(**options),
                           progress=not quiet and distributed.is_main(), costs=EnergyCosts(e_ac, e_mac),
-                          masks=_mask_config(masks, mask_blocks, mask_seed))
+                          masks=_mask_config(masks, mask_blocks, mask_seed), correction=_correction(**options))
     if distributed.is_main():
         _print_summary(report, out)
 
@@ -312,10 +362,23 @@ def _print_preparation(record: dict) -> None:
     _echo(f"accuracy on {record['calibration_images']} calibration images (%): {effects}")
 
 
+def _print_correction(mode: str, record: dict) -> None:
+    """One line on an SNN correction: the mean |error| over the sites before and after it."""
+    t = record["timesteps"]
+    mean = {when: sum(abs(site[when][t]["mean"]) for site in record["sites"]) / max(1, len(record["sites"]))
+            for when in ("errors_before", "errors_after")}
+    _echo(f"{record['correction']['method']} correction ({mode}) for T={t} on {record['images']} images: mean |error| "
+          f"of the {len(record['sites'])} layers {mean['errors_before']:.4g} → {mean['errors_after']:.4g} "
+          f"(against the {record['reference']} reference; per layer in the report)")
+
+
 def _print_summary(report: dict, out: str) -> None:
     if report.get("preparation"):
         _print_preparation(report["preparation"])
-    click.echo(f"\n{report['model']} ({report['timm_name']}), weights: {report['weights']}")
+    for mode, record in (report.get("snn_calibration") or {}).items():
+        _print_correction(mode, record)
+    click.echo(f"\n{report['model']} ({report['timm_name']}), weights: {report['weights']}"
+               + (f", {report['route']}" if report.get("route") else ""))
     samples = next(iter(report["simulations"].values()))["samples"]
     click.echo(f"data: {report['data']}, {samples} test images, L = {report['levels']}, neuron: {report['neuron']}")
     for label, acc in report["ann_accuracy"].items():
@@ -323,6 +386,9 @@ def _print_summary(report: dict, out: str) -> None:
     for mode, sim in report["simulations"].items():
         cells = ", ".join(f"T={t}: {a:.2f}" for t, a in sim["accuracy_at"].items())
         click.echo(f"  SNN {mode:<20} {cells}")
+        if sim.get("agreement_at"):
+            cells = ", ".join(f"T={t}: {a:.2f}" for t, a in sim["agreement_at"].items())
+            click.echo(f"  agreement with the {sim['agreement_with']} (%): {cells}")
     for mode, sim in report["simulations"].items():
         click.echo(f"energy ({mode}, per image over T={sim['timesteps']}): {sim['energy_uj_per_sample']:.3f} µJ = "
                    f"{sim['sops_per_sample']:.4g} SOPs + {sim['adds_per_sample']:.4g} additions + "
@@ -338,6 +404,7 @@ def _print_summary(report: dict, out: str) -> None:
 @click.argument("model")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="ANN weights (state dict).")
 @_prepare_options
+@_no_finetune_option
 @_model_options
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="With no checkpoint, fetch timm's pretrained weights (else random initialization).")
@@ -444,29 +511,65 @@ def finetune_cmd(model, checkpoint, **options):
               help="Also re-estimate every BatchNorm's statistics (an ANN being prepared always gets the "
                    "statistics of the BatchNorms that replace its LayerNorms; its own keep theirs).")
 @_prepare_options
+@_no_finetune_option
 @_model_options
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Calibrated prepared checkpoint.")
+@click.option("--timesteps", "-T", type=click.IntRange(1), default=None,
+              help="T the SNN is corrected for (--correct) and its errors measured at (--report); default: the "
+                   "recipe's.")
+@_neuron_options
+@_correction_options
+@click.option("--reference", type=click.Choice(REFERENCES), default=None,
+              help="What the SNN is compared with: ann (each site as the ReLU-family activation it replaced; the "
+                   "default for an ANN checkpoint) or qcfs (the QCFS ANN; the default for a prepared one).")
+@click.option("--report", "show_report", is_flag=True,
+              help="Print per layer: λ, cap, correction μ and the conversion error ŷ_t − y (mean / RMS relative "
+                   "to y's) at --error-at, before → after the correction.")
+@click.option("--error-at", type=click.IntRange(1), multiple=True,
+              help="A step t for the --report errors, repeatable (default: T).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Calibrated checkpoint: prepared, or with --correct converted (the corrections belong to the SNN).")
 @_common
-def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percentile, granularity, batchnorm, out, device,
-                  threads, quiet, **prepare_options):
+def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percentile, granularity, batchnorm, timesteps,
+                  reference, show_report, error_at, out, device, threads, quiet, **options):
     """Set QCFS thresholds λ (= IF thresholds θ) of MODEL from N sample images: max, a percentile
-    (99.9, 99.99 …) or the MSE-optimal value, per layer or per channel. An ANN is prepared first;
-    what each change costs on the calibration images is printed."""
+    (99.9, 99.99 …) or the MSE-optimal value, per layer or per channel (capped where the activation
+    is, ReLU6 at 6). An ANN is prepared first; what each change costs on the calibration images is
+    printed. With --correct the model is also converted and each layer's mean conversion error at T
+    removed, layer by layer, by a bias or the initial potential (Li et al. 2021)."""
     device = _setup(threads, device)
-    loaded = pipeline.load(model, checkpoint, **_model_adaptation(**prepare_options))
+    loaded = pipeline.load(model, checkpoint, **_model_adaptation(**options))
     _print_loading(loaded)
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
     prepared, config, record = pipeline.ensure_prepared(loaded, data, calibration, device, not quiet,
-                                                        _prepare_config(model, **prepare_options))
+                                                        _prepare_config(model, **options))
     if record is not None:
         _print_preparation(record)
+    loader = pipeline.calibration_loader(loaded.recipe, data)
     if loaded.stage == "prepared":
-        loader = pipeline.calibration_loader(loaded.recipe, data)
         if batchnorm:
             calibrate_batchnorm(prepared, loader, calib_samples, device, not quiet)
         calibrate_thresholds(prepared, loader, calibration, device, not quiet)
-    pipeline.save_prepared(out, prepared, loaded.recipe, config)
-    _echo(f"calibrated {model} ({calib_method}, {granularity}-wise, {calib_samples} samples) → {out}")
+    correction, neuron = _correction(**options), _neuron_config(**options)
+    snn_record = None
+    if correction is not None or show_report:
+        timesteps = timesteps or loaded.recipe.timesteps
+        snn = convert(prepared, "compensated", neuron)
+        images, _ = pipeline.calibration_batch(loader, calib_samples)
+        snn_record = pipeline.calibrate_snn(snn, prepared, images.to(device), timesteps, correction,
+                                            list(error_at) or [timesteps] if show_report else [],
+                                            reference or ("ann" if loaded.stage == "ann" else "qcfs"), not quiet)
+        if show_report:
+            _echo(f"{neuron.describe()}, compensated mode")
+            for line in calibration_table(snn_record):
+                _echo(line)
+    what = f"{calib_method}, {granularity}-wise, {calib_samples} samples"
+    if correction is not None:
+        pipeline.save_converted(out, snn, loaded.recipe, config, "compensated", neuron, snn_record)
+        _echo(f"calibrated ({what}), converted ({neuron.describe()}) and {correction.method}-corrected for "
+              f"T={timesteps} → {out} (a converted checkpoint: `snnconvert simulate {model} --checkpoint {out}`)")
+    else:
+        pipeline.save_prepared(out, prepared, loaded.recipe, config)
+        _echo(f"calibrated {model} ({what}) → {out}")
 
 
 @main.command("convert")
@@ -475,20 +578,21 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
               help="Prepared checkpoint (default: the recipe's shipped one).")
 @click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
               help="compensated: spike-correct products and softmax; mst: per-step ops (MST reference).")
-@_neuron_option
+@_neuron_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Converted checkpoint to write.")
 @_common
-def convert_cmd(model, checkpoint, mode, neuron, out, device, threads, quiet):
+def convert_cmd(model, checkpoint, mode, out, device, threads, quiet, **options):
     """Convert a prepared MODEL to an SNN (IF neurons, folded BatchNorm, spike-correct attention)
     and list the operations that still run in floating point."""
     device = _setup(threads, device)
     loaded = pipeline.load(model, checkpoint)
     if loaded.stage != "prepared":
         raise SnnConvertError("convert needs a prepared checkpoint: run `snnconvert calibrate` or `train` first")
+    neuron = _neuron_config(**options)
     snn = convert(loaded.model, mode, neuron)
     pipeline.save_converted(out, snn, loaded.recipe, loaded.prepare_config, mode, neuron)
     ops = float_operations(snn)
-    click.echo(f"converted {model} ({mode}) → {out}")
+    click.echo(f"converted {model} ({mode}, {neuron.describe()}) → {out}")
     click.echo(f"{len(ops)} operations run in floating point:")
     for op in ops:
         click.echo(f"  {op.name} ({op.kind}): {op.why}")
@@ -502,21 +606,21 @@ def convert_cmd(model, checkpoint, mode, neuron, out, device, threads, quiet):
 @click.option("--data", default="embedded", show_default=True, help=DATA_HELP)
 @click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
               help="Attention mode when converting a prepared checkpoint (a converted one keeps its own).")
-@_neuron_option
+@_neuron_options
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write report.json/.md/.png here.")
 @_energy_options
 @_common
-def simulate_cmd(model, checkpoint, timesteps, data, mode, neuron, limit, batch_size, out, e_ac, e_mac, device, threads,
-                 quiet):
+def simulate_cmd(model, checkpoint, timesteps, data, mode, limit, batch_size, out, e_ac, e_mac, device, threads,
+                 quiet, **options):
     """Simulate a converted MODEL for T steps on DATA's test split; print accuracy at t = 4, 8, …, T
     (all t in the report) and spikes per sample."""
     device = _setup(threads, device)
     path = checkpoint or shipped_checkpoint(get_recipe(model))
     if path is None:
         raise SnnConvertError(f"{model} has no shipped checkpoint: pass --checkpoint FILE")
-    snn, recipe = pipeline.load_snn(model, str(path), mode, neuron)
+    snn, recipe, neuron = pipeline.load_snn(model, str(path), mode, _neuron_config(**options))
     timesteps = timesteps or recipe.timesteps
     test = pipeline.eval_loader(recipe, data, batch_size, limit)
     progress_file = Path(out) / "simulation.progress.pt" if out else None
@@ -553,7 +657,7 @@ def _floats(text: str) -> list[float]:
               help="Also mask only the first k blocks at this ratio, for every k (the MST paper's Fig. 6).")
 @click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Steps T (default: the recipe's).")
 @click.option("--data", default="embedded", show_default=True, help=DATA_HELP)
-@_neuron_option
+@_neuron_options
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first mask.")
@@ -570,8 +674,8 @@ def _floats(text: str) -> list[float]:
               help="Folder for sweep.json, sweep.md and sweep.png (and fine-tuned checkpoints); rerun to resume.")
 @_energy_options
 @_common
-def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, data, neuron, limit, batch_size, seed,
-                   finetune_epochs, lr, alpha, warmup_epochs, out, e_ac, e_mac, device, threads, quiet):
+def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, data, limit, batch_size, seed,
+                   finetune_epochs, lr, alpha, warmup_epochs, out, e_ac, e_mac, device, threads, quiet, **options):
     """Random Spike Masking sweep of a prepared MODEL: accuracy at T, spikes, power (MST's model:
     total spikes, relative to the unmasked SNN) and energy for every target and ratio, optionally
     after fine-tuning each masked model against the unmasked one (--finetune-epochs)."""
@@ -583,7 +687,8 @@ def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, d
         given = {"epochs": finetune_epochs, "lr": lr, "distill_alpha": alpha, "warmup_epochs": warmup_epochs}
         finetune = TrainConfig(**{**get_recipe(model).finetune_settings,
                                   **{k: v for k, v in given.items() if v is not None}})
-    report = pipeline.mask_sweep(model, checkpoint, data, timesteps, targets, _floats(ratios), block_ratio, neuron,
+    report = pipeline.mask_sweep(model, checkpoint, data, timesteps, targets, _floats(ratios), block_ratio,
+                                 _neuron_config(**options),
                                  limit, batch_size, out, device, not quiet and distributed.is_main(), seed,
                                  EnergyCosts(e_ac, e_mac), finetune)
     for row in report["rows"]:

@@ -15,8 +15,9 @@ from torch import nn
 
 from snnconvert import distributed
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
+from snnconvert.calibrate.corrections import CorrectionConfig, conversion_errors, correct, site_calibrations
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
-from snnconvert.convert import (MaskConfig, PrepareConfig, add_spike_masks, change_effects, convert,
+from snnconvert.convert import (MaskConfig, NeuronConfig, PrepareConfig, add_spike_masks, change_effects, convert,
                                 float_operations, mask_sites, prepare, prepare_with_report)
 from snnconvert.convert.qcfs import rate_limit_model
 from snnconvert.data import load_dataset, make_loader
@@ -98,10 +99,12 @@ def save_prepared(path: str | Path, model: nn.Module, recipe: Recipe, config: Pr
 
 
 def save_converted(path: str | Path, snn: nn.Module, recipe: Recipe, config: PrepareConfig, mode: str,
-                   neuron: str) -> None:
+                   neuron: NeuronConfig, calibration: dict[str, Any] | None = None) -> None:
+    """A converted checkpoint: the SNN's state, how it was converted, and the record of its
+    calibration (corrections) if it was calibrated as an SNN."""
     if distributed.is_main():
         save_checkpoint(path, snn.state_dict(), "converted", recipe.to_dict(), asdict(config), mode=mode,
-                        neuron=neuron)
+                        neuron=asdict(neuron), snn_calibration=json.dumps(calibration) if calibration else None)
 
 
 def command_line() -> str:
@@ -213,25 +216,29 @@ def build(name: str, out_dir: str | Path, data: str | None, device: str, progres
     return record
 
 
-def load_snn(model_name: str, checkpoint: str, mode: str, neuron: str) -> tuple[nn.Module, Recipe]:
-    """A single-step SNN from a converted checkpoint (its own mode and neuron), a prepared one
-    (converted now with ``mode`` and ``neuron``) or a directly trained one (its encoder and network)."""
+def load_snn(model_name: str, checkpoint: str, mode: str, neuron: NeuronConfig
+             ) -> tuple[nn.Module, Recipe, str]:
+    """A single-step SNN from a converted checkpoint (its own mode, neurons and corrections), a
+    prepared one (converted now with ``mode`` and ``neuron``) or a directly trained one (its
+    encoder and network); with its recipe and a description of its neurons."""
     ckpt = load_checkpoint(checkpoint)
     if ckpt["stage"] not in ("converted", "direct"):
         loaded = load(model_name, checkpoint)
         if loaded.stage != "prepared":
             raise SnnConvertError(f"{checkpoint} holds an unprepared ANN: run `snnconvert prepare` and "
                                   "`snnconvert calibrate` (or `train`) first, or the one-shot `snnconvert MODEL`")
-        return convert(loaded.model, mode, neuron), loaded.recipe
+        return convert(loaded.model, mode, neuron), loaded.recipe, neuron.describe()
     recipe = Recipe.from_dict(ckpt["recipe"])
     if recipe.name != model_name:
         raise CheckpointError(f"{checkpoint} was made for {recipe.name!r}, not {model_name!r}")
     if ckpt["stage"] == "direct":
-        return load_direct(ckpt, checkpoint).for_inference(recipe.example_batch()), recipe
+        return (load_direct(ckpt, checkpoint).for_inference(recipe.example_batch()), recipe,
+                DirectConfig(**ckpt["direct"]).describe())
     skeleton = prepare(build_ann(recipe), recipe.example_batch(), PrepareConfig(**ckpt["prepare"]))
-    snn = convert(skeleton, ckpt["mode"], ckpt["neuron"])
+    stored = NeuronConfig.of(ckpt["neuron"])
+    snn = convert(skeleton, ckpt["mode"], stored)
     snn.load_state_dict(ckpt["model"])
-    return snn, recipe
+    return snn, recipe, stored.describe()
 
 
 def eval_loader(recipe: Recipe, data: str, batch_size: int, limit: int | None):
@@ -241,14 +248,17 @@ def eval_loader(recipe: Recipe, data: str, batch_size: int, limit: int | None):
 
 def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: int, ann_accuracy: float | None,
                            device: str, progress: bool, progress_file: Path | None = None,
-                           costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
-    """Simulate a converted model and summarize it (accuracy per t, spikes, floating-point ops).
+                           costs: EnergyCosts = EnergyCosts(),
+                           reference: tuple[str, nn.Module] | None = None) -> dict[str, Any]:
+    """Simulate a converted model and summarize it (accuracy per t, agreement with the
+    ``reference`` ANN's predictions (a label and the model), spikes, floating-point ops).
 
     With ``progress_file`` the simulation resumes from it after an interruption (see :func:`simulate`).
     """
+    label, model = reference if reference is not None else (None, None)
     result = simulate(snn, loader, timesteps=timesteps, device=device, progress=progress and distributed.is_main(),
-                      input_shape=recipe.input_size, checkpoint=progress_file)
-    summary = simulation_summary(result, ann_accuracy, costs)
+                      input_shape=recipe.input_size, checkpoint=progress_file, reference=model)
+    summary = simulation_summary(result, ann_accuracy, costs, label)
     summary["float_operations"] = [asdict(op) for op in float_operations(snn)]
     return summary
 
@@ -261,11 +271,30 @@ def ann_energy_uj_per_sample(snn: nn.Module, costs: EnergyCosts = EnergyCosts())
 
 
 def report_header(recipe: Recipe, weights: str, data: str, levels: int | None, timesteps: int,
-                  neuron: str) -> dict[str, Any]:
+                  neuron: NeuronConfig | str) -> dict[str, Any]:
     """The fields every report starts with."""
     return {"model": recipe.name, "timm_name": recipe.timm_name, "weights": weights, "data": data,
-            "levels": levels, "timesteps": timesteps, "neuron": neuron, "processes": distributed.world_size(),
-            "torch_threads": torch.get_num_threads()}
+            "levels": levels, "timesteps": timesteps,
+            "neuron": neuron.describe() if isinstance(neuron, NeuronConfig) else neuron,
+            "processes": distributed.world_size(), "torch_threads": torch.get_num_threads()}
+
+
+def calibrate_snn(snn: nn.Module, prepared: nn.Module, images: torch.Tensor, timesteps: int,
+                  correction: CorrectionConfig | None, error_at: list[int], reference: str,
+                  progress: bool = False) -> dict[str, Any]:
+    """Calibrate a converted model as an SNN (``correction``: bias or potential for T =
+    ``timesteps``, in place) and measure every site's conversion error against ``reference``
+    (``ann`` or ``qcfs``) after each step of ``error_at``, before and after the correction.
+    Returns the per-site record (λ, cap, correction, errors)."""
+    before = conversion_errors(snn, prepared, images, error_at, reference) if error_at else None
+    applied = after = None
+    if correction is not None:
+        applied = correct(snn, prepared, images, timesteps, correction.method, reference, correction.iterations,
+                          progress=progress)
+        after = conversion_errors(snn, prepared, images, error_at, reference) if error_at else None
+    return {"correction": asdict(correction) if correction else None, "timesteps": timesteps, "reference": reference,
+            "images": len(images), "error_at": error_at,
+            "sites": [asdict(row) for row in site_calibrations(prepared, applied, before, after)]}
 
 
 def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Path], write=write_report) -> None:
@@ -279,18 +308,21 @@ def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Pa
 
 
 def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | None, calibration: CalibrationConfig,
-        out: str, modes: list[str], neuron: str, prepare_config: PrepareConfig | None, epochs: int | None,
+        out: str, modes: list[str], neuron: NeuronConfig, prepare_config: PrepareConfig | None, epochs: int | None,
         limit: int | None, batch_size: int, device: str, pretrained: bool, progress: bool = True,
         costs: EnergyCosts = EnergyCosts(), masks: MaskConfig | None = None,
-        loading: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The whole pipeline: load → prepare + calibrate (+ masks) (+ fine-tune) → convert → simulate → report.
+        loading: dict[str, Any] | None = None, correction: CorrectionConfig | None = None) -> dict[str, Any]:
+    """The whole pipeline: load → prepare + calibrate (+ masks) (+ fine-tune) → convert (+ correct)
+    → simulate → report.
 
     With ``epochs`` > 0 the prepared model is trained first: an ANN with real weights is fine-tuned
     with the recipe's settings, distilling from itself; random weights are trained from scratch.
-    ``epochs`` None: the recipe's fine-tune epochs for an ANN with real weights, else 0. ``masks``
-    adds Random Spike Masks to the prepared model (before training, if it is trained); ``loading``
-    holds :func:`load`'s ``adapt`` and ``remap``. Every long step resumes from the files in ``out``
-    after an interruption.
+    ``epochs`` None: the recipe's fine-tune epochs for an ANN with real weights, else 0. An ANN that
+    is not trained is converted by calibration alone: its agreement with the SNN is reported, and
+    ``correction`` (bias or potential, for T steps) calibrates the SNN against the ANN itself
+    (against the QCFS ANN for a trained model). ``masks`` adds Random Spike Masks to the prepared
+    model (before training, if it is trained); ``loading`` holds :func:`load`'s ``adapt`` and
+    ``remap``. Every long step resumes from the files in ``out`` after an interruption.
     """
     start = time.perf_counter()
     loaded = load(model_name, checkpoint, pretrained, shipped=pretrained, **(loading or {}))
@@ -315,17 +347,29 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
             model, config = prepare_masked(model, masks), replace(config, masks=masks)
         if loaded.stage == "ann" or masks is not None:
             save_prepared(out_dir / "prepared.pt", model, recipe, config)
-    ann_acc = {"QCFS ANN": evaluate(model, test, device=device),
-               "QCFS ANN, L → ∞ (the SNN's T → ∞ limit)": evaluate(rate_limit_model(model), test, device=device)}
+    ann_acc = {"QCFS ANN": evaluate(model, test, device=device)}
+    if neuron.coding == "rate":
+        ann_acc["QCFS ANN, L → ∞ (the SNN's T → ∞ limit)"] = evaluate(rate_limit_model(model), test, device=device)
     if original_acc is not None:
         ann_acc = {"original ANN": original_acc, **ann_acc}
+    untrained_ann = loaded.stage == "ann" and training is None
+    agreement = ("original ANN", loaded.model) if loaded.stage == "ann" else ("QCFS ANN", model)
     progress_files = [out_dir / f"simulation_{mode}.progress.pt" for mode in modes]
     snns = {mode: convert(model, mode, neuron) for mode in modes}
+    calibrations = {}
+    if correction is not None:
+        images, _ = calibration_batch(calibration_loader(recipe, data), calibration.num_samples)
+        calibrations = {mode: calibrate_snn(snn, model, images.to(device), timesteps, correction, [timesteps],
+                                            "ann" if untrained_ann else "qcfs", progress)
+                        for mode, snn in snns.items()}
     sims = {mode: simulate_and_summarize(snn, recipe, test, timesteps, ann_acc["QCFS ANN"], device, progress, path,
-                                         costs) for (mode, snn), path in zip(snns.items(), progress_files)}
+                                         costs, agreement) for (mode, snn), path in zip(snns.items(), progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
-              "weights_loading": loaded.metadata.get("loading") or None, "preparation": prepared, "masks": config.masks.describe() if config.masks else None,
-              "training": training, "ann_accuracy": ann_acc, "energy_costs_pj": asdict(costs),
+              "weights_loading": loaded.metadata.get("loading") or None, "preparation": prepared,
+              "masks": config.masks.describe() if config.masks else None,
+              "route": "calibration only (no training)" if untrained_ann else None,
+              "training": training, "ann_accuracy": ann_acc, "snn_calibration": calibrations or None,
+              "energy_costs_pj": asdict(costs),
               "ann_energy_uj_per_sample": ann_energy_uj_per_sample(next(iter(snns.values())), costs),
               "simulations": sims,
               "seconds": round(time.perf_counter() - start, 1)}
@@ -334,7 +378,7 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
 
 
 def mask_sweep(model_name: str, checkpoint: str | None, data: str, timesteps: int | None, targets: list[str],
-               ratios: list[float], block_ratio: float | None, neuron: str, limit: int | None, batch_size: int,
+               ratios: list[float], block_ratio: float | None, neuron: NeuronConfig, limit: int | None, batch_size: int,
                out: str, device: str, progress: bool, seed: int = 0, costs: EnergyCosts = EnergyCosts(),
                finetune_config: TrainConfig | None = None) -> dict[str, Any]:
     """Random Spike Masking sweep of a prepared model: for each target, each ratio on every block,

@@ -1,15 +1,16 @@
 """Every architecture of the coverage list converts, and converts exactly.
 
-With signed burst neurons the SNN at step t computes its QCFS ANN with t levels on the running
-means, so at t = L it *is* the QCFS ANN: a check of tracing, every rewrite, folding, constants,
-neurons and compensated operators together. In float64 the two agree to 1e-9; the simulator runs
-the float32 SNN with every op accounted for.
+With signed burst neurons the rate-coded SNN at step t computes its QCFS ANN with t levels on the
+running means, so at t = L it *is* the QCFS ANN; the count-coded one (image and constants
+presented once) is its QCFS ANN from t = 1 and sends nothing after: a check of tracing, every
+rewrite, folding, constants, neurons and compensated operators together. In float64 they agree to
+1e-9; the simulator runs the float32 SNN with every op accounted for.
 """
 import pytest
 import torch
 
 from snnconvert.calibrate import CalibrationConfig
-from snnconvert.convert import PrepareConfig, convert
+from snnconvert.convert import NeuronConfig, PrepareConfig, convert
 from snnconvert.data import InputSpec
 from snnconvert.model_zoo.coverage import ARCHITECTURES
 from snnconvert.runtime import reset_states, simulate
@@ -29,13 +30,18 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
     assert report.function_changes and not report.leaves
     model64 = model.double()
     snn = convert(model64, neuron="signed-burst-if")
+    counted = convert(model64, neuron=NeuronConfig("signed-burst-if", coding="count"))
     x64 = x.double()
     with torch.no_grad():
         target = model64(x64)
         reset_states(snn)
-        total = sum(snn(x64) for _ in range(LEVELS))
-    error = (total / LEVELS - target).abs().max().item()
-    assert error <= 1e-9 * max(1.0, target.abs().max().item()), error
+        reset_states(counted)
+        rate = sum(snn(x64) for _ in range(LEVELS)) / LEVELS
+        first = counted(x64)
+        count = first + counted(x64)
+    tolerance = 1e-9 * max(1.0, target.abs().max().item())
+    for total in (rate, first, count):
+        assert (total - target).abs().max().item() <= tolerance
 
     snn32 = convert(model.float())
     assert OpAccounting(snn32).unaccounted == []  # every op of the graph is counted or free for a stated reason

@@ -273,3 +273,42 @@ def test_direct_train_simulate_and_compare_with_a_converted_model(tmp_path):
     assert _invoke("vit_nano", "-T", "4", "--limit", "50", "--out", str(small), "--quiet").exit_code == 0
     proc = _entry("compare", str(out), str(small), "--out", str(tmp_path / "bad"))
     assert proc.returncode != 0 and "different test sets" in proc.stderr
+
+
+def _random_ann(tmp_path, name: str = "resnet_nano"):
+    """A plain (never QCFS-trained) ANN checkpoint, as users bring one."""
+    from snnconvert.model_zoo import build_ann
+
+    path = tmp_path / f"{name}_ann.pth"
+    torch.save(build_ann(get_recipe(name)).state_dict(), path)
+    return path
+
+
+def test_no_finetune_run_converts_by_calibration_alone_and_reports_agreement(tmp_path):
+    ann, out = _random_ann(tmp_path), tmp_path / "run"
+    r = _invoke("resnet_nano", "--checkpoint", str(ann), "--no-finetune", "-T", "8", "--limit", "32",
+                "--neuron", "signed-if", "--correct", "potential", "--calib-samples", "64", "--out", str(out), "--quiet")
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["route"] == "calibration only (no training)" and report["training"] is None
+    sim = report["simulations"]["compensated"]
+    assert sim["agreement_with"] == "original ANN" and len(sim["agreement_per_step"]) == 8
+    assert all(0 <= a <= 100 for a in sim["agreement_per_step"])
+    sites = report["snn_calibration"]["compensated"]["sites"]
+    assert sites and all(s["correction"] is not None and "8" in s["errors_after"] for s in sites)
+    assert "agreement with the original ANN" in r.output and "## SNN calibration" in (out / "report.md").read_text()
+    refused = _invoke("resnet_nano", "--checkpoint", str(ann), "--no-finetune", "--epochs", "1", "--out", str(out))
+    assert refused.exit_code != 0 and "--no-finetune" in refused.output
+
+
+def test_calibrate_corrects_reports_per_layer_and_writes_a_converted_checkpoint(tmp_path):
+    ann, snn = _random_ann(tmp_path), tmp_path / "snn.pt"
+    r = _invoke("calibrate", "resnet_nano", "--checkpoint", str(ann), "--no-finetune", "--calib-samples", "32",
+                "-T", "4", "--coding", "count", "--neuron", "signed-if", "--correct", "bias", "--report",
+                "--error-at", "2", "--error-at", "4", "--out", str(snn), "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "count coding" in r.output and "act1" in r.output and "converted checkpoint" in r.output
+    ckpt = torch.load(snn, weights_only=True)
+    assert ckpt["stage"] == "converted" and ckpt["neuron"]["coding"] == "count"
+    r = _invoke("simulate", "resnet_nano", "--checkpoint", str(snn), "-T", "4", "--limit", "16", "--quiet")
+    assert r.exit_code == 0 and "T=4" in r.output, r.output

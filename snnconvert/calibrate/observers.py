@@ -12,6 +12,16 @@ from snnconvert import distributed
 METHODS = ("max", "percentile", "mse")
 
 
+def channel_rows(x: torch.Tensor, axis: int | None) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``x`` as ``[channels, values]`` (one row for ``axis`` None), and the shape in which a value
+    per channel broadcasts over ``x`` (``()`` layer-wise)."""
+    if axis is None:
+        return x.reshape(1, -1), ()
+    axis = axis % x.dim()
+    shape = (x.shape[axis],) + (1,) * (x.dim() - axis - 1)
+    return x.movedim(axis, 0).reshape(x.shape[axis], -1), shape
+
+
 class ActivationObserver:
     """Collects the positive inputs of one QCFS site, layer-wise or per channel.
 
@@ -34,14 +44,8 @@ class ActivationObserver:
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as ``[channels, values]``."""
-        x = x.detach().float().cpu()
-        if self.channel_axis is None:
-            return x.reshape(1, -1)
-        axis = self.channel_axis % x.dim()
-        shape = [1] * x.dim()
-        shape[axis] = x.shape[axis]
-        self.channel_shape = tuple(shape[axis:]) if axis > 0 else tuple(shape)
-        return x.movedim(axis, 0).reshape(x.shape[axis], -1)
+        rows, self.channel_shape = channel_rows(x.detach().float().cpu(), self.channel_axis)
+        return rows
 
     def observe(self, x: torch.Tensor) -> None:
         rows = self._rows(x)

@@ -109,8 +109,9 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, config: Calibration
                          device: str | torch.device = "cpu", progress: bool = False) -> dict[str, torch.Tensor]:
     """Set every QCFS threshold λ from its input statistics over ``config.num_samples`` images.
 
-    Sites run unquantized (ReLU) while observing, so each layer sees the activations it would see
-    without the thresholds being calibrated. Returns the new thresholds by layer name.
+    Sites run unquantized (as ReLU, or ReLU6 where capped) while observing, so each layer sees the
+    activations it would see without the thresholds being calibrated. Returns the new thresholds
+    by layer name.
     """
     cfg = config or CalibrationConfig()
     sites = qcfs_modules(model)
@@ -120,7 +121,7 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, config: Calibration
     def observe_and_pass(name):
         def hook(module, inputs, _output):
             observers[name].observe(inputs[0])
-            return torch.relu(inputs[0])
+            return module.relu_form(inputs[0])
         return hook
 
     handles = [q.register_forward_hook(observe_and_pass(n)) for n, q in sites.items()]

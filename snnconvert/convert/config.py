@@ -1,10 +1,13 @@
-"""Typed configuration of the prepare stage: QCFS levels and thresholds, MLP BatchNorm, spike masks."""
+"""Typed configuration of prepare (QCFS levels and sites, MLP BatchNorm, spike masks) and of the
+neurons convert puts in place of QCFS."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from snnconvert.errors import SnnConvertError
-from snnconvert.graph.ops import ACTIVATION_NAMES
+from snnconvert.graph.ops import ACTIVATION_NAMES, RELU_FAMILY
+from snnconvert.runtime.coding import CODINGS
+from snnconvert.runtime.neurons import NEURONS
 
 #: Random Spike Masking targets (sites in :mod:`snnconvert.convert.rsm`): Q, K and the attention
 #: scores of every spiking attention, ``sa`` (all three), the MLP hidden layer, CNN activations.
@@ -100,3 +103,56 @@ class PrepareConfig:
                                      ("max_pool", self.max_pool, MAX_POOL_CHOICES)):
             if value not in choices:
                 raise SnnConvertError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+    @classmethod
+    def calibration_only(cls, levels: int = 8, **overrides) -> PrepareConfig:
+        """The preparation of an ANN that will not be trained: QCFS only where the ANN has
+        ReLU-family activations (ReLU, ReLU6 with its cap, hard sigmoid, clamps: exact up to
+        quantization), every other activation and every LayerNorm kept as floating-point ops,
+        no MST sites (they change the function; training would have to win it back)."""
+        settings = dict(levels=levels, sites="activations", layernorm="keep",
+                        keep_activations=tuple(n for n in ACTIVATION_NAMES if n not in RELU_FAMILY))
+        return cls(**{**settings, **overrides})
+
+
+@dataclass(frozen=True)
+class NeuronConfig:
+    """The neurons ``convert`` puts in place of QCFS, and how values are coded over time.
+
+    Attributes:
+        neuron: ``if`` (integrate-and-fire, reset by subtraction) or ``signed-if`` (also fires
+            negative spikes to take back surplus ones); ``signed-burst-if`` is ``signed-if`` with
+            no bound on a step's spikes.
+        max_spikes: k, the most spikes a neuron fires in one step (k = 1: binary spikes, ternary
+            when signed); None: no bound. Every spike counts as one event.
+        coding: ``rate`` (running means; the default) or ``count`` (totals: the image and the
+            constants presented once, at most L spikes per neuron; see :mod:`snnconvert.runtime.coding`).
+    """
+
+    neuron: str = "if"
+    max_spikes: int | None = 1
+    coding: str = "rate"
+
+    def __post_init__(self) -> None:
+        if self.neuron not in NEURONS:
+            raise SnnConvertError(f"unknown neuron {self.neuron!r}; choose one of {', '.join(NEURONS)}")
+        if self.neuron == "signed-burst-if":
+            object.__setattr__(self, "neuron", "signed-if")
+            object.__setattr__(self, "max_spikes", None)
+        if self.max_spikes is not None and self.max_spikes < 1:
+            raise SnnConvertError(f"max_spikes must be >= 1 (or None for no bound), got {self.max_spikes}")
+        if self.coding not in CODINGS:
+            raise SnnConvertError(f"unknown coding {self.coding!r}; choose one of {', '.join(CODINGS)}")
+
+    @classmethod
+    def of(cls, value: str | dict | NeuronConfig) -> NeuronConfig:
+        """A config from a neuron name (the other settings at their defaults), a dict or a config."""
+        if isinstance(value, NeuronConfig):
+            return value
+        return cls(**value) if isinstance(value, dict) else cls(value)
+
+    def describe(self) -> str:
+        """``signed-if, ≤ 1 spike/step, count coding``."""
+        bound = "no bound on spikes/step" if self.max_spikes is None else \
+            f"≤ {self.max_spikes} spike{'s' if self.max_spikes > 1 else ''}/step"
+        return f"{self.neuron}, {bound}, {self.coding} coding"

@@ -5,13 +5,17 @@ Passes over the graph, in order:
 1. BatchNorm folded into neighbouring Linear / Conv (:mod:`snnconvert.convert.fold`);
 2. values computed from parameters alone (relative-position biases, continuous position MLPs,
    rotary tables) computed once and stored as buffers;
-3. QCFS → IF neuron with reset by subtraction (θ = λ, v(0) = θ/2), taking a following random
-   spike mask into the neuron (it masks the spikes the neuron sends);
+3. QCFS → IF neuron with reset by subtraction (θ = λ, or λ/L under count coding; v(0) = θ/2),
+   taking a following random spike mask into the neuron (it masks the spikes the neuron sends);
 4. in the ``compensated`` mode every op that does not commute with the running mean — products of
    two dynamic tensors, softmax, norms, kept activations, max-pooling, any other nonlinear op — is
    wrapped in :class:`~snnconvert.runtime.operators.ExpectationCompensated`: the running mean of
    its output is the op of the running means of its inputs. The ``mst`` mode keeps them per step
-   (the Masked Spiking Transformer reference code: a biased estimate, for reproduction).
+   (the Masked Spiking Transformer reference code: a biased estimate, for reproduction);
+5. under count coding (:mod:`snnconvert.runtime.coding`) the input is presented once
+   (:class:`~snnconvert.runtime.coding.InputOnce`) and every constant an affine op adds — biases,
+   position embeddings, class tokens, unfolded BatchNorm shifts — is counted once
+   (:class:`~snnconvert.runtime.coding.OnceOffset`).
 
 The returned GraphModule processes one time step per call; :func:`snnconvert.runtime.simulate`
 drives it.
@@ -24,13 +28,15 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from snnconvert.convert.config import NeuronConfig
 from snnconvert.convert.fold import fold_batchnorms
 from snnconvert.convert.prepare import is_prepared
 from snnconvert.convert.qcfs import QCFS
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph import ops
-from snnconvert.graph.edit import add_module, bypass, finish, join, owner
+from snnconvert.graph.edit import add_module, bypass, finish, insert_after, join, owner
 from snnconvert.graph.shapes import annotate, example_input
+from snnconvert.runtime.coding import InputOnce, OnceOffset
 from snnconvert.runtime.masking import RandomSpikeMask
 from snnconvert.runtime.neurons import NEURONS
 from snnconvert.runtime.operators import Call, ExpectationCompensated
@@ -40,22 +46,26 @@ MODES = ("compensated", "mst")
 _IMPURE = {"setitem", "_assert", "__setitem__"}
 
 
-def convert(model: fx.GraphModule, mode: str = "compensated", neuron: str = "if", inplace: bool = False
-            ) -> fx.GraphModule:
+def convert(model: fx.GraphModule, mode: str = "compensated", neuron: str | NeuronConfig = "if",
+            inplace: bool = False) -> fx.GraphModule:
     """Convert a prepared (QCFS) model into a single-step SNN (eval mode).
 
     Args:
         model: output of :func:`snnconvert.convert.prepare`, trained and/or calibrated.
-        mode: ``"compensated"`` (default, exact in expectation) or ``"mst"`` (per-step ops).
-        neuron: ``"if"`` (IF, reset by subtraction; default), ``"signed-if"`` (may also fire
-            negative spikes to take back surplus ones) or ``"signed-burst-if"`` (signed, several
-            spikes per step); see :data:`snnconvert.runtime.NEURONS`.
+        mode: ``"compensated"`` (default, exact in expectation) or ``"mst"`` (per-step ops; rate
+            coding only).
+        neuron: a :class:`NeuronConfig` (neuron model, spikes per step, coding), or a neuron name
+            with the other settings at their defaults: ``"if"`` (IF, reset by subtraction, rate
+            coding; default), ``"signed-if"`` (may also fire negative spikes to take back surplus
+            ones) or ``"signed-burst-if"`` (signed, no bound on a step's spikes).
         inplace: modify ``model`` instead of a deep copy.
     """
+    neuron = NeuronConfig.of(neuron)
     if mode not in MODES:
         raise SnnConvertError(f"unknown attention mode {mode!r}; choose one of {', '.join(MODES)}")
-    if neuron not in NEURONS:
-        raise SnnConvertError(f"unknown neuron {neuron!r}; choose one of {', '.join(NEURONS)}")
+    if mode == "mst" and neuron.coding == "count":
+        raise SnnConvertError("the mst mode multiplies each step's spikes, which has no meaning for count coding: "
+                              "use --mode compensated with --coding count")
     if not isinstance(model, fx.GraphModule) or not is_prepared(model):
         raise SnnConvertError("the model has no QCFS activations: run snnconvert.prepare(model, example) "
                               "(and train or calibrate it) before convert()")
@@ -67,19 +77,24 @@ def convert(model: fx.GraphModule, mode: str = "compensated", neuron: str = "if"
     _fold_constants(snn)
     _to_neurons(snn, neuron)
     if mode == "compensated":
-        _compensate(snn)
+        _compensate(snn, neuron.coding)
+    if neuron.coding == "count":
+        _count_once(snn, example)
     finish(snn)
     annotate(snn, example)
     reset_states(snn)
     return snn
 
 
-def _to_neurons(gm: fx.GraphModule, neuron: str) -> None:
+def _to_neurons(gm: fx.GraphModule, neuron: NeuronConfig) -> None:
     for node in list(gm.graph.nodes):
         site = gm.get_submodule(node.target) if node.op == "call_module" else None
         if not isinstance(site, QCFS):
             continue
-        spiking = NEURONS[neuron](site.effective_threshold().detach(), initial_potential=site.shift)
+        count = neuron.coding == "count"
+        threshold = site.effective_threshold().detach() / (site.levels if count else 1)
+        spiking = NEURONS[neuron.neuron](threshold, initial_potential=site.shift, max_spikes=neuron.max_spikes,
+                                         levels=site.levels if count else None)
         setattr(gm.get_submodule(node.target.rpartition(".")[0]) if "." in node.target else gm,
                 node.target.rpartition(".")[2], spiking)
         users = list(node.users)
@@ -90,7 +105,7 @@ def _to_neurons(gm: fx.GraphModule, neuron: str) -> None:
                 bypass(gm, users[0])
 
 
-def _compensate(gm: fx.GraphModule) -> None:
+def _compensate(gm: fx.GraphModule, coding: str) -> None:
     dynamic = ops.dynamic_nodes(gm.graph)
     for node in list(gm.graph.nodes):
         kind = ops.kind(node, gm, dynamic.__contains__)
@@ -104,12 +119,88 @@ def _compensate(gm: fx.GraphModule) -> None:
         if node.op == "call_module":
             parent, _, attr = node.target.rpartition(".")
             holder = gm.get_submodule(parent) if parent else gm
-            setattr(holder, attr, ExpectationCompensated(getattr(holder, attr), positions, bilinear))
+            setattr(holder, attr, ExpectationCompensated(getattr(holder, attr), positions, bilinear, coding))
         else:
             name = getattr(node.target, "__name__", str(node.target)).strip("_")
             path = add_module(gm, join(owner(node), name),
-                              ExpectationCompensated(Call(node.target), positions, bilinear))
+                              ExpectationCompensated(Call(node.target), positions, bilinear, coding))
             node.op, node.target = "call_module", path
+
+
+#: op kinds that are affine in their dynamic inputs: a constant they add is counted once under count coding
+_AFFINE = (ops.STRUCTURAL, ops.LINEAR, ops.WEIGHT, ops.BATCHNORM)
+
+
+@torch.no_grad()
+def _count_once(gm: fx.GraphModule, example: torch.Tensor) -> None:
+    """Count coding: the input once (:class:`InputOnce`), and the constant ``c = op(0)`` of every
+    affine op once (:class:`OnceOffset`): a Linear / Conv loses its bias to an offset added at the
+    first step; any other op keeps its output and the offset is subtracted after the first step."""
+    offsets = _ConstantOffsets(gm).offsets(example)
+    reset_states(gm)
+    stripped = set()
+    for node, offset in offsets.items():
+        layer = gm.get_submodule(node.target) if node.op == "call_module" else None
+        strip = layer is not None and type(layer).forward in _BIAS_LAST and layer.bias is not None
+        if strip:
+            offset = layer.bias.detach()
+            if isinstance(layer, nn.modules.conv._ConvNd):  # [C] → [C, 1, …] over the spatial dims
+                offset = offset.reshape(-1, *[1] * (len(node.meta["shape"]) - 2))
+            stripped.add(layer)
+        path = node.target if layer is not None else join(owner(node), node.name)
+        insert_after(gm, node, f"{path}_offset", OnceOffset(offset, included=not strip))
+    for layer in stripped:
+        layer.bias = None
+    placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    insert_after(gm, placeholder, "input_once", InputOnce())
+
+
+#: forwards that add ``self.bias`` last (torch's Linear and Conv): their bias can be taken out
+_BIAS_LAST = {nn.Linear.forward, nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward,
+              nn.ConvTranspose1d.forward, nn.ConvTranspose2d.forward, nn.ConvTranspose3d.forward}
+
+
+class _ConstantOffsets(fx.Interpreter):
+    """One run on the example that also evaluates, on zero dynamic inputs, every affine op that
+    may add a constant (by structure, not value: a reloaded model must get the same graph): its
+    offset, at batch size 1."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.dynamic = ops.dynamic_nodes(gm.graph)
+        self.found: dict[fx.Node, torch.Tensor] = {}
+
+    def offsets(self, example: torch.Tensor) -> dict[fx.Node, torch.Tensor]:
+        self.run(example)
+        return self.found
+
+    def _adds_constant(self, node: fx.Node, kind: str) -> bool:
+        """Whether an affine op has a constant term: a bias, a BatchNorm's shift, a constant operand
+        it adds or concatenates (not one it multiplies by)."""
+        if node.op == "call_module":
+            module = self.module.get_submodule(node.target)
+            return getattr(module, "bias", None) is not None or kind == ops.BATCHNORM
+        if kind == ops.WEIGHT:
+            return (node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")) is not None
+        if ops.calls(node, ops.SCALINGS | ops.NEGATIONS | ops.MATRIX_PRODUCTS) or node.target is torch.einsum:
+            return False
+        return any(n not in self.dynamic and isinstance(self.env[n], torch.Tensor) for n in node.all_input_nodes)
+
+    def run_node(self, node: fx.Node):
+        value = super().run_node(node)
+        kind = ops.kind(node, self.module, self.dynamic.__contains__) if node in self.dynamic else None
+        if kind in _AFFINE and isinstance(value, torch.Tensor) and self._adds_constant(node, kind):
+            zeroed = fx.node.map_arg((node.args, node.kwargs),
+                                     lambda n: _zeros(self.env[n]) if n in self.dynamic else self.env[n])
+            self.found[node] = getattr(self, node.op)(node.target, *zeroed)
+        return value
+
+
+def _zeros(value):
+    """Zeros in the place of every tensor of a value (a tensor, or a tuple or list of them)."""
+    if isinstance(value, torch.Tensor):
+        return torch.zeros_like(value)
+    return type(value)(_zeros(v) for v in value) if isinstance(value, (tuple, list)) else value
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from snnconvert.graph.ops import SPIKING, register_module_kind
-from snnconvert.runtime.state import adopt_threshold_shape
+from snnconvert.runtime.state import adopt_state_shapes
 
 
 class _FloorSTE(torch.autograd.Function):
@@ -77,6 +77,11 @@ class QCFS(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return qcfs(x, self.effective_threshold(), self.levels, self.shift)
 
+    def relu_form(self, x: torch.Tensor) -> torch.Tensor:
+        """``clip(x, 0, cap)``: the ReLU-family activation the site stands for, neither clipped at
+        λ nor quantized (what the ANN computes where the site replaced a ReLU or ReLU6)."""
+        return x.clamp(min=0) if self.cap is None else x.clamp(0, self.cap)
+
     def set_threshold(self, value: torch.Tensor) -> None:
         """Replace λ (shape may change from layer-wise to channel-wise); clipped to the cap."""
         value = value.detach().to(self.threshold.device, torch.float32)
@@ -88,7 +93,7 @@ class QCFS(nn.Module):
         return f"levels={self.levels}, shift={self.shift}, threshold={shape}{cap}, role={self.role}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        adopt_threshold_shape(self, state_dict, prefix)
+        adopt_state_shapes(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

@@ -6,7 +6,10 @@ A value is one of:
 * ``events``: spikes, i.e. what an event source sends (an IF neuron, a spike encoder, a
   per-step max-pool of spikes), or a sum, rearrangement, scaling or average of such values:
   a layer fed events can be driven by them (one accumulate per event and connection);
-* ``real``: any other value (the image, softmax outputs, the residual stream, norms …).
+* ``once``: a real value at the first step and zero after: count coding's input (the image,
+  presented once) and whatever is computed from it alone, up to the neurons;
+* ``real``: any other value (the image under rate coding, softmax outputs, the residual stream,
+  norms …).
 
 An event source is a module that emits spikes (``emits_spikes``), or a max-pool applied to each
 step's spikes (it passes on some of them). Events mixed with real values (added to a real
@@ -18,7 +21,7 @@ from torch import fx
 
 from snnconvert.graph import ops
 
-STATIC, EVENTS, REAL = "static", "events", "real"
+STATIC, EVENTS, ONCE, REAL = "static", "events", "once", "real"
 #: linear ops that keep a sum of events a sum of events (with unit or constant weights)
 _KEEP_EVENTS = ops.ADDITIONS | ops.SUBTRACTIONS | ops.SCALINGS | ops.NEGATIONS | ops.AVERAGES
 
@@ -26,6 +29,11 @@ _KEEP_EVENTS = ops.ADDITIONS | ops.SUBTRACTIONS | ops.SCALINGS | ops.NEGATIONS |
 def is_source(node: fx.Node, gm: fx.GraphModule) -> bool:
     """Whether ``node`` is a module that emits spikes."""
     return node.op == "call_module" and bool(getattr(gm.get_submodule(node.target), "emits_spikes", False))
+
+
+def _presents_once(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """Whether ``node`` is count coding's input gate."""
+    return node.op == "call_module" and bool(getattr(gm.get_submodule(node.target), "presents_once", False))
 
 
 def _keeps_events(node: fx.Node, gm: fx.GraphModule, kind: str) -> bool:
@@ -45,12 +53,14 @@ def classify(gm: fx.GraphModule) -> tuple[dict[fx.Node, str], dict[fx.Node, str]
     kinds = {n: ops.kind(n, gm, dynamic.__contains__) for n in gm.graph.nodes}
     classes: dict[fx.Node, str] = {}
     for node in gm.graph.nodes:
+        inputs = [classes.get(n, REAL) for n in ops.data_inputs(node) if n in dynamic]
         if node not in dynamic:
             classes[node] = STATIC
         elif is_source(node, gm) or is_event_pool(node, gm, kinds, classes):
             classes[node] = EVENTS
+        elif _presents_once(node, gm) or inputs and all(c == ONCE for c in inputs):
+            classes[node] = ONCE
         else:
-            inputs = [classes.get(n, REAL) for n in ops.data_inputs(node) if n in dynamic]
             adds_constant = kinds[node] == ops.LINEAR and _adds_static(node, dynamic)
             classes[node] = EVENTS if (inputs and all(c == EVENTS for c in inputs) and not adds_constant
                                        and _keeps_events(node, gm, kinds[node])) else REAL

@@ -58,6 +58,9 @@ class Activation:
 #: every activation name :func:`activation_of` gives
 ACTIVATION_NAMES = ("relu", "relu6", "hardtanh", "hardsigmoid", "clamp", "gelu", "silu", "hardswish", "leaky_relu",
                     "elu", "celu", "selu", "mish", "softplus", "prelu", "sigmoid", "tanh", "softsign")
+#: the activations that are a clip (``clamp(x·scale + shift, low, cap)`` up to an affine map): QCFS
+#: computes them exactly up to quantization
+RELU_FAMILY = ("relu", "relu6", "hardtanh", "hardsigmoid", "clamp")
 
 
 def _clip_activation(name: str, low: float | None, high: float | None) -> Activation:

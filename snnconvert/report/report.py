@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from snnconvert.report.calibration import calibration_table
 from snnconvert.report.output import saved_figure, write_files
 from snnconvert.runtime.energy import FIELDS, EnergyCosts
 from snnconvert.runtime.simulator import SimulationResult
@@ -23,17 +24,22 @@ def checkpoints_of(timesteps: int) -> list[int]:
 
 
 def simulation_summary(result: SimulationResult, ann_accuracy: float | None,
-                       costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
-    """A JSON-able record of one simulation, with the gap to the ANN at each step and the energy."""
-    acc = result.accuracy
+                       costs: EnergyCosts = EnergyCosts(), reference: str | None = None) -> dict[str, Any]:
+    """A JSON-able record of one simulation, with the gap to the ANN at each step, the agreement
+    with the ``reference`` ANN's predictions (when simulated with one) and the energy."""
+    acc, agreement = result.accuracy, result.agreement
+    steps = checkpoints_of(result.timesteps)
     return {
         "timesteps": result.timesteps,
         "samples": result.samples,
         "seconds": round(result.seconds, 3),
         "accuracy_per_step": [round(a, 4) for a in acc],
         "accuracy_at": {str(t): acc[t - 1] for t in checkpoints_of(result.timesteps)},
-        "gap_to_ann_at": ({str(t): round(ann_accuracy - acc[t - 1], 4) for t in checkpoints_of(result.timesteps)}
+        "gap_to_ann_at": ({str(t): round(ann_accuracy - acc[t - 1], 4) for t in steps}
                           if ann_accuracy is not None else None),
+        "agreement_with": reference if agreement is not None else None,
+        "agreement_per_step": [round(a, 4) for a in agreement] if agreement is not None else None,
+        "agreement_at": {str(t): agreement[t - 1] for t in steps} if agreement is not None else None,
         "resumed_from_batch": result.resumed_from_batch,
         "spikes_per_sample": result.spikes_per_sample,
         "layers": [{"name": layer.name, "spikes_per_sample": layer.spikes / max(1, result.samples),
@@ -51,7 +57,7 @@ def simulation_summary(result: SimulationResult, ann_accuracy: float | None,
 
 def _markdown(report: dict[str, Any]) -> str:
     lines = [f"# snnconvert report: {report['model']}", ""]
-    lines += [f"- {k}: {report[k]}" for k in ("timm_name", "weights", "data", "levels", "timesteps", "neuron",
+    lines += [f"- {k}: {report[k]}" for k in ("timm_name", "weights", "data", "route", "levels", "timesteps", "neuron",
                                                 "masks") if report.get(k) is not None]
     if report.get("training"):
         training = report["training"]
@@ -62,6 +68,8 @@ def _markdown(report: dict[str, Any]) -> str:
                      + f", history {training['history']}")
     lines.append("")
     lines += _preparation(report.get("preparation"))
+    for mode, record in (report.get("snn_calibration") or {}).items():
+        lines += [f"## SNN calibration ({mode})", ""] + calibration_table(record) + [""]
     anns = report["ann_accuracy"]
     lines += ["## Accuracy (%)", ""]
     for label, value in anns.items():
@@ -76,6 +84,9 @@ def _markdown(report: dict[str, Any]) -> str:
             if sim["gap_to_ann_at"] is not None:
                 lines.append(f"| gap to QCFS ANN ({mode}) | "
                              + " | ".join(f"{sim['gap_to_ann_at'][t]:+.2f}" for t in steps) + " |")
+            if sim.get("agreement_at"):
+                lines.append(f"| agreement with the {sim['agreement_with']} ({mode}) | "
+                             + " | ".join(f"{sim['agreement_at'][t]:.2f}" for t in steps) + " |")
         for mode, sim in modes.items():
             resumed = sim.get("resumed_from_batch")
             lines += ["", f"## Spikes per layer ({mode}, {sim['samples']} samples, T={sim['timesteps']}, "

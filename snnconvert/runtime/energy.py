@@ -18,6 +18,8 @@ Every op of the graph is accounted for, from the static classification of its op
 * additions of real values (the residual stream, biases added to a stream) and reductions (means,
   average pools): one addition per element and step; adding events to a real value costs one
   addition per event.
+* under count coding, ops on values that are real at the first step only (the image, presented
+  once, up to the first neurons) are counted for that step only.
 * rearrangements, shape arithmetic, values computed once from parameters, and the neurons' own
   updates (where the synaptic operations land) cost nothing here.
 
@@ -36,7 +38,7 @@ from torch import fx, nn
 
 from snnconvert.graph import ops
 from snnconvert.graph.edit import join, owner
-from snnconvert.graph.events import EVENTS, REAL, STATIC, classify, is_event_pool, is_source
+from snnconvert.graph.events import EVENTS, ONCE, REAL, STATIC, classify, is_event_pool, is_source
 from snnconvert.graph.shapes import example_input, per_sample
 from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.runtime.operators import Call, ExpectationCompensated, MatMul
@@ -101,6 +103,7 @@ class _Op:
     float_ops: float = 0.0
     adds: float = 0.0
     first_step_macs: float = 0.0  # MACs the first step does not do
+    once: bool = False  # on values that are zero after the first step: counted for that step only
     terms: list[_Term] = field(default_factory=list)
 
 
@@ -149,6 +152,7 @@ class OpAccounting:
         for node in snn.graph.nodes:
             op = self._account(node)
             if op is not None:
+                op.once = self.classes[node] == ONCE
                 self.ops.append(op)
             elif node.op.startswith("call"):
                 self.free.setdefault(self._why_free(node), []).append(_name(node))
@@ -199,7 +203,7 @@ class OpAccounting:
             return _Op(_name(node), "elementwise", float_ops=out)
         if kind == ops.MAXPOOL:
             return None if cls == EVENTS else _Op(_name(node), "elementwise", float_ops=out)
-        if kind == ops.LINEAR and cls == REAL:
+        if kind == ops.LINEAR and cls in (REAL, ONCE):
             return self._linear(node, module, out)
         return None
 
@@ -211,7 +215,7 @@ class OpAccounting:
         if kind in (ops.STRUCTURAL, ops.IDENTITY):
             return "rearrangement"
         if kind == ops.SPIKING:
-            return "neuron, mask or encoder (synaptic operations land in it)"
+            return "neuron, mask, encoder, or a constant or input counted once (synaptic operations land in neurons)"
         if cls == EVENTS:
             return "on events (folded into the synaptic operations of the layers they reach)"
         if ops.calls(node, ops.NEGATIONS):
@@ -328,8 +332,9 @@ class OpAccounting:
                 events = counts[term.source] - first[term.source] if term.after_first else counts[term.source]
                 sops += float((events.double() * term.fanout).sum()) if isinstance(term.fanout, torch.Tensor) \
                     else float(events.double().sum()) * term.fanout
-            results.append(LayerOps(op.name, op.kind, round(sops), round(samples * (timesteps * op.macs - op.first_step_macs)),
-                                    round(samples * timesteps * op.float_ops), round(samples * timesteps * op.adds)))
+            steps = 1 if op.once else timesteps
+            results.append(LayerOps(op.name, op.kind, round(sops), round(samples * (steps * op.macs - op.first_step_macs)),
+                                    round(samples * steps * op.float_ops), round(samples * steps * op.adds)))
         return results
 
     def per_sample(self) -> list[LayerOps]:
@@ -363,7 +368,7 @@ class _UnitRun(fx.Interpreter):
             value = self._unit(node)
         else:
             value = super().run_node(node)
-            if isinstance(value, torch.Tensor) and self.classes.get(node) == REAL:
+            if isinstance(value, torch.Tensor) and self.classes.get(node) in (REAL, ONCE):
                 value = value.detach()
         if node in self.record:
             self.values[node] = value

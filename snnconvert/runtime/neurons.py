@@ -1,8 +1,17 @@
-"""Spiking neurons a QCFS activation becomes: IF with reset by subtraction, and its signed variants.
+"""Spiking neurons a QCFS activation becomes: IF with reset by subtraction, and its signed variant.
 
-IF: each step ``v += x_t``; ``s_t = [v ≥ θ]``; ``v -= θ·s_t``; output ``θ·s_t``; ``v(0) = θ/2``.
-Over T steps of constant input z the mean output is ``θ·clip(floor(z·T/θ + 1/2)/T, 0, 1)``, i.e.
-QCFS with T levels: a network of IF neurons tends, as T grows, to its ANN with QCFS levels → ∞.
+Each step: ``v += x_t``; fire ``s_t`` spikes; ``v −= θ·s_t``; output ``θ·s_t``; ``v(0) = θ/2``.
+How many spikes a neuron may fire depends on the coding (:mod:`snnconvert.runtime.coding`):
+
+* **rate** (``levels=None``): at most ``t`` net spikes by step t (a rate in [0, 1], as QCFS clips
+  to [0, λ]). On constant input z the mean output over T steps is ``θ·clip(floor(z·T/θ + 1/2)/T, 0, 1)``,
+  i.e. QCFS with T levels: a network of IF neurons tends, as T grows, to its ANN with QCFS levels → ∞.
+* **count** (``levels=L``): at most L net spikes in all, θ = λ/L; the total output for a total input
+  Z is ``θ·clip(floor(Z/θ + 1/2), 0, L)``: QCFS with L levels, whatever T, once the neuron has
+  fired its count.
+
+``max_spikes`` (k) bounds the spikes of one step (k = 1: binary, or ternary when signed); every
+spike of a burst is one event in the spike, SOP and energy counts.
 """
 from __future__ import annotations
 
@@ -12,7 +21,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from snnconvert.runtime.state import StatefulModule, adopt_threshold_shape
+from snnconvert.runtime.state import StatefulModule, adopt_state_shapes
 
 
 class SpikingNeuron(StatefulModule):
@@ -52,106 +61,130 @@ class IFNeuron(SpikingNeuron):
 
     Args:
         threshold: θ, a scalar or a tensor that broadcasts over the input (channel-wise).
-        initial_potential: v(0) as a fraction of θ (1/2 matches the QCFS shift φ).
+        initial_potential: v(0) as a fraction of θ (1/2 matches the QCFS shift φ; a tensor for
+            per-channel potentials, e.g. after potential calibration).
+        max_spikes: k, the most spikes one step may fire (None: as many as the potential holds).
+        levels: None for rate coding; L for count coding (at most L spikes in all).
+        bias: a constant added to the input (bias calibration): every step under rate coding,
+            once (into v(0)) under count coding.
 
     A :class:`~snnconvert.runtime.masking.RandomSpikeMask` set as ``mask`` drops some of the
     spikes the neuron sends (the membrane is reset for every spike fired).
     """
 
-    def __init__(self, threshold: torch.Tensor | float, initial_potential: float = 0.5):
+    def __init__(self, threshold: torch.Tensor | float, initial_potential: torch.Tensor | float = 0.5,
+                 max_spikes: int | None = 1, levels: int | None = None, bias: torch.Tensor | None = None):
         super().__init__()
         threshold = torch.as_tensor(threshold, dtype=torch.float32).detach().clone()
         if not bool((threshold > 0).all()):
             raise ValueError("IF thresholds must be positive; recalibrate the QCFS thresholds "
                              "(snnconvert calibrate) before converting")
+        if max_spikes is not None and max_spikes < 1:
+            raise ValueError(f"max_spikes must be >= 1 or None, got {max_spikes}")
+        if levels is not None and levels < 1:
+            raise ValueError(f"levels must be >= 1 or None, got {levels}")
         self.register_buffer("threshold", threshold)
-        self.initial_potential = float(initial_potential)
+        self.register_buffer("initial_potential", torch.as_tensor(initial_potential, dtype=torch.float32).clone())
+        self.register_buffer("bias", None if bias is None else torch.as_tensor(bias, dtype=torch.float32).clone())
+        self.max_spikes = max_spikes
+        self.levels = levels
         self.mask: nn.Module | None = None
         self.reset()
+
+    @property
+    def tracks_count(self) -> bool:
+        """Whether firing depends on the net count sent so far (otherwise: single spikes under rate coding)."""
+        return self.levels is not None or self.max_spikes != 1
 
     def reset(self) -> None:
         super().reset()
         self.v: torch.Tensor | None = None
+        self.net: torch.Tensor | None = None  # net spikes sent so far, per element
+        self.t = 0
 
     def spike_count(self, out: torch.Tensor) -> torch.Tensor:
         return out / self.threshold
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        adopt_threshold_shape(self, state_dict, prefix)
+        # checkpoints written before potentials were stored hold θ alone: v(0) = θ/2
+        state_dict.setdefault(prefix + "initial_potential", torch.tensor(0.5))
+        adopt_state_shapes(self, state_dict, prefix, ("threshold", "initial_potential", "bias"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _start(self, x: torch.Tensor) -> None:
+        self.v = (self.initial_potential * self.threshold).expand_as(x).clone()
+        if self.bias is not None and self.levels is not None:
+            self.v.add_(self.bias)
+        if self.tracks_count:
+            self.net = torch.zeros_like(x)
+
+    def _room(self) -> torch.Tensor | int:
+        """How many more net spikes may be sent: up to t (rate coding) or L (count coding)."""
+        return (self.t if self.levels is None else self.levels) - self.net
+
+    def _fire(self) -> torch.Tensor:
+        """This step's spikes per element, from ``v``."""
+        if not self.tracks_count:
+            return self.v >= self.threshold
+        up = (self.v / self.threshold).floor_().clamp_(min=0)
+        if self.max_spikes is not None:
+            up.clamp_(max=self.max_spikes)
+        return torch.minimum(up, self._room())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.v is None:
-            self.v = (self.initial_potential * self.threshold).expand_as(x).clone()
+            self._start(x)
+        self.t += 1
         self.v.add_(x)
-        fired = self.v >= self.threshold
-        out = fired * self.threshold
+        if self.bias is not None and self.levels is None:
+            self.v.add_(self.bias)
+        spikes = self._fire()
+        out = spikes * self.threshold
         self.v.sub_(out)
+        if self.net is not None:
+            self.net.add_(spikes)
         if self.mask is not None:
             out = self.mask(out)
-            fired = out != 0
+            spikes = self.spike_count(out) if self.tracks_count else out != 0
         if self.counting:
-            self.count(fired)
+            self.count(spikes.abs() if spikes.is_floating_point() else spikes)
         return out
 
     def extra_repr(self) -> str:
         shape = "layer" if self.threshold.numel() == 1 else f"channel{tuple(self.threshold.shape)}"
-        return f"threshold={shape}, v0={self.initial_potential}·θ"
+        v0 = f"{float(self.initial_potential):g}" if self.initial_potential.numel() == 1 else "per channel"
+        coding = "rate" if self.levels is None else f"count ≤ {self.levels}"
+        return (f"threshold={shape}, v0={v0}·θ, max_spikes={self.max_spikes}, {coding}"
+                + (", bias" if self.bias is not None else ""))
 
 
 class SignedIFNeuron(IFNeuron):
-    """IF neuron that can also fire negative spikes to take back earlier ones, optionally several
-    spikes per step (a rate-coded form of SpikeZIP-TF's spike-tracking ST-BIF neuron).
+    """IF neuron that can also fire negative spikes to take back earlier ones (a rate- or
+    count-coded form of SpikeZIP-TF's spike-tracing bipolar ST-BIF neuron).
 
-    Each step: ``v += x_t``; fire ``k⁺ = floor(v/θ)`` spikes if ``v ≥ θ`` or take back
-    ``k⁻ = ceil(−v/θ)`` if ``v < 0``, at most ``max_spikes`` per step, keeping the net count
-    ``n = Σ s`` within ``[0, t]`` (rate in [0, 1], as QCFS clips to [0, λ]); ``v −= θ·s_t``;
-    output ``θ·s_t``. The count tracks ``clip(round(S_t/θ), 0, t)`` of the cumulative input
-    ``S_t``, so an input that rises and falls leaves no surplus spikes (no unevenness error).
-    With ``max_spikes=None`` the tracking is exact at every step: a network of such neurons at
-    step t computes its QCFS ANN with t levels on the running means, i.e. the QCFS ANN itself at t = L.
+    Each step it fires ``k⁺ = floor(v/θ)`` spikes if ``v ≥ θ`` or takes back ``k⁻ = ceil(−v/θ)``
+    if ``v < 0``, at most ``max_spikes`` per step, keeping the net count within ``[0, t]`` (rate
+    coding) or ``[0, L]`` (count coding). The count tracks ``clip(round(S_t/θ), 0, bound)`` of the
+    cumulative input ``S_t``, so an input that rises and falls leaves no surplus spikes (no
+    unevenness error). With ``max_spikes=None`` the tracking is exact at every step: a rate-coded
+    network of such neurons computes at step t its QCFS ANN with t levels on the running means (the
+    QCFS ANN itself at t = L); a count-coded one computes its QCFS ANN from the first step.
     """
 
-    def __init__(self, threshold: torch.Tensor | float, initial_potential: float = 0.5,
-                 max_spikes: int | None = 1):
-        super().__init__(threshold, initial_potential)
-        if max_spikes is not None and max_spikes < 1:
-            raise ValueError(f"max_spikes must be >= 1 or None, got {max_spikes}")
-        self.max_spikes = max_spikes
+    tracks_count = True  # a negative spike needs a positive net count to take back
 
-    def reset(self) -> None:
-        super().reset()
-        self.net: torch.Tensor | None = None  # net spikes sent so far, per element
-        self.t = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.v is None:
-            self.v = (self.initial_potential * self.threshold).expand_as(x).clone()
-            self.net = torch.zeros_like(x)
-        self.t += 1
-        self.v.add_(x)
+    def _fire(self) -> torch.Tensor:
         ratio = self.v / self.threshold
         up = ratio.floor().clamp_(min=0)
         down = (-ratio).ceil_().clamp_(min=0)
         if self.max_spikes is not None:
             up.clamp_(max=self.max_spikes)
             down.clamp_(max=self.max_spikes)
-        spikes = torch.minimum(up, self.t - self.net) - torch.minimum(down, self.net)
-        out = spikes * self.threshold
-        self.v.sub_(out)
-        self.net.add_(spikes)
-        if self.mask is not None:
-            out = self.mask(out)
-            spikes = self.spike_count(out)
-        if self.counting:
-            self.count(spikes.abs())
-        return out
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, max_spikes={self.max_spikes}"
+        return torch.minimum(up, self._room()) - torch.minimum(down, self.net)
 
 
-#: neuron models a QCFS activation can become, by name: ``factory(threshold, initial_potential)``
+#: neuron models a QCFS activation can become, by name: ``factory(threshold, initial_potential,
+#: [max_spikes,] levels)``; ``signed-burst-if`` is ``signed-if`` with no bound on a step's spikes
 NEURONS: dict[str, Callable[..., IFNeuron]] = {
     "if": IFNeuron,
     "signed-if": SignedIFNeuron,

@@ -1,7 +1,8 @@
 """Simulate a converted model for T steps: accuracy at every t from one pass, spikes per layer.
 
-Input is direct-coded (the image is presented at every step; the first layer sees real values).
-The prediction at step t is the argmax of the running mean of the outputs ``Σ_{τ≤t} y_τ / t``.
+The image is given to the model at every step (a count-coded model takes it at the first step
+only; see :mod:`snnconvert.runtime.coding`). The prediction at step t is the argmax of the running
+total of the outputs ``Σ_{τ≤t} y_τ`` (under rate coding, of their running mean: the same argmax).
 Memory does not grow with T: only the running sum of outputs and the neurons' state are kept.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ class SimulationResult:
         timesteps: T.
         samples: number of samples simulated.
         correct: correct predictions after each step t = 1..T (length T).
+        agreeing: predictions equal to the reference model's after each step (None without one).
         layers: spikes per IF layer.
         seconds: wall time of the simulation (this run).
         resumed_from_batch: batches taken from a progress file instead of simulated (None: a fresh run).
@@ -47,11 +49,17 @@ class SimulationResult:
     seconds: float = 0.0
     resumed_from_batch: int | None = None
     ops: list[LayerOps] = field(default_factory=list)
+    agreeing: list[int] | None = None
 
     @property
     def accuracy(self) -> list[float]:
         """Accuracy (%) after each step t = 1..T."""
         return [100.0 * c / max(1, self.samples) for c in self.correct]
+
+    @property
+    def agreement(self) -> list[float] | None:
+        """Agreement (%) with the reference model's predictions after each step t = 1..T."""
+        return None if self.agreeing is None else [100.0 * c / max(1, self.samples) for c in self.agreeing]
 
     def accuracy_at(self, t: int) -> float:
         """Accuracy (%) after ``t`` steps."""
@@ -86,13 +94,18 @@ def _progress_file(checkpoint: str | Path) -> Path:
     return path if distributed.world_size() == 1 else path.with_name(f"{path.name}.rank{distributed.rank()}")
 
 
-def _signature(snn: nn.Module, monitor: SpikeMonitor, timesteps: int, data) -> dict:
-    """What a progress file must match to be resumed: T, the neurons, the masks, the weights and the data size."""
-    weights = sum(float(v.double().sum()) for v in snn.state_dict().values() if v.is_floating_point())
-    return {"format": 3, "timesteps": timesteps,
-            "neurons": [f"{n}:{type(m).__name__}" for n, m in monitor.layers.items()],
+def _signature(snn: nn.Module, monitor: SpikeMonitor, timesteps: int, data, reference: nn.Module | None) -> dict:
+    """What a progress file must match to be resumed: T, the neurons, the masks, the weights, the
+    data size and the reference model."""
+    return {"format": 4, "timesteps": timesteps, "reference": None if reference is None else _weights(reference),
+            "neurons": [f"{n}:{type(m).__name__}({m.extra_repr()})" for n, m in monitor.layers.items()],
             "masks": [f"{n}:{m.ratio}:{m.seed}" for n, m in snn.named_modules() if isinstance(m, RandomSpikeMask)],
-            "weights": weights, "batches": len(data) if hasattr(data, "__len__") else None}
+            "weights": _weights(snn), "batches": len(data) if hasattr(data, "__len__") else None}
+
+
+def _weights(model: nn.Module) -> float:
+    """A fingerprint of a model's weights: the sum of its floating-point state."""
+    return sum(float(v.double().sum()) for v in model.state_dict().values() if v.is_floating_point())
 
 
 def _load_progress(path: Path, signature: dict) -> dict | None:
@@ -129,7 +142,8 @@ def _as_graph(snn: nn.Module, data, labels, device) -> fx.GraphModule:
 @torch.no_grad()
 def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps: int = 32,
              device: str | torch.device = "cpu", progress: bool = False,
-             input_shape: tuple[int, ...] | None = None, checkpoint: str | Path | None = None) -> SimulationResult:
+             input_shape: tuple[int, ...] | None = None, checkpoint: str | Path | None = None,
+             reference: nn.Module | None = None) -> SimulationResult:
     """Run a converted model for ``timesteps`` steps on a batch or a DataLoader.
 
     Under torchrun each process simulates its shard of the data and the counts are summed, so
@@ -147,12 +161,17 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         input_shape: the ``(C, H, W)`` the model expects; checked on every batch.
         checkpoint: progress file, written atomically after every batch; a run that finds it
             skips the batches already simulated (``resumed_from_batch`` says how many).
+        reference: an ANN (the original or the QCFS model) whose predictions the SNN's are compared
+            with at every step (``agreement``).
     """
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
     snn = _as_graph(snn.eval().to(device), data, labels, device)
+    if reference is not None:
+        reference.to(device)
     reset_states(snn)
     correct = torch.zeros(timesteps, dtype=torch.long)
+    agreeing = torch.zeros(timesteps, dtype=torch.long)
     samples = done = 0
     start = time.perf_counter()
     batches = _batches(data, labels)
@@ -162,10 +181,11 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     accounting = OpAccounting(snn)
     with SpikeMonitor(snn) as monitor, EventCounts(snn, accounting.sources) as events:
         path = _progress_file(checkpoint) if checkpoint is not None else None
-        signature = _signature(snn, monitor, timesteps, data)
+        signature = _signature(snn, monitor, timesteps, data, reference)
         saved = _load_progress(path, signature) if path is not None else None
         if saved is not None:
-            correct, samples, done = saved["correct"], int(saved["samples"]), int(saved["batches"])
+            correct, agreeing = saved["correct"], saved["agreeing"]
+            samples, done = int(saved["samples"]), int(saved["batches"])
             monitor.add(saved["spiking"])
             events.load(saved["events"])
         for index, (images, targets) in enumerate(batches):
@@ -176,28 +196,39 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
                                  f"[N, {', '.join(map(str, input_shape))}]: resize the data or pick "
                                  f"the matching model")
             images, targets = images.to(device), targets.to(device)
+            expected = _predictions(reference, images, index) if reference is not None else None
             reset_states(snn)
             reseed_masks(snn, index)
             total_out = None
             for t in range(timesteps):
                 out = snn(images)
                 total_out = out if total_out is None else total_out + out
-                correct[t] += (total_out.argmax(-1) == targets).sum().cpu()
+                predicted = total_out.argmax(-1)
+                correct[t] += (predicted == targets).sum().cpu()
+                if expected is not None:
+                    agreeing[t] += (predicted == expected).sum().cpu()
             events.end_batch(len(images))
             samples += targets.numel()
             if path is not None:
                 atomic_save({"signature": signature, "batches": index + 1, "samples": samples, "correct": correct,
-                             "spiking": monitor.totals(), "events": events.state()}, path)
+                             "agreeing": agreeing, "spiking": monitor.totals(), "events": events.state()}, path)
         reset_states(snn)
-    counts = distributed.all_reduce(torch.cat([correct, torch.tensor([samples])]))
-    correct, samples = counts[:timesteps], int(counts[timesteps])
+    counts = distributed.all_reduce(torch.cat([correct, agreeing, torch.tensor([samples])]))
+    correct, agreeing, samples = counts[:timesteps], counts[timesteps:-1], int(counts[-1])
     names = sorted(events.totals)
     events.unflat(names, distributed.all_reduce(events.flat(names)))
     layer_ops = accounting.results(events.totals, events.first, samples, timesteps)
     spiking = distributed.all_reduce(monitor.totals())
     return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spiking),
                             time.perf_counter() - start, resumed_from_batch=saved["batches"] if saved is not None else None,
-                            ops=layer_ops)
+                            ops=layer_ops, agreeing=agreeing.tolist() if reference is not None else None)
+
+
+def _predictions(model: nn.Module, images: torch.Tensor, index: int) -> torch.Tensor:
+    """An ANN's predictions on a batch (its spike masks seeded for the batch, as in :func:`evaluate`)."""
+    model.eval()
+    reseed_masks(model, index)
+    return model(images).argmax(-1)
 
 
 @torch.no_grad()
@@ -205,11 +236,10 @@ def evaluate(model: nn.Module, data, labels: torch.Tensor | None = None,
              device: str | torch.device = "cpu") -> float:
     """Top-1 accuracy (%) of an ANN (e.g. the QCFS model) on the same inputs as :func:`simulate`
     (under torchrun: over every process's shard)."""
-    model.eval().to(device)
+    model.to(device)
     counts = torch.zeros(2, dtype=torch.long)
     for index, (images, targets) in enumerate(_batches(data, labels)):
-        reseed_masks(model, index)
-        pred = model(images.to(device)).argmax(-1).cpu()
+        pred = _predictions(model, images.to(device), index).cpu()
         counts += torch.tensor([int((pred == targets).sum()), targets.numel()])
     correct, total = distributed.all_reduce(counts).tolist()
     return 100.0 * correct / max(1, total)

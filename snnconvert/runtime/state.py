@@ -24,17 +24,22 @@ def reset_states(model: nn.Module) -> None:
             m.reset()
 
 
-def adopt_threshold_shape(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str) -> None:
-    """Before loading, give ``module.threshold`` the shape stored in ``state_dict``.
+def adopt_state_shapes(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str,
+                       names: tuple[str, ...] = ("threshold",)) -> None:
+    """Before loading, give ``module``'s tensors ``names`` the shapes stored in ``state_dict``.
 
-    Thresholds are layer-wise (a scalar) or channel-wise depending on how a model was calibrated,
-    so a freshly built model must take the shape of the checkpoint it loads.
+    Thresholds (and a neuron's potentials and biases) are layer-wise (a scalar) or channel-wise
+    depending on how a model was calibrated, and a neuron has a bias only once calibrated, so a
+    freshly built model must take the shapes of the checkpoint it loads.
     """
-    stored = state_dict.get(prefix + "threshold")
-    current = module.threshold
-    if stored is not None and stored.shape != current.shape:
-        value = stored.detach().to(current.device, current.dtype).clone()
+    for name in names:
+        stored = state_dict.get(prefix + name)
+        current = getattr(module, name)
+        if stored is None or current is not None and stored.shape == current.shape:
+            continue
+        reference = current if current is not None else stored
+        value = stored.detach().to(reference.device, reference.dtype).clone()
         if isinstance(current, nn.Parameter):
-            module.threshold = nn.Parameter(value, requires_grad=current.requires_grad)
+            setattr(module, name, nn.Parameter(value, requires_grad=current.requires_grad))
         else:
-            module.threshold = value
+            setattr(module, name, value)

@@ -1,0 +1,82 @@
+"""How a converted model carries its ANN's values over time steps.
+
+* ``rate`` (the QCFS / MST convention): the image is presented at every step and biases are added
+  at every step; a value is the **running mean** of its stream, ``Σ_{τ≤t} y_τ / t``. Linear ops
+  commute with the running mean; IF neurons send at most t spikes by step t.
+* ``count`` (SpikeZIP-TF's accumulation): the image is presented once (at the first step) and every
+  constant once; a value is the **total** of its stream, ``Σ_{τ≤t} y_τ``. Linear ops commute with
+  the total; a neuron with θ = λ/L sends at most L net spikes in all, so its total is QCFS with L
+  levels whatever T: once every neuron has sent its count the SNN *is* its QCFS ANN, and later
+  steps send nothing. Nonlinear ops emit ``y_t = g(S_t) − g(S_{t−1})`` of cumulative inputs.
+
+The prediction at step t is the argmax of the running total of the outputs under either coding.
+"""
+from __future__ import annotations
+
+import torch
+
+from snnconvert.runtime.state import StatefulModule
+
+CODINGS = ("rate", "count")
+
+
+def estimate(total: torch.Tensor, t: int, coding: str) -> torch.Tensor:
+    """The value a stream stands for after ``t`` steps, from its running total."""
+    return total / t if coding == "rate" else total
+
+
+class InputOnce(StatefulModule):
+    """Count coding's input: the image at the first step, zeros after."""
+
+    presents_once = True  # what it sends is a real value at the first step only (graph.events)
+
+    def __init__(self):
+        super().__init__()
+        self.reset()
+
+    def reset(self) -> None:
+        self.started = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.started:
+            return torch.zeros_like(x)
+        self.started = True
+        return x
+
+
+class OnceOffset(StatefulModule):
+    """A constant ``c`` that an affine op adds to its output, counted once (count coding): the
+    total of the op's outputs is then the op of its inputs' totals.
+
+    Args:
+        offset: c, the op's output on zero dynamic inputs (a bias broadcast over the output), at
+            batch size 1; a batch folded into the leading dimension (Swin's windows) is matched.
+        included: the op's output already holds c (subtract it after the first step), or the op
+            was stripped of it (add it at the first step: a Linear or Conv without its bias).
+    """
+
+    def __init__(self, offset: torch.Tensor, included: bool):
+        super().__init__()
+        self.register_buffer("offset", offset.detach().clone())
+        self.included = included
+        self.reset()
+
+    def reset(self) -> None:
+        self.started = False
+
+    def _shift(self, y: torch.Tensor, sign: float) -> torch.Tensor:
+        c = self.offset
+        if c.dim() == y.dim() and c.shape[0] not in (1, y.shape[0]):  # [B·n, …] against [n, …]
+            return (y.unflatten(0, (-1, c.shape[0])) + sign * c).flatten(0, 1)
+        return y + sign * c
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        first, self.started = not self.started, True
+        if first and not self.included:
+            return self._shift(y, 1.0)
+        if not first and self.included:
+            return self._shift(y, -1.0)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.offset.shape)}, {'subtracted after the first step' if self.included else 'added at the first step'}"
