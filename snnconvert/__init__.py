@@ -1,8 +1,8 @@
 """snnconvert: ANN-to-SNN conversion of vision transformers and CNNs (Masked Spiking Transformer
 pipeline): ``prepare`` → ``calibrate`` → ``convert`` → ``simulate``."""
-from snnconvert.convert import PrepareConfig, convert, float_operations, prepare, prepare_with_report
+from snnconvert.convert import NeuronConfig, PrepareConfig, convert, float_operations, prepare, prepare_with_report
 from snnconvert.runtime import IFNeuron, reset_states
 
 __version__ = "0.1.0"
-__all__ = ["PrepareConfig", "convert", "float_operations", "prepare", "prepare_with_report", "IFNeuron",
+__all__ = ["NeuronConfig", "PrepareConfig", "convert", "float_operations", "prepare", "prepare_with_report", "IFNeuron",
            "reset_states"]

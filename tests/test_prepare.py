@@ -146,6 +146,17 @@ def test_the_readme_api_runs_and_bad_options_are_refused():
     snn = sc.convert(qcfs_model, mode="compensated")
     result = simulate(snn, loader, timesteps=4)
     assert len(result.accuracy) == 4 and result.layers and sc.float_operations(snn)
+
+    from snnconvert.calibrate import correct
+    cnn = tiny_timm_resnet().eval()
+    x32, y32 = images(SPEC_32, 32)
+    loader = [(x32, y32)]
+    qcfs_cnn = sc.prepare(cnn, x32[:2], sc.PrepareConfig.calibration_only(levels=8))
+    calibrate_thresholds(qcfs_cnn, loader, CalibrationConfig("percentile", 99.99))
+    snn = sc.convert(qcfs_cnn, neuron=sc.NeuronConfig("signed-if", max_spikes=1, coding="rate"))
+    correct(snn, qcfs_cnn, x32, timesteps=4, method="potential")
+    result = simulate(snn, loader, timesteps=4, reference=cnn)
+    assert len(result.agreement) == 4 and 0 <= result.agreement[-1] <= 100
     with pytest.raises(SnnConvertError, match="unknown activations"):
         PrepareConfig(keep_activations=("swish",))
     with pytest.raises(SnnConvertError, match="max_pool"):
