@@ -5,9 +5,9 @@ Run: python benchmarks/low_latency.py [--part cnn transformers] [--limit N] [--i
 **cnn**: a ReLU CNN trained here as a plain ANN (resnet_nano, never QCFS-trained; trained by the
 command in ``artifacts/resnet_nano_ann.json`` if the checkpoint is missing) converted by calibration
 alone: accuracy and agreement with the ANN's predictions at T = 8, 16, 32, 64 for naive (max)
-thresholds, each threshold method, bias / potential corrections (computed for each T on the
-calibration images, then simulated for that T), and signed / count-coded neurons, all with at
-most one spike per step.
+thresholds, each threshold method, bias / potential corrections (computed for each T of
+8, 16, 32 on the calibration images, then simulated for that T), and signed / count-coded
+neurons, all with at most one spike per step.
 
 **transformers**: the shipped swin_nano and vit_nano (QCFS, L = 8): the gap to the QCFS ANN at
 T = 8, 16, 32 with count coding and k = 1 or 2 spikes per step, spikes and energy per image at
@@ -36,6 +36,7 @@ from snnconvert.runtime import evaluate, simulate
 DATA = "fashion-mnist"
 ANN = Path(__file__).parent / "artifacts" / "resnet_nano_ann.pt"
 CNN_STEPS = (8, 16, 32, 64)
+CORRECTED_STEPS = (8, 16, 32)  # a correction is for one T: corrected, then simulated, for each of these
 TRANSFORMER_STEPS = (8, 16, 32)
 
 
@@ -76,11 +77,11 @@ def _ensure_ann() -> Path:
 
 
 def _row(label: str, accuracy: dict[int, float], agreement: dict[int, float]) -> str:
-    cells = " | ".join(f"{accuracy[t]:.2f} / {agreement[t]:.1f}" for t in accuracy)
+    cells = " | ".join(f"{accuracy[t]:.2f} / {agreement[t]:.1f}" if t in accuracy else "—" for t in CNN_STEPS)
     return f"| {label} | {cells} |"
 
 
-def cnn(limit: int | None, batch_size: int) -> dict:
+def cnn(limit: int | None, batch_size: int, routes: list[int] | None) -> dict:
     loaded = pipeline.load("resnet_nano", str(_ensure_ann()))
     test = pipeline.eval_loader(loaded.recipe, DATA, batch_size, limit)
     ann_accuracy = evaluate(loaded.model, test)
@@ -91,7 +92,9 @@ def cnn(limit: int | None, batch_size: int) -> dict:
     print("| route | " + " | ".join(f"T={t}" for t in CNN_STEPS) + " |")
     print("|---|" + "---|" * len(CNN_STEPS))
     rows = []
-    for route in CNN_ROUTES:
+    for number, route in enumerate(CNN_ROUTES, 1):
+        if routes and number not in routes:
+            continue
         start = time.perf_counter()
         prepared, _, _ = pipeline.ensure_prepared(loaded, DATA, route.thresholds, "cpu", False,
                                                   PrepareConfig.calibration_only(route.levels))
@@ -101,8 +104,8 @@ def cnn(limit: int | None, batch_size: int) -> dict:
                               reference=loaded.model)
             accuracy = {t: result.accuracy[t - 1] for t in CNN_STEPS}
             agreement = {t: result.agreement[t - 1] for t in CNN_STEPS}
-        else:  # a correction is for one T: correct and simulate for each
-            for t in CNN_STEPS:
+        else:
+            for t in CORRECTED_STEPS:
                 snn = convert(prepared, "compensated", route.neuron)
                 pipeline.calibrate_snn(snn, prepared, images, t, CorrectionConfig(route.correction), [], "ann")
                 result = simulate(snn, test, timesteps=t, reference=loaded.model)
@@ -182,6 +185,8 @@ def transformers(limit: int | None, iso_limit: int, max_if_steps: int, batch_siz
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", nargs="+", choices=["cnn", "transformers"], default=["cnn", "transformers"])
+    parser.add_argument("--routes", type=int, nargs="+", default=None,
+                        help="cnn: only these routes (numbered from 1 in CNN_ROUTES order)")
     parser.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
     parser.add_argument("--iso-limit", type=int, default=1000, help="test images for the IF iso-accuracy search")
     parser.add_argument("--max-if-steps", type=int, default=256, help="longest IF simulation in that search")
@@ -194,7 +199,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s); data: {DATA} test split")
     results = {}
     if "cnn" in args.part:
-        results["cnn"] = cnn(args.limit, args.batch_size)
+        results["cnn"] = cnn(args.limit, args.batch_size, args.routes)
     if "transformers" in args.part:
         results["transformers"] = transformers(args.limit, args.iso_limit, args.max_if_steps, args.batch_size)
     print(f"\n{time.perf_counter() - start:.0f} s in all")

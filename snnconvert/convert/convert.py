@@ -26,6 +26,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from snnconvert.convert.config import NeuronConfig
@@ -176,12 +177,18 @@ class _ConstantOffsets(fx.Interpreter):
 
     def _adds_constant(self, node: fx.Node, kind: str) -> bool:
         """Whether an affine op has a constant term: a bias, a BatchNorm's shift, a constant operand
-        it adds or concatenates (not one it multiplies by)."""
+        it adds (a tensor or a number: hard sigmoid's ``x + 3``) or concatenates, a padding value;
+        not a constant it multiplies by."""
         if node.op == "call_module":
             module = self.module.get_submodule(node.target)
             return getattr(module, "bias", None) is not None or kind == ops.BATCHNORM
         if kind == ops.WEIGHT:
             return (node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")) is not None
+        if ops.calls(node, ops.ADDITIONS | ops.SUBTRACTIONS) and \
+                any(isinstance(a, (int, float)) for a in node.args[:2]):
+            return True
+        if node.target is F.pad:
+            return bool(node.args[3] if len(node.args) > 3 else node.kwargs.get("value"))
         if ops.calls(node, ops.SCALINGS | ops.NEGATIONS | ops.MATRIX_PRODUCTS) or node.target is torch.einsum:
             return False
         return any(n not in self.dynamic and isinstance(self.env[n], torch.Tensor) for n in node.all_input_nodes)
