@@ -130,9 +130,9 @@ def _count_runs(snn_of, test, reference, qcfs: float, label: str) -> list[dict]:
     return runs
 
 
-def transformers(limit: int | None, iso_limit: int, max_if_steps: int, batch_size: int) -> dict:
+def transformers(models: list[str], limit: int | None, iso_limit: int, max_if_steps: int, batch_size: int) -> dict:
     found = {}
-    for name in ("swin_nano", "vit_nano"):
+    for name in models:
         loaded = pipeline.load(name, None)
         qcfs_ann = loaded.model.eval()
 
@@ -187,6 +187,7 @@ def main() -> None:
     parser.add_argument("--part", nargs="+", choices=["cnn", "transformers"], default=["cnn", "transformers"])
     parser.add_argument("--routes", type=int, nargs="+", default=None,
                         help="cnn: only these routes (numbered from 1 in CNN_ROUTES order)")
+    parser.add_argument("--models", nargs="+", default=["swin_nano", "vit_nano"], help="transformers: these models")
     parser.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
     parser.add_argument("--iso-limit", type=int, default=1000, help="test images for the IF iso-accuracy search")
     parser.add_argument("--max-if-steps", type=int, default=256, help="longest IF simulation in that search")
@@ -201,7 +202,8 @@ def main() -> None:
     if "cnn" in args.part:
         results["cnn"] = cnn(args.limit, args.batch_size, args.routes)
     if "transformers" in args.part:
-        results["transformers"] = transformers(args.limit, args.iso_limit, args.max_if_steps, args.batch_size)
+        results["transformers"] = transformers(args.models, args.limit, args.iso_limit, args.max_if_steps,
+                                               args.batch_size)
     print(f"\n{time.perf_counter() - start:.0f} s in all")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
