@@ -88,11 +88,11 @@ def convert(model: fx.GraphModule, mode: str = "compensated", neuron: str | Neur
 
 
 def _to_neurons(gm: fx.GraphModule, neuron: NeuronConfig) -> None:
+    count = neuron.coding == "count"
     for node in list(gm.graph.nodes):
         site = gm.get_submodule(node.target) if node.op == "call_module" else None
         if not isinstance(site, QCFS):
             continue
-        count = neuron.coding == "count"
         threshold = site.effective_threshold().detach() / (site.levels if count else 1)
         spiking = NEURONS[neuron.neuron](threshold, initial_potential=site.shift, max_spikes=neuron.max_spikes,
                                          levels=site.levels if count else None)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from snnconvert.graph.ops import PRODUCT, register_module_kind
+from snnconvert.runtime.coding import estimate
 from snnconvert.runtime.state import StatefulModule
 
 
@@ -92,7 +93,7 @@ class ExpectationCompensated(StatefulModule):
             self.sums = [s + x for s, x in zip(self.sums, inputs)]
         values = list(args)
         for i, total in zip(self.dynamic, self.sums):
-            values[i] = total / self.t if self.coding == "rate" else total
+            values[i] = estimate(total, self.t, self.coding)
         current = self.fn(*values, **kwargs)
         if self.coding == "rate":
             current = self.t * current
