@@ -1,68 +1,186 @@
-"""Cost of one SNN time step relative to one forward pass of the QCFS ANN.
+"""What simulating a converted model costs, relative to its ANN, next to SpikingJelly stepping it.
 
-Run: python benchmarks/simulation_cost.py [--models swin_nano vit_nano resnet_nano] [--batch 128] [--steps 32]
+Run: python benchmarks/simulation_cost.py [--models swin_nano vit_nano resnet_nano] [--batch 128]
+     [--timesteps 32] [--chunk 8] [--repeats 3] [--threads 1] [--memory swin_nano] [--device cpu]
 
-Columns: the bare converted model stepped in each attention mode, and ``simulate()`` as users run
-it (compensated, IF neurons, with every metric: accuracy at every t, spiking statistics, spike
-counts for the energy accounting), per step, each divided by one ANN forward on the same batch;
-and the one-time setup of the energy accounting (fan-out maps), in seconds, which ``simulate()``
-pays once per call and the per-step figure leaves out. Times are interleaved in one run (ANN,
-compensated, mst, simulate, repeated) and the ratios printed, since absolute CPU times mean
-little on a shared machine.
+For each model (its QCFS ANN, converted in the compensated mode, IF neurons), on one batch of the
+embedded Fashion-MNIST sample, interleaved in one run (so that load changes hit every variant
+alike), median over the repeats:
+
+* ``simulate()`` as users run it (accuracy at every t, every spiking statistic, spike counts for
+  the energy accounting): per step, i.e. ``(time(T) − time(1)) / (T − 1)`` (the one-time setup
+  left out), ÷ one ANN forward on the same batch; and in total, ``time(T) ÷ (T ANN forwards)``
+  (setup included). Variants: one step per call without folding the input (``plain``); with the
+  input folded (``fold``); folded and K steps per call (``fold+K``); the same with basic metrics
+  (spike counts only).
+* SpikingJelly 2.0 (``pip install -e ".[bench]"``): the same converted model with every IF
+  neuron replaced by ``spikingjelly.activation_based.neuron.IFNode`` (soft reset, v(0) = θ/2),
+  stepped one step per call, bare and with SpikingJelly's ``OutputMonitor`` counting spikes; the
+  agreement of its predictions with ``simulate()``'s is printed (the same math: 100 %).
+
+``--memory MODEL`` adds the peak resident memory of ``simulate()`` at T = 32, 256 and 1024 (each in
+a fresh process, batch 32): it must not grow with T. Absolute times mean little on a shared
+machine; compare the ratios, measured in one run.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
 import time
 
 import torch
+from torch import nn
 
 from snnconvert.convert import convert
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.model_zoo import get_recipe, load_model
-from snnconvert.runtime import reset_states, simulate
-from snnconvert.runtime.energy import OpAccounting
+from snnconvert.runtime import IFNeuron, reset_states, simulate
 
 
-def _time(fn) -> float:
+def _batch(name: str, batch: int, device: str):
+    loaded = load_model(get_recipe(name))
+    x, y = next(iter(make_loader(load_dataset("embedded", "test", loaded.recipe.input_spec), batch)))
+    return loaded.model.eval().to(device), x.to(device), y.to(device)
+
+
+def _timed(fn) -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     start = time.perf_counter()
     fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
+class _SpikingJellyIF(nn.Module):
+    """One of our IF neurons as SpikingJelly runs it: ``θ·IFNode(v_threshold=θ, v_reset=None)``
+    with the membrane reset to v(0) = θ/2 (its reset value) instead of 0."""
+
+    def __init__(self, neuron: IFNeuron):
+        from spikingjelly.activation_based import neuron as sj_neuron
+        super().__init__()
+        theta = float(neuron.threshold)
+        self.node = sj_neuron.IFNode(v_threshold=theta, v_reset=None, step_mode="s")
+        self.node._memories_rv["v"] = float(neuron.initial_potential) * theta
+        self.node.reset()
+        self.theta = theta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.node(x) * self.theta
+
+
+def _spikingjelly_model(snn: nn.Module) -> nn.Module:
+    """A copy of ``snn`` with every IF neuron stepped by SpikingJelly (layer-wise θ, rate coding)."""
+    twin = copy.deepcopy(snn)
+    for name, module in list(twin.named_modules()):
+        if isinstance(module, IFNeuron):
+            if type(module) is not IFNeuron or module.threshold.numel() != 1 or module.tracks_count or module.mask:
+                raise ValueError(f"{name}: SpikingJelly's IFNode has no counterpart for {module.extra_repr()}")
+            parent, _, child = name.rpartition(".")
+            setattr(twin.get_submodule(parent) if parent else twin, child, _SpikingJellyIF(module))
+    return twin
+
+
+def _spikingjelly_run(net: nn.Module, x: torch.Tensor, steps: int, monitored: bool) -> torch.Tensor:
+    """Step ``net`` as a SpikingJelly user does (reset, T single steps, optionally an
+    ``OutputMonitor`` summing each neuron's spikes); returns the predictions after T steps."""
+    from spikingjelly.activation_based import functional, monitor, neuron as sj_neuron
+    functional.reset_net(net)
+    reset_states(net)
+    recorder = monitor.OutputMonitor(net, sj_neuron.IFNode, lambda s: s.sum()) if monitored else None
+    total = None
+    for _ in range(steps):
+        out = net(x)
+        total = out if total is None else total + out
+    if recorder is not None:
+        sum(recorder.records)
+        recorder.remove_hooks()
+    return total.argmax(-1)
+
+
+def _variants(chunk: int) -> dict[str, dict]:
+    return {"plain": dict(chunk=1, fold=False), "fold": dict(chunk=1), "fold+K (default)": {},
+            f"fold+{chunk}": dict(chunk=chunk), "fold+K basic": dict(metrics="basic")}
+
+
 @torch.no_grad()
+def _cost(name: str, args) -> dict:
+    model, x, y = _batch(name, args.batch, args.device)
+    snn = convert(model, "compensated")
+    variants = _variants(args.chunk)
+    times: dict[str, list[float]] = {k: [] for k in ["ann", *variants, *(f"{v} T=1" for v in variants)]}
+    try:
+        jelly = _spikingjelly_model(snn)
+    except ImportError:
+        jelly = None
+    if jelly is not None:
+        times.update({"spikingjelly": [], "spikingjelly+monitor": []})
+    T = args.timesteps
+    for _ in range(args.repeats):
+        times["ann"].append(_timed(lambda: [model(x) for _ in range(T)]) / T)
+        for key, options in variants.items():
+            times[key].append(_timed(lambda: simulate(snn, x, y, timesteps=T, device=args.device, **options)))
+            times[f"{key} T=1"].append(_timed(lambda: simulate(snn, x, y, timesteps=1, device=args.device, **options)))
+        if jelly is not None:
+            times["spikingjelly"].append(_timed(lambda: _spikingjelly_run(jelly, x, T, False)))
+            times["spikingjelly+monitor"].append(_timed(lambda: _spikingjelly_run(jelly, x, T, True)))
+    median = {k: statistics.median(v) for k, v in times.items()}
+    ann = median["ann"]
+    row = {"model": name, "ann_forward_ms": 1e3 * ann}
+    for key in variants:
+        row[f"{key}: step/ANN"] = (median[key] - median[f"{key} T=1"]) / (T - 1) / ann
+        row[f"{key}: total/(T·ANN)"] = median[key] / (T * ann)
+    if jelly is not None:
+        row["spikingjelly: step/ANN"] = median["spikingjelly"] / T / ann
+        row["spikingjelly+monitor: step/ANN"] = median["spikingjelly+monitor"] / T / ann
+        ours = simulate(snn, x, y, timesteps=T, device=args.device).correct[-1]
+        theirs = int((_spikingjelly_run(jelly, x, T, False) == y).sum())
+        row["spikingjelly: same correct count"] = ours == theirs
+    return row
+
+
+def _peak_rss_child(name: str, timesteps: int, chunk: int) -> None:
+    model, x, y = _batch(name, 32, "cpu")
+    simulate(convert(model, "compensated"), x, y, timesteps=timesteps, chunk=chunk)
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["swin_nano", "vit_nano", "resnet_nano"])
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=32, help="SNN steps per timed run")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--timesteps", type=int, default=32)
+    parser.add_argument("--chunk", type=int, default=8, help="K, steps per call for one more time-batched variant")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory", metavar="MODEL", help="also measure peak RSS at T = 32, 256, 1024")
+    parser.add_argument("--rss-child", nargs=2, metavar=("MODEL", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, {args.steps} steps per run")
-    print(f"{'model':<12} {'compensated step / ANN':>24} {'mst step / ANN':>16} {'simulate() step / ANN':>22} "
-          f"{'accounting setup (s)':>21}")
+    if args.rss_child:
+        _peak_rss_child(args.rss_child[0], int(args.rss_child[1]), args.chunk)
+        return
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.device}, batch {args.batch}, "
+          f"T = {args.timesteps}, median of {args.repeats}")
     for name in args.models:
-        loaded = load_model(get_recipe(name))
-        model = loaded.model.eval()
-        x, y = next(iter(make_loader(load_dataset("embedded", "test", loaded.recipe.input_spec), args.batch)))
-        snns = {mode: convert(model, mode) for mode in ("compensated", "mst")}
-
-        def steps(net, x=x):
-            reset_states(net)
-            for _ in range(args.steps):
-                net(x)
-
-        ann = comp = mst = sim = setup = 0.0
-        for _ in range(args.repeats):  # interleave so that load changes hit every variant alike
-            ann += _time(lambda net=model: steps(net))
-            comp += _time(lambda net=snns["compensated"]: steps(net))
-            mst += _time(lambda net=snns["mst"]: steps(net))
-            setup_once = _time(lambda: OpAccounting(snns["compensated"]))
-            sim += _time(lambda: simulate(snns["compensated"], x, y, timesteps=args.steps)) - setup_once
-            setup += setup_once
-        print(f"{name:<12} {comp / ann:>24.2f} {mst / ann:>16.2f} {sim / ann:>22.2f} {setup / args.repeats:>21.2f}")
+        row = _cost(name, args)
+        print(f"\n{name}: one ANN forward {row.pop('model') and row.pop('ann_forward_ms'):.1f} ms")
+        for key, value in row.items():
+            print(f"  {key:<36} {value:.2f}" if isinstance(value, float) else f"  {key:<36} {value}")
+    if args.memory:
+        print(f"\npeak RSS of simulate() on {args.memory}, batch 32, K = {args.chunk} (fresh process each):")
+        for T in (32, 256, 1024):
+            out = subprocess.run([sys.executable, __file__, "--rss-child", args.memory, str(T), "--chunk",
+                                  str(args.chunk), "--threads", str(args.threads)],
+                                 check=True, capture_output=True, text=True).stdout
+            print(f"  T = {T:<5} {json.loads(out.strip().splitlines()[-1])['peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from snnconvert.convert.config import DEFAULT_KEPT_ACTIVATIONS, LAYERNORM_CHOICE
 from snnconvert.data import DATASET_NAMES
 from snnconvert.direct import ENCODERS, NODES, SURROGATES
 from snnconvert.errors import SnnConvertError
-from snnconvert.runtime import CODINGS, NEURONS
+from snnconvert.runtime import CODINGS, NEURONS, SimulationOptions
+from snnconvert.runtime.execution import PRECISIONS
 from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.model_zoo import direct_config, get_recipe, list_recipes, shipped_checkpoint
 from snnconvert.report import comparison, write_comparison
@@ -49,6 +50,25 @@ def _common(f):
     f = click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")(f)
     f = click.option("--quiet", is_flag=True, help="No progress bars.")(f)
     return f
+
+
+def _simulation_options(f):
+    """How the simulation runs (SimulationOptions): the same result, faster or leaner."""
+    f = click.option("--compile", "compile_step", is_flag=True,
+                     help="torch.compile the step graph (worth it on a GPU; minutes of compiling on a CPU).")(f)
+    f = click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True,
+                     help="bf16/fp16: half-precision matmuls and convolutions under autocast; membranes, "
+                          "running totals and statistics stay float32.")(f)
+    f = click.option("--metrics", type=click.Choice(["full", "basic"]), default="full", show_default=True,
+                     help="full: spike %, negative-potential % and residual potential per layer too; basic: "
+                          "spikes and energy only (faster).")(f)
+    return click.option("--chunk", type=click.IntRange(1), default=None, metavar="K",
+                        help="Time steps per call (time batching; exact). Default: about 512 samples per call "
+                             "on a CPU, 8192 on a GPU.")(f)
+
+
+def _simulation(chunk: int | None, metrics: str, precision: str, compile_step: bool, **_other_options) -> SimulationOptions:
+    return SimulationOptions(chunk, metrics, precision, compile_step)
 
 
 def _energy_options(f):
@@ -320,6 +340,7 @@ def main() -> None:
                    "(--no-pretrained: random initialization, e.g. with --epochs).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help="Folder for report.json, report.md, accuracy_vs_t.png (and prepared.pt).")
+@_simulation_options
 @_energy_options
 @_common
 def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, percentile, granularity, epochs, modes,
@@ -339,7 +360,8 @@ def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, per
                           0 if options["no_finetune"] else epochs, limit, batch_size, device, pretrained,
                           loading=_model_adaptation(**options),
                           progress=not quiet and distributed.is_main(), costs=EnergyCosts(e_ac, e_mac),
-                          masks=_mask_config(masks, mask_blocks, mask_seed), correction=_correction(**options))
+                          masks=_mask_config(masks, mask_blocks, mask_seed), correction=_correction(**options),
+                          simulation=_simulation(**options))
     if distributed.is_main():
         _print_summary(report, out)
 
@@ -610,6 +632,7 @@ def convert_cmd(model, checkpoint, mode, out, device, threads, quiet, **options)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write report.json/.md/.png here.")
+@_simulation_options
 @_energy_options
 @_common
 def simulate_cmd(model, checkpoint, timesteps, data, mode, limit, batch_size, out, e_ac, e_mac, device, threads,
@@ -625,7 +648,8 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, limit, batch_size, ou
     test = pipeline.eval_loader(recipe, data, batch_size, limit)
     progress_file = Path(out) / "simulation.progress.pt" if out else None
     costs = EnergyCosts(e_ac, e_mac)
-    sim = pipeline.simulate_and_summarize(snn, recipe, test, timesteps, None, device, not quiet, progress_file, costs)
+    sim = pipeline.simulate_and_summarize(snn, recipe, test, timesteps, None, device, not quiet, progress_file, costs,
+                                          options=_simulation(**options))
     if sim["resumed_from_batch"]:
         _echo(f"resumed after {sim['resumed_from_batch']} batches")
     for t, acc in sim["accuracy_at"].items():

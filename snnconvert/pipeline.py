@@ -28,7 +28,7 @@ from snnconvert.model_zoo import (Recipe, build_ann, build_spiking_classifier, g
                                   load_model)
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.report import simulation_summary, write_report, write_sweep_report
-from snnconvert.runtime import evaluate, simulate
+from snnconvert.runtime import SimulationOptions, evaluate, simulate
 from snnconvert.runtime.energy import EnergyCosts, OpAccounting
 from snnconvert.train import TrainConfig, fit
 
@@ -249,7 +249,8 @@ def eval_loader(recipe: Recipe, data: str, batch_size: int, limit: int | None):
 def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: int, ann_accuracy: float | None,
                            device: str, progress: bool, progress_file: Path | None = None,
                            costs: EnergyCosts = EnergyCosts(),
-                           reference: tuple[str, nn.Module] | None = None) -> dict[str, Any]:
+                           reference: tuple[str, nn.Module] | None = None,
+                           options: SimulationOptions = SimulationOptions()) -> dict[str, Any]:
     """Simulate a converted model and summarize it (accuracy per t, agreement with the
     ``reference`` ANN's predictions (a label and the model), spikes, floating-point ops).
 
@@ -257,7 +258,7 @@ def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: in
     """
     label, model = reference if reference is not None else (None, None)
     result = simulate(snn, loader, timesteps=timesteps, device=device, progress=progress and distributed.is_main(),
-                      input_shape=recipe.input_size, checkpoint=progress_file, reference=model)
+                      input_shape=recipe.input_size, checkpoint=progress_file, reference=model, **asdict(options))
     summary = simulation_summary(result, ann_accuracy, costs, label)
     summary["float_operations"] = [asdict(op) for op in float_operations(snn)]
     return summary
@@ -311,7 +312,8 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
         out: str, modes: list[str], neuron: NeuronConfig, prepare_config: PrepareConfig | None, epochs: int | None,
         limit: int | None, batch_size: int, device: str, pretrained: bool, progress: bool = True,
         costs: EnergyCosts = EnergyCosts(), masks: MaskConfig | None = None,
-        loading: dict[str, Any] | None = None, correction: CorrectionConfig | None = None) -> dict[str, Any]:
+        loading: dict[str, Any] | None = None, correction: CorrectionConfig | None = None,
+        simulation: SimulationOptions = SimulationOptions()) -> dict[str, Any]:
     """The whole pipeline: load → prepare + calibrate (+ masks) (+ fine-tune) → convert (+ correct)
     → simulate → report.
 
@@ -363,7 +365,7 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
                                             "ann" if untrained_ann else "qcfs", progress)
                         for mode, snn in snns.items()}
     sims = {mode: simulate_and_summarize(snn, recipe, test, timesteps, ann_acc["QCFS ANN"], device, progress, path,
-                                         costs, agreement) for (mode, snn), path in zip(snns.items(), progress_files)}
+                                         costs, agreement, simulation) for (mode, snn), path in zip(snns.items(), progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
               "weights_loading": loaded.metadata.get("loading") or None, "preparation": prepared,
               "masks": config.masks.describe() if config.masks else None,

@@ -13,7 +13,7 @@ from snnconvert.calibrate import CalibrationConfig
 from snnconvert.convert import NeuronConfig, PrepareConfig, convert
 from snnconvert.data import InputSpec
 from snnconvert.model_zoo.coverage import ARCHITECTURES
-from snnconvert.runtime import reset_states, simulate
+from snnconvert.runtime import Execution, reset_states, simulate
 from snnconvert.runtime.energy import OpAccounting
 
 from conftest import calibrated, images
@@ -43,8 +43,26 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
     for total in (rate, first, count):
         assert (total - target).abs().max().item() <= tolerance
 
+    if_snn = convert(model64)  # time batching and the folded input give every step's output unchanged
+    for net in (if_snn, counted):
+        single = _steps(net, x64, Execution(net, fold=False))
+        assert torch.equal(_steps(net, x64, Execution(net, chunk=3)), single)
+
     snn32 = convert(model.float())
     assert OpAccounting(snn32).unaccounted == []  # every op of the graph is counted or free for a stated reason
     result = simulate(snn32, x[:4], y[:4], timesteps=3)
     assert len(result.correct) == 3 and result.layers
     assert result.energy_per_sample_pj() > 0 and any(op.sops > 0 for op in result.ops)
+    plain = simulate(snn32, x[:4], y[:4], timesteps=3, chunk=1, fold=False)
+    assert (plain.correct, plain.layers, plain.ops) == (result.correct, result.layers, result.ops)
+
+
+def _steps(snn, x, execution: Execution, timesteps: int = 5) -> torch.Tensor:
+    """The outputs of ``timesteps`` steps, run ``execution.chunk`` at a time."""
+    reset_states(snn)
+    inputs, outputs = execution.inputs(x), []
+    with torch.no_grad():
+        while len(outputs) < timesteps:
+            outputs.extend(execution.run(inputs, min(execution.chunk, timesteps - len(outputs))))
+    execution.close()
+    return torch.stack(outputs)

@@ -48,7 +48,7 @@ def test_neuron_dynamics_by_hand():
     assert _run(soft, [0.6, 0.6, 0.6]) == [0, 1, 0] and float(soft.v) == pytest.approx(0.8)
     # LIF, τ = 2: H = V + (X − V)/2: 0.75, 1.125 (fires, → 0), 0.75
     lif = make_node("lif", tau=2.0)
-    assert _run(lif, [1.5, 1.5]) == [0, 1] and float(lif.residual()) == pytest.approx(0.125)  # discarded
+    assert _run(lif, [1.5, 1.5]) == [0, 1] and float(lif.v) == 0.0  # the 0.125 over θ is discarded
     assert _run(lif, [1.5]) == [0] and float(lif.v) == pytest.approx(0.75)
     lif_soft = make_node("lif", tau=2.0, reset="soft")
     assert _run(lif_soft, [1.5, 1.5]) == [0, 1] and float(lif_soft.v) == pytest.approx(0.125)

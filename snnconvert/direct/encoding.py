@@ -42,7 +42,7 @@ class Encoder(StatefulModule):
     def encode(self, x: torch.Tensor, t: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor) -> torch.Tensor:
         self.t += 1
         return self.encode(x, self.t - 1)
 

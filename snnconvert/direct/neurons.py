@@ -56,33 +56,26 @@ class SpikingNode(SpikingNeuron):
         super().reset()
         self.v: torch.Tensor | None = None
 
-    def spike_count(self, out: torch.Tensor) -> torch.Tensor:
-        return out
-
-    def residual(self) -> torch.Tensor:
-        """``(H[t] − V_th·S[t]) / V_th``: the overshoot a hard reset discards (a soft one keeps)."""
-        return (self._charged - self.threshold * self._spikes) / self.threshold
-
     def charge(self, x: torch.Tensor) -> torch.Tensor:
         """``H[t]`` from ``V[t−1]`` (``self.v``) and the input."""
         raise NotImplementedError
 
-    def single_step(self, x: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor) -> torch.Tensor:
         if self.v is None:
             self.v = torch.full_like(x, self.v_reset)
         h = self.charge(x)
         spikes = self.surrogate(h - self.threshold)
-        self._charged, self._spikes = h, spikes
         s = spikes.detach() if self.detach_reset else spikes
         self.v = h * (1 - s) + self.v_reset * s if self.hard_reset else h - self.threshold * s
-        if self.counting:
-            self.count(spikes.detach())
+        if self.recording != "none":  # the overshoot ``H[t] − V_th·S[t]`` is what a soft reset keeps
+            sent = spikes.detach()
+            self._record(sent, self.v.detach(), (h - self.threshold * sent).detach())
         return spikes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "m":
-            return torch.stack([self.single_step(x_t) for x_t in x])
-        return self.single_step(x)
+            return torch.stack([self.step(x_t) for x_t in x])
+        return super().forward(x)
 
     def extra_repr(self) -> str:
         reset = f"hard to {self.v_reset:g}" if self.hard_reset else "soft"

@@ -6,6 +6,9 @@ A value is one of:
 * ``events``: spikes, i.e. what an event source sends (an IF neuron, a spike encoder, a
   per-step max-pool of spikes), or a sum, rearrangement, scaling or average of such values:
   a layer fed events can be driven by them (one accumulate per event and connection);
+* ``input``: the input, and whatever is computed from it alone through ops without state (up to
+  the first neurons: a patch embedding, a first conv and its BatchNorm): the same at every step
+  under rate coding, so it is computed once per batch and counted once;
 * ``once``: a real value at the first step and zero after: count coding's input (the image,
   presented once) and whatever is computed from it alone, up to the neurons;
 * ``real``: any other value (the image under rate coding, softmax outputs, the residual stream,
@@ -21,7 +24,7 @@ from torch import fx
 
 from snnconvert.graph import ops
 
-STATIC, EVENTS, ONCE, REAL = "static", "events", "once", "real"
+STATIC, EVENTS, INPUT, ONCE, REAL = "static", "events", "input", "once", "real"
 #: linear ops that keep a sum of events a sum of events (with unit or constant weights)
 _KEEP_EVENTS = ops.ADDITIONS | ops.SUBTRACTIONS | ops.SCALINGS | ops.NEGATIONS | ops.AVERAGES
 
@@ -56,6 +59,8 @@ def classify(gm: fx.GraphModule) -> tuple[dict[fx.Node, str], dict[fx.Node, str]
         inputs = [classes.get(n, REAL) for n in ops.data_inputs(node) if n in dynamic]
         if node not in dynamic:
             classes[node] = STATIC
+        elif node.op == "placeholder" or inputs and all(c == INPUT for c in inputs) and kinds[node] != ops.SPIKING:
+            classes[node] = INPUT
         elif is_source(node, gm) or is_event_pool(node, gm, kinds, classes):
             classes[node] = EVENTS
         elif _presents_once(node, gm) or inputs and all(c == ONCE for c in inputs):

@@ -23,6 +23,11 @@ def checkpoints_of(timesteps: int) -> list[int]:
     return ts + [timesteps]
 
 
+def _or_na(value: float | None, spec: str) -> str:
+    """A metric that was not recorded (basic metrics) reads ``n/a``."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def simulation_summary(result: SimulationResult, ann_accuracy: float | None,
                        costs: EnergyCosts = EnergyCosts(), reference: str | None = None) -> dict[str, Any]:
     """A JSON-able record of one simulation, with the gap to the ANN at each step, the agreement
@@ -98,8 +103,8 @@ def _markdown(report: dict[str, Any]) -> str:
                       "| layer | spikes / sample | firing rate | spike % | negative-potential % | residual (θ) |",
                       "|---|---|---|---|---|---|"]
             lines += [f"| {lay['name']} | {lay['spikes_per_sample']:.0f} | {lay['firing_rate']:.4f} | "
-                      f"{lay['spike_percent']:.2f} | {lay['negative_potential_percent']:.2f} | "
-                      f"{lay['mean_residual_potential']:.3f} |" for lay in sim["layers"]]
+                      f"{_or_na(lay['spike_percent'], '.2f')} | {_or_na(lay['negative_potential_percent'], '.2f')} | "
+                      f"{_or_na(lay['mean_residual_potential'], '.3f')} |" for lay in sim["layers"]]
             energy = f"{sim['energy_uj_per_sample']:.3f} µJ"
             if report.get("ann_energy_uj_per_sample"):
                 energy += f" ({sim['energy_uj_per_sample'] / report['ann_energy_uj_per_sample']:.3f} × the ANN's " \

@@ -20,9 +20,10 @@ from snnconvert.runtime.state import StatefulModule
 CODINGS = ("rate", "count")
 
 
-def estimate(total: torch.Tensor, t: int, coding: str) -> torch.Tensor:
-    """The value a stream stands for after ``t`` steps, from its running total."""
-    return total / t if coding == "rate" else total
+def estimate(total: torch.Tensor, t: int | torch.Tensor, coding: str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The value a stream stands for after ``t`` steps, from its running total (written into
+    ``out`` when one is given and the value is not the total itself)."""
+    return torch.div(total, t, out=out) if coding == "rate" else total
 
 
 class InputOnce(StatefulModule):
@@ -37,7 +38,7 @@ class InputOnce(StatefulModule):
     def reset(self) -> None:
         self.started = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor) -> torch.Tensor:
         if self.started:
             return torch.zeros_like(x)
         self.started = True
@@ -70,7 +71,7 @@ class OnceOffset(StatefulModule):
             return (y.unflatten(0, (-1, c.shape[0])) + sign * c).flatten(0, 1)
         return y + sign * c
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def step(self, y: torch.Tensor) -> torch.Tensor:
         first, self.started = not self.started, True
         if first and not self.included:
             return self._shift(y, 1.0)

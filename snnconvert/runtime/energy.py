@@ -18,8 +18,8 @@ Every op of the graph is accounted for, from the static classification of its op
 * additions of real values (the residual stream, biases added to a stream) and reductions (means,
   average pools): one addition per element and step; adding events to a real value costs one
   addition per event.
-* under count coding, ops on values that are real at the first step only (the image, presented
-  once, up to the first neurons) are counted for that step only.
+* ops on the input alone, up to the first neurons (the simulator computes them once per batch
+  under rate coding; count coding presents the image once) are counted for one step.
 * rearrangements, shape arithmetic, values computed once from parameters, and the neurons' own
   updates (where the synaptic operations land) cost nothing here.
 
@@ -38,7 +38,7 @@ from torch import fx, nn
 
 from snnconvert.graph import ops
 from snnconvert.graph.edit import join, owner
-from snnconvert.graph.events import EVENTS, ONCE, REAL, STATIC, classify, is_event_pool, is_source
+from snnconvert.graph.events import EVENTS, INPUT, ONCE, REAL, STATIC, classify, is_event_pool, is_source
 from snnconvert.graph.shapes import example_input, per_sample
 from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.runtime.operators import Call, ExpectationCompensated, MatMul
@@ -152,7 +152,7 @@ class OpAccounting:
         for node in snn.graph.nodes:
             op = self._account(node)
             if op is not None:
-                op.once = self.classes[node] == ONCE
+                op.once = self.classes[node] in (INPUT, ONCE)
                 self.ops.append(op)
             elif node.op.startswith("call"):
                 self.free.setdefault(self._why_free(node), []).append(_name(node))
@@ -203,7 +203,7 @@ class OpAccounting:
             return _Op(_name(node), "elementwise", float_ops=out)
         if kind == ops.MAXPOOL:
             return None if cls == EVENTS else _Op(_name(node), "elementwise", float_ops=out)
-        if kind == ops.LINEAR and cls in (REAL, ONCE):
+        if kind == ops.LINEAR and cls in (REAL, INPUT, ONCE):
             return self._linear(node, module, out)
         return None
 
@@ -221,6 +221,12 @@ class OpAccounting:
         if ops.calls(node, ops.NEGATIONS):
             return "sign change"
         return "unaccounted"
+
+    @property
+    def mapped(self) -> set[str]:
+        """Sources whose events reach some op through a fan-out that differs between elements
+        (convolution edges): their spikes must be counted per element."""
+        return {term.source for op in self.ops for term in op.terms if isinstance(term.fanout, torch.Tensor)}
 
     @property
     def unaccounted(self) -> list[str]:
@@ -368,7 +374,7 @@ class _UnitRun(fx.Interpreter):
             value = self._unit(node)
         else:
             value = super().run_node(node)
-            if isinstance(value, torch.Tensor) and self.classes.get(node) in (REAL, ONCE):
+            if isinstance(value, torch.Tensor) and self.classes.get(node) in (REAL, INPUT, ONCE):
                 value = value.detach()
         if node in self.record:
             self.values[node] = value
@@ -434,22 +440,26 @@ def _unit_pool(pool, args, kwargs) -> torch.Tensor:
 
 
 class EventCounts:
-    """Per-element spike counts of every event source of a converted model while attached (a
-    context manager): neurons keep theirs in their step; other sources (spike encoders, per-step
-    max-pools of spikes) through a hook. ``end_batch`` adds a batch's counts to the totals."""
+    """Spike counts of every event source of a converted model while attached (a context manager):
+    per element for the sources in ``mapped`` (default: all), whose fan-out differs between
+    elements, otherwise one total per source. Neurons keep them in their step (their record);
+    other sources (spike encoders, per-step max-pools of spikes) through a hook, which reads
+    ``steps`` time steps from each call (set by the simulator when it runs K steps per call).
+    ``end_batch`` adds a batch's counts to the totals."""
 
-    def __init__(self, snn: fx.GraphModule, sources: dict[str, fx.Node]):
-        self.snn = snn
+    def __init__(self, snn: fx.GraphModule, sources: dict[str, fx.Node], mapped: set[str] | None = None):
+        self.snn, self.mapped = snn, set(sources) if mapped is None else mapped
         self.modules = {name: snn.get_submodule(name) for name in sources}
         self.totals: dict[str, torch.Tensor] = {}
         self.first: dict[str, torch.Tensor] = {}
         self._hooked: dict[str, list] = {}
         self._handles: list = []
+        self.steps = 1
 
     def __enter__(self) -> EventCounts:
         for name, module in self.modules.items():
             if isinstance(module, SpikingNeuron):
-                module.counting = True
+                module.start_recording("basic", per_element=name in self.mapped)
             else:
                 self._hooked[name] = [None, None]
                 self._handles.append(module.register_forward_hook(self._hook(name)))
@@ -458,17 +468,17 @@ class EventCounts:
     def _hook(self, name: str):
         def record(_module, _inputs, out: torch.Tensor) -> None:
             held = self._hooked[name]
-            events = (out != 0).to(torch.float32)
+            events = (out != 0).to(torch.float32).unflatten(0, (self.steps, -1))  # [steps, …]
             if held[0] is None:
-                held[0], held[1] = events, events.clone()
+                held[0], held[1] = events.sum(0), events[0].clone()
             else:
-                held[0].add_(events)
+                held[0].add_(events.sum(0))
         return record
 
     def __exit__(self, *exc) -> None:
         for module in self.modules.values():
             if isinstance(module, SpikingNeuron):
-                module.counting = False
+                module.stop_recording()
         for handle in self._handles:
             handle.remove()
         self._handles = []
@@ -476,12 +486,19 @@ class EventCounts:
     def end_batch(self, batch: int) -> None:
         """Add the batch's counts (``batch`` samples) to the totals and start the next batch."""
         for name, module in self.modules.items():
-            counts, first = (module.counts, module.first_counts) if isinstance(module, SpikingNeuron) \
-                else self._hooked[name]
+            if isinstance(module, SpikingNeuron):
+                record = module.record
+                if record is None:
+                    continue
+                counts, first = (record.counts, record.first) if record.counts is not None \
+                    else (record.totals_now[:1], record.first_total.reshape(1))
+            else:
+                counts, first = self._hooked[name]
             if counts is None:
                 continue
             for store, value in ((self.totals, counts), (self.first, first)):
-                flat = value.reshape(batch, -1).sum(0, dtype=torch.float64)
+                flat = value.reshape(batch, -1).sum(0, dtype=torch.float64) if value.numel() > 1 \
+                    else value.double().reshape(1)
                 store[name] = flat if name not in store else store[name] + flat
             if name in self._hooked:
                 self._hooked[name] = [None, None]

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snnconvert.graph.ops import SPIKING, register_module_kind
+from snnconvert.runtime.state import StatefulModule
 
 
-class RandomSpikeMask(nn.Module):
+class RandomSpikeMask(StatefulModule):
     """Keep each element of the input with probability ``1 − ratio`` (no rescaling).
 
     In training mode draws come from torch's global generator, like dropout (so the trainer's seed
@@ -20,7 +20,8 @@ class RandomSpikeMask(nn.Module):
     module's own generator, seeded with ``seed`` for batch 0 and restarted by :meth:`reseed` —
     the simulator and :func:`evaluate` reseed every mask for each batch, so a result depends on
     the seeds and the data only, and an interrupted simulation resumes to the same counts.
-    ``ratio = 0`` returns the input itself.
+    ``ratio = 0`` returns the input itself. Taking K steps per call, it draws each step's mask in
+    turn, as K single steps would.
     """
 
     emits_spikes = True  # what passes is spikes (the energy counter's sources)
@@ -38,7 +39,10 @@ class RandomSpikeMask(nn.Module):
         self._batch = batch
         self._generator = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def reset(self) -> None:
+        """Nothing to reset: the draws restart with :meth:`reseed`."""
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
         if self.ratio == 0.0:
             return x
         generator = None
@@ -52,8 +56,6 @@ class RandomSpikeMask(nn.Module):
     def extra_repr(self) -> str:
         return f"ratio={self.ratio}, seed={self.seed}"
 
-
-register_module_kind(RandomSpikeMask, SPIKING)
 
 
 def reseed_masks(model: nn.Module, batch: int = 0) -> None:

@@ -22,38 +22,44 @@ import torch
 from torch import nn
 
 from snnconvert.runtime.state import StatefulModule, adopt_state_shapes
+from snnconvert.runtime.statistics import METRICS, NeuronRecord
 
 
 class SpikingNeuron(StatefulModule):
     """A neuron the monitors and energy counters see: after each step ``v`` holds its membrane
-    potential and ``threshold`` its θ; :meth:`spike_count` reads the (signed) spikes of an output.
+    potential and ``threshold`` its θ.
 
-    While ``counting`` it keeps, in its own step, how many spikes each element has sent since the
-    last reset (``counts``; ``first_counts`` after the first step): the energy accounting's input.
+    While recording (:meth:`start_recording`) it keeps, in its own step, statistics since the
+    last reset (``record``, a :class:`~snnconvert.runtime.statistics.NeuronRecord`): spikes sent
+    (per element where the energy accounting needs them) and, with ``full`` metrics, firing,
+    negative and residual potential.
     """
 
     emits_spikes = True  # its outputs are spikes (the energy counter's sources)
-    counting = False
+    single_spikes = True  # at most one spike per element and step (firing equals spikes)
+    recording = "none"  # one of statistics.METRICS
+    per_element = False
 
     def reset(self) -> None:
-        self.counts: torch.Tensor | None = None
-        self.first_counts: torch.Tensor | None = None
+        self.record: NeuronRecord | None = None
 
-    def count(self, events: torch.Tensor) -> None:
-        """Add one step's spikes per element (a count, or a bool tensor for single spikes)."""
-        if self.counts is None:
-            self.counts = events.to(torch.float32, copy=True)
-            self.first_counts = self.counts.clone()
-        else:
-            self.counts.add_(events)
+    def start_recording(self, metrics: str = "basic", per_element: bool = False) -> None:
+        """Record at least ``metrics`` (and spikes per element if ``per_element``) from the next step."""
+        if metrics not in METRICS:
+            raise ValueError(f"unknown metrics {metrics!r}; choose one of {', '.join(METRICS)}")
+        self.recording = max(self.recording, metrics, key=METRICS.index)
+        self.per_element = self.per_element or per_element
 
-    def spike_count(self, out: torch.Tensor) -> torch.Tensor:
-        """Spikes per element of an output of this neuron."""
-        raise NotImplementedError
+    def stop_recording(self) -> None:
+        self.recording, self.per_element = "none", False
 
-    def residual(self) -> torch.Tensor:
-        """Potential left after this step's spikes, before any hard reset, in units of θ."""
-        return self.v / self.threshold
+    def _record(self, sent: torch.Tensor, v: torch.Tensor, left: torch.Tensor | None = None) -> None:
+        """Add one step to the record: ``sent`` spikes per element (≥ 0, float), ``v`` the potential
+        after the step, ``left`` the potential left by firing (default ``v``)."""
+        if self.record is None:
+            self.record = NeuronRecord(v, self.single_spikes, self.per_element, self.recording == "full",
+                                       self.threshold)
+        self.record.add(sent, v, left)
 
 
 class IFNeuron(SpikingNeuron):
@@ -96,14 +102,16 @@ class IFNeuron(SpikingNeuron):
         """Whether firing depends on the net count sent so far (otherwise: single spikes under rate coding)."""
         return self.levels is not None or self.max_spikes != 1
 
+    @property
+    def single_spikes(self) -> bool:
+        return not self.tracks_count
+
     def reset(self) -> None:
         super().reset()
         self.v: torch.Tensor | None = None
         self.net: torch.Tensor | None = None  # net spikes sent so far, per element
         self.t = 0
-
-    def spike_count(self, out: torch.Tensor) -> torch.Tensor:
-        return out / self.threshold
+        self._spikes: torch.Tensor | None = None  # this step's spikes (float)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before potentials were stored hold θ alone: v(0) = θ/2
@@ -112,26 +120,29 @@ class IFNeuron(SpikingNeuron):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _start(self, x: torch.Tensor) -> None:
-        self.v = (self.initial_potential * self.threshold).expand_as(x).clone()
+        like = dict(dtype=torch.promote_types(x.dtype, self.threshold.dtype), device=x.device)
+        self.v = (self.initial_potential * self.threshold).to(**like).expand_as(x).clone()
         if self.bias is not None and self.levels is not None:
             self.v.add_(self.bias)
         if self.tracks_count:
-            self.net = torch.zeros_like(x)
+            self.net = torch.zeros_like(self.v)
+        self._spikes = torch.empty_like(self.v)
 
     def _room(self) -> torch.Tensor | int:
         """How many more net spikes may be sent: up to t (rate coding) or L (count coding)."""
         return (self.t if self.levels is None else self.levels) - self.net
 
     def _fire(self) -> torch.Tensor:
-        """This step's spikes per element, from ``v``."""
+        """This step's spikes per element, from ``v`` (a float tensor)."""
         if not self.tracks_count:
-            return self.v >= self.threshold
+            return torch.ge(self.v, self.threshold, out=self._spikes)
         up = (self.v / self.threshold).floor_().clamp_(min=0)
         if self.max_spikes is not None:
             up.clamp_(max=self.max_spikes)
         return torch.minimum(up, self._room())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``v += x``; fire s; ``v −= θ·s``; return ``θ·s`` (into ``out`` if given)."""
         if self.v is None:
             self._start(x)
         self.t += 1
@@ -139,15 +150,23 @@ class IFNeuron(SpikingNeuron):
         if self.bias is not None and self.levels is None:
             self.v.add_(self.bias)
         spikes = self._fire()
-        out = spikes * self.threshold
-        self.v.sub_(out)
         if self.net is not None:
             self.net.add_(spikes)
-        if self.mask is not None:
-            out = self.mask(out)
-            spikes = self.spike_count(out) if self.tracks_count else out != 0
-        if self.counting:
-            self.count(spikes.abs() if spikes.is_floating_point() else spikes)
+        if self.mask is not None:  # the membrane was reset for every spike fired; some are not sent
+            self.v.sub_(spikes * self.threshold)
+            spikes = self.mask(spikes)
+            out = torch.mul(spikes, self.threshold, out=out)
+        else:
+            out = torch.mul(spikes, self.threshold, out=out)
+            self.v.sub_(out)
+        if self.recording != "none":
+            self._record(spikes if self.single_spikes else spikes.abs(), self.v)
+        return out
+
+    def multi_step(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, self.threshold.dtype), device=x.device)
+        for x_t, out_t in zip(x.chunk(self.steps), out.chunk(self.steps)):
+            self.step(x_t, out_t)
         return out
 
     def extra_repr(self) -> str:

@@ -73,30 +73,97 @@ class ExpectationCompensated(StatefulModule):
         self.dynamic = None if dynamic is None else tuple(dynamic)
         self.bilinear = bilinear
         self.coding = coding
-        self.t = 0
-        self.sums: list[torch.Tensor] | None = None
-        self.previous: torch.Tensor | None = None
+        self.reset()
 
     def reset(self) -> None:
         self.t = 0
-        self.sums = None
-        self.previous = None
+        self.sums: list[torch.Tensor] | None = None
+        self.previous: torch.Tensor | None = None
+        self._values: list[torch.Tensor] | None = None  # the estimates of one step (rate coding)
 
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        self.t += 1
+    def _positions(self, args) -> tuple[int, ...]:
         if self.dynamic is None:
             self.dynamic = tuple(range(len(args)))
-        inputs = [args[i] for i in self.dynamic]
-        if self.sums is None:
-            self.sums = [x.clone() for x in inputs]
+        return self.dynamic
+
+    def _current(self, args, totals: list[torch.Tensor], t: int | torch.Tensor, kwargs,
+                 into: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``t·g(ā_t, …)`` (rate) or ``g(A_t, …)`` (count) from the totals after step ``t`` (a
+        bilinear ``g`` under rate coding: ``g(A_t, B_t)/t``, the same without two divisions);
+        the estimates are written into ``into`` when given.
+
+        With ``t`` a ``[K]`` tensor of steps, the totals are ``[K, M, …]`` (one row per step) and
+        ``g`` runs once on all K steps.
+        """
+        steps = t.numel() if isinstance(t, torch.Tensor) else None
+
+        def per_step(x: torch.Tensor):
+            return t if steps is None else t.view(steps, *[1] * (x.dim() - 1))
+
+        if self.bilinear:
+            values = totals
         else:
-            self.sums = [s + x for s, x in zip(self.sums, inputs)]
-        values = list(args)
-        for i, total in zip(self.dynamic, self.sums):
-            values[i] = estimate(total, self.t, self.coding)
-        current = self.fn(*values, **kwargs)
+            values = [estimate(total, per_step(total), self.coding, None if into is None else into[i])
+                      for i, total in enumerate(totals)]
+        if steps is not None:
+            values = [v.flatten(0, 1) for v in values]
+        merged = list(args)
+        for i, value in zip(self.dynamic, values):
+            merged[i] = value
+        current = self.fn(*merged, **kwargs)
+        if steps is not None:
+            current = current.unflatten(0, (steps, -1))
         if self.coding == "rate":
-            current = self.t * current
-        out = current if self.previous is None else current - self.previous
+            if any(current.data_ptr() == v.data_ptr() for v in values):  # fn gave back an input
+                current = current.clone()
+            current = current.div_(per_step(current)) if self.bilinear else current.mul_(per_step(current))
+        return current
+
+    def step(self, *args, **kwargs) -> torch.Tensor:
+        self.t += 1
+        inputs = [args[i] for i in self._positions(args)]
+        if self.sums is None:
+            self.sums = [_wide(x, copy=True) for x in inputs]
+            if self.coding == "rate" and not self.bilinear:
+                self._values = [torch.empty_like(total) for total in self.sums]
+        else:
+            for total, x in zip(self.sums, inputs):
+                total.add_(x)
+        reuse = not torch.is_grad_enabled()  # write into buffers of earlier steps (out= has no autograd)
+        current = self._current(args, self.sums, self.t, kwargs, self._values if reuse else None)
+        if self.previous is None:  # kept apart from what is returned, so it can be written over
+            self.previous = current.clone()
+            return current
+        out = torch.sub(current, self.previous, out=self.previous if reuse else None)
         self.previous = current
         return out
+
+    def multi_step(self, *args, **kwargs) -> torch.Tensor:
+        """K steps at once: the running totals after each step (added step after step, as
+        :meth:`step` adds them), ``fn`` once on all K, and the differences between steps."""
+        k = self.steps
+        totals = []
+        for n, position in enumerate(self._positions(args)):
+            steps = args[position].unflatten(0, (k, -1))
+            stacked = torch.empty_like(_wide(steps))
+            running = None if self.sums is None else self.sums[n]
+            for j in range(k):
+                running = stacked[j].copy_(steps[j]) if running is None else torch.add(running, steps[j], out=stacked[j])
+            totals.append(stacked)
+        self.sums = [stacked[-1] for stacked in totals]
+        t = torch.arange(self.t + 1, self.t + k + 1, dtype=totals[0].dtype, device=totals[0].device)
+        self.t += k
+        current = self._current(args, totals, t, kwargs)
+        out = torch.empty_like(current)
+        if self.previous is None:
+            out[0] = current[0]
+        else:
+            torch.sub(current[0], self.previous, out=out[0])
+        torch.sub(current[1:], current[:-1], out=out[1:])
+        self.previous = current[-1]
+        return out.flatten(0, 1)
+
+
+def _wide(x: torch.Tensor, copy: bool = False) -> torch.Tensor:
+    """``x`` in at least float32 (running totals stay float32 when a step's values are bf16/fp16)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32), copy=copy)

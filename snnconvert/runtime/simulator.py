@@ -1,9 +1,12 @@
 """Simulate a converted model for T steps: accuracy at every t from one pass, spikes per layer.
 
 The image is given to the model at every step (a count-coded model takes it at the first step
-only; see :mod:`snnconvert.runtime.coding`). The prediction at step t is the argmax of the running
-total of the outputs ``Σ_{τ≤t} y_τ`` (under rate coding, of their running mean: the same argmax).
-Memory does not grow with T: only the running sum of outputs and the neurons' state are kept.
+only; see :mod:`snnconvert.runtime.coding`): what is computed from it alone is computed once per
+batch, and the rest runs K steps per call (:mod:`snnconvert.runtime.execution`). The prediction
+at step t is the argmax of the running total of the outputs ``Σ_{τ≤t} y_τ`` (under rate coding,
+of their running mean: the same argmax). Every metric is kept by the neurons in their own step
+(:mod:`snnconvert.runtime.statistics`). Memory does not grow with T: only the running sum of
+outputs, the neurons' state and their per-element totals are kept.
 """
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ from snnconvert.errors import CheckpointError
 from snnconvert.graph.shapes import annotate
 from snnconvert.graph.trace import trace
 from snnconvert.runtime.energy import FIELDS, EnergyCosts, EventCounts, LayerOps, OpAccounting
-from snnconvert.runtime.monitors import LayerSpikes, SpikeMonitor, layer_spikes
+from snnconvert.runtime.execution import Execution
+from snnconvert.runtime.monitors import SpikeMonitor
 from snnconvert.runtime.masking import RandomSpikeMask, reseed_masks
+from snnconvert.runtime.statistics import LayerSpikes, layer_spikes
 from snnconvert.runtime.state import reset_states
 
 
@@ -143,7 +148,8 @@ def _as_graph(snn: nn.Module, data, labels, device) -> fx.GraphModule:
 def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps: int = 32,
              device: str | torch.device = "cpu", progress: bool = False,
              input_shape: tuple[int, ...] | None = None, checkpoint: str | Path | None = None,
-             reference: nn.Module | None = None) -> SimulationResult:
+             reference: nn.Module | None = None, metrics: str = "full", chunk: int | None = None, fold: bool = True,
+             precision: str = "fp32", compile: bool | str = False) -> SimulationResult:
     """Run a converted model for ``timesteps`` steps on a batch or a DataLoader.
 
     Under torchrun each process simulates its shard of the data and the counts are summed, so
@@ -163,9 +169,19 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
             skips the batches already simulated (``resumed_from_batch`` says how many).
         reference: an ANN (the original or the QCFS model) whose predictions the SNN's are compared
             with at every step (``agreement``).
+        metrics: ``full`` (every spiking statistic), or ``basic`` (spikes only: firing, negative
+            and residual potential stay 0; see :data:`~snnconvert.runtime.statistics.METRICS`).
+        chunk: K, the steps run per call (time batching; exact against single steps, see
+            :mod:`snnconvert.runtime.execution`); memory grows with K, not T. None: about 512
+            samples per call on a CPU (K = 4 at batch 128), 8192 on a GPU.
+        fold: compute what depends on the input alone once per batch (rate coding).
+        precision: ``fp32``, or ``bf16`` / ``fp16`` matmuls with float32 membranes and totals.
+        compile: ``torch.compile`` the step graph (worth it on a GPU; a string names the backend).
     """
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+    if metrics not in ("basic", "full"):
+        raise ValueError(f"metrics must be 'basic' or 'full' (spikes are always counted), got {metrics!r}")
     snn = _as_graph(snn.eval().to(device), data, labels, device)
     if reference is not None:
         reference.to(device)
@@ -179,7 +195,8 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         total = len(data) if hasattr(data, "__len__") and not isinstance(data, torch.Tensor) else None
         batches = tqdm(batches, total=total, desc=f"simulate T={timesteps}", unit="batch")
     accounting = OpAccounting(snn)
-    with SpikeMonitor(snn) as monitor, EventCounts(snn, accounting.sources) as events:
+    with Execution(snn, fold=fold, chunk=chunk, precision=precision, compile=compile) as execution, \
+            SpikeMonitor(snn, metrics) as monitor, EventCounts(snn, accounting.sources, accounting.mapped) as events:
         path = _progress_file(checkpoint) if checkpoint is not None else None
         signature = _signature(snn, monitor, timesteps, data, reference)
         saved = _load_progress(path, signature) if path is not None else None
@@ -199,14 +216,10 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
             expected = _predictions(reference, images, index) if reference is not None else None
             reset_states(snn)
             reseed_masks(snn, index)
-            total_out = None
-            for t in range(timesteps):
-                out = snn(images)
-                total_out = out if total_out is None else total_out + out
-                predicted = total_out.argmax(-1)
-                correct[t] += (predicted == targets).sum().cpu()
-                if expected is not None:
-                    agreeing[t] += (predicted == expected).sum().cpu()
+            batch_correct, batch_agreeing = _run_batch(execution, events, images, targets, expected, timesteps)
+            correct += batch_correct.cpu()
+            agreeing += batch_agreeing.cpu()
+            monitor.collect()
             events.end_batch(len(images))
             samples += targets.numel()
             if path is not None:
@@ -219,9 +232,29 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     events.unflat(names, distributed.all_reduce(events.flat(names)))
     layer_ops = accounting.results(events.totals, events.first, samples, timesteps)
     spiking = distributed.all_reduce(monitor.totals())
-    return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spiking),
+    return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spiking,
+                                                                              metrics == "full"),
                             time.perf_counter() - start, resumed_from_batch=saved["batches"] if saved is not None else None,
                             ops=layer_ops, agreeing=agreeing.tolist() if reference is not None else None)
+
+
+def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, targets: torch.Tensor,
+               expected: torch.Tensor | None, timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correct and agreeing predictions after each of ``timesteps`` steps on one batch."""
+    correct = torch.zeros(timesteps, dtype=torch.long, device=images.device)
+    agreeing = torch.zeros_like(correct)
+    inputs, chunk = execution.inputs(images), execution.steps_per_call(images)
+    total_out, t = None, 0
+    while t < timesteps:
+        events.steps = min(chunk, timesteps - t)
+        for out in execution.run(inputs, events.steps):
+            total_out = out.clone() if total_out is None else total_out + out
+            predicted = total_out.argmax(-1)
+            correct[t] += (predicted == targets).sum()
+            if expected is not None:
+                agreeing[t] += (predicted == expected).sum()
+            t += 1
+    return correct, agreeing
 
 
 def _predictions(model: nn.Module, images: torch.Tensor, index: int) -> torch.Tensor:

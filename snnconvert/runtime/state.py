@@ -1,4 +1,11 @@
-"""Stateful spiking modules and the one place that resets them."""
+"""Stateful spiking modules, the one place that resets them, and time-batched stepping.
+
+A stateful module advances one time step per call (:meth:`StatefulModule.step`). Set to take
+``K`` steps per call (:func:`set_steps`), its inputs and output hold K steps stacked along the
+leading dimension, time outermost (``[K·M, …]`` for M rows a step): the ops between stateful
+modules then run once for all K steps (one GEMM instead of K), and each stateful module scans its
+K steps exactly as K single steps would.
+"""
 from __future__ import annotations
 
 import torch
@@ -8,10 +15,27 @@ from snnconvert.graph.ops import SPIKING, register_module_kind
 
 
 class StatefulModule(nn.Module):
-    """A module that carries state across time steps; ``reset()`` returns it to t = 0."""
+    """A module that carries state across time steps; ``reset()`` returns it to t = 0.
+
+    Subclasses define :meth:`step`; :meth:`multi_step` (K steps, one after the other) may be
+    overridden with a faster form that gives the same result.
+    """
+
+    steps = 1  # time steps per call (see the module docstring)
 
     def reset(self) -> None:
         raise NotImplementedError
+
+    def forward(self, *args, **kwargs):
+        return self.step(*args, **kwargs) if self.steps == 1 else self.multi_step(*args, **kwargs)
+
+    def step(self, *args, **kwargs):
+        """One time step."""
+        raise NotImplementedError
+
+    def multi_step(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``steps`` time steps of ``x`` (``[K·M, …]``), one after the other."""
+        return torch.cat([self.step(x_t, *args, **kwargs) for x_t in x.chunk(self.steps)])
 
 
 register_module_kind(StatefulModule, SPIKING)
@@ -22,6 +46,15 @@ def reset_states(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, StatefulModule):
             m.reset()
+
+
+def set_steps(model: nn.Module, steps: int) -> None:
+    """Make every stateful module of ``model`` take ``steps`` time steps per call (1: single-step)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    for m in model.modules():
+        if isinstance(m, StatefulModule):
+            m.steps = steps
 
 
 def adopt_state_shapes(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str,

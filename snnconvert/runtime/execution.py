@@ -1,0 +1,166 @@
+"""How the simulator runs a converted model: the constant input folded, K steps per call, a precision.
+
+* **Folding the input.** Every value computed from the input alone through ops without state
+  (:data:`~snnconvert.graph.events.INPUT`: the patch embedding, a first conv and its BatchNorm, a
+  class token and position embedding) is the same at every step under rate coding. The graph is
+  split in two: a *prefix* that computes those values once per batch, and a *step* graph that
+  takes them as inputs. Nothing else changes, so every step computes what it computed before.
+* **Time batching.** The step graph runs ``K`` steps per call (:func:`~snnconvert.runtime.state.set_steps`):
+  its folded inputs are repeated K times along the batch dimension (time outermost), every
+  stateless op (Linear, Conv, matmul with a constant, norms) runs once on ``K·N`` rows, and each
+  stateful module scans its K steps as K single steps would. Memory grows with K, not with T.
+* **Precision.** ``bf16`` / ``fp16`` run the step graph under autocast: matmuls and convolutions
+  in half precision, while membranes, the running totals of compensated ops and every statistic
+  stay float32 (they are created float32 whatever the dtype of a step's input).
+"""
+from __future__ import annotations
+
+import operator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from snnconvert.graph.events import INPUT, classify
+from snnconvert.runtime.state import set_steps
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: samples per call (K·N) that the default chunk aims at: enough to fill a GPU; on a CPU more rows
+#: gain little once N is large and cost cache (measured: benchmarks/simulation_cost.py)
+ROWS_PER_CALL = {"cpu": 512, "cuda": 8192}
+
+
+@dataclass(frozen=True)
+class SimulationOptions:
+    """How :func:`~snnconvert.runtime.simulate` runs, not what it computes (every choice but
+    ``metrics`` gives the same result; see its arguments)."""
+
+    chunk: int | None = None
+    metrics: str = "full"
+    precision: str = "fp32"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.chunk is not None and self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1 steps per call, got {self.chunk}")
+        if self.metrics not in ("basic", "full"):
+            raise ValueError(f"metrics must be 'basic' or 'full', got {self.metrics!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+def split_input(gm: fx.GraphModule) -> tuple[fx.GraphModule | None, fx.GraphModule]:
+    """``(prefix, step)``: ``prefix(x)`` returns the tuple of input-only values the rest of the
+    graph reads, ``step(*values)`` computes the output from them (``(None, gm)`` when nothing
+    but the input itself would be folded)."""
+    classes, _ = classify(gm)
+    folded = {n for n, c in classes.items() if c == INPUT and "shape" in n.meta}
+    if any(_mutates(n) and n.args and n.args[0] in folded for n in gm.graph.nodes):
+        return None, gm  # a value of the input written over in place: it must be computed every step
+    rest = [n for n in gm.graph.nodes if n not in folded]  # every other node, side effects included
+    boundary = {i for n in rest for i in n.all_input_nodes if i in folded}
+    order = [n for n in gm.graph.nodes if n in boundary]
+    if all(n.op == "placeholder" for n in order):
+        return None, gm
+
+    prefix_graph, env = fx.Graph(), {}
+    wanted = _ancestors(order)
+    for node in gm.graph.nodes:
+        if node in wanted:
+            env[node] = prefix_graph.node_copy(node, env.__getitem__)
+    prefix_graph.output(tuple(env[n] for n in order))
+
+    step_graph, env = fx.Graph(), {}
+    for node in order:
+        env[node] = step_graph.placeholder(node.name)
+        env[node].meta = dict(node.meta)
+    for node in rest:
+        env[node] = step_graph.node_copy(node, env.__getitem__)
+    prefix, step = fx.GraphModule(gm, prefix_graph), fx.GraphModule(gm, step_graph)
+    step.meta.update(gm.meta)
+    return prefix, step
+
+
+def _mutates(node: fx.Node) -> bool:
+    """Whether ``node`` writes into its first argument (``x[i] = v``, ``x.add_(y)``)."""
+    if node.op == "call_function":
+        return node.target is operator.setitem or getattr(node.target, "__name__", "").endswith("_")
+    return node.op == "call_method" and str(node.target).endswith("_") and not str(node.target).startswith("_")
+
+
+def _ancestors(nodes: list[fx.Node]) -> set[fx.Node]:
+    found, frontier = set(), list(nodes)
+    while frontier:
+        node = frontier.pop()
+        if node not in found:
+            found.add(node)
+            frontier.extend(node.all_input_nodes)
+    return found
+
+
+class Execution:
+    """A converted model run as the simulator runs it (see the module docstring); as a context
+    manager it puts the model back to single steps on leaving, whatever happened.
+
+    Args:
+        snn: the converted model (a GraphModule).
+        fold: compute the input-only values once per batch.
+        chunk: K, the steps per call of the step graph (None: as many as make about
+            :data:`ROWS_PER_CALL` samples per call, see :meth:`steps_per_call`).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast of the step graph on its device).
+        compile: ``torch.compile`` the step graph (a string: with that backend).
+    """
+
+    def __init__(self, snn: fx.GraphModule, fold: bool = True, chunk: int | None = 1, precision: str = "fp32",
+                 compile: bool | str = False):
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1 steps, got {chunk}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self.snn, self.chunk, self.precision = snn, chunk, precision
+        self.prefix, self.step = split_input(snn) if fold else (None, snn)
+        if compile:
+            self._run: nn.Module = torch.compile(self.step, **({"backend": compile} if isinstance(compile, str) else {}))
+        else:
+            self._run = self.step
+        self._steps = 0
+
+    def steps_per_call(self, images: torch.Tensor) -> int:
+        """K for a batch of ``images``: ``chunk``, or by default ``ROWS_PER_CALL // N`` (at least 1)."""
+        if self.chunk is not None:
+            return self.chunk
+        return max(1, ROWS_PER_CALL.get(images.device.type, ROWS_PER_CALL["cpu"]) // max(1, len(images)))
+
+    def inputs(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the step graph takes, from a batch of images: computed once per batch."""
+        if self.prefix is None:
+            return (images,)
+        with self._autocast(images):
+            return tuple(self.prefix(images))
+
+    def run(self, inputs: tuple[torch.Tensor, ...], steps: int) -> torch.Tensor:
+        """``steps`` time steps from :meth:`inputs`: outputs ``[steps, N, …]``."""
+        if steps != self._steps:
+            set_steps(self.snn, steps)
+            self._steps = steps
+        repeated = inputs if steps == 1 else tuple(x.expand(steps, *x.shape).flatten(0, 1) for x in inputs)
+        with self._autocast(inputs[0]):
+            out = self._run(*repeated)
+        out = out.unflatten(0, (steps, -1))
+        return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
+
+    def close(self) -> None:
+        """Back to single steps."""
+        set_steps(self.snn, 1)
+        self._steps = 1
+
+    def __enter__(self) -> Execution:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _autocast(self, like: torch.Tensor):
+        dtype = PRECISIONS[self.precision]
+        return nullcontext() if dtype is None else torch.autocast(like.device.type, dtype=dtype)

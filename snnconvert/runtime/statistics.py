@@ -1,0 +1,148 @@
+"""Spiking statistics, kept by each neuron in its own step (fused: no hooks, no host syncs).
+
+A recording neuron adds, every step: the spikes it sent (per element too where the energy
+accounting multiplies them by a fan-out map), and, with every metric on, the neuron-steps that
+fired, those that ended with a negative potential, and the potential left over after firing.
+Totals are float64 on the neuron's device, read once per batch: exact for counts below 2⁵³.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class LayerSpikes:
+    """Spikes of one IF layer, summed over every step and sample it saw.
+
+    Attributes:
+        name: qualified module name.
+        spikes: number of spikes sent (negative spikes and every spike of a burst included; spikes
+            a random spike mask removes are not).
+        neuron_steps: neurons × steps × samples (every chance to spike).
+        firing: neuron-steps with at least one spike.
+        negative: neuron-steps that ended with a negative membrane potential.
+        residual: Σ of the potential over threshold left by firing, in θ, over the firing
+            neuron-steps (kept by reset by subtraction, discarded by a hard reset).
+
+    ``firing``, ``negative`` and ``residual`` (and what is computed from them) are None when
+    they were not recorded (basic metrics).
+    """
+
+    name: str
+    spikes: int
+    neuron_steps: int
+    firing: int | None = 0
+    negative: int | None = 0
+    residual: float | None = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Firing rate: spikes per neuron per step."""
+        return self.spikes / max(1, self.neuron_steps)
+
+    @property
+    def spike_percent(self) -> float | None:
+        """Percent of neuron-steps that fired (the survey's spike percent)."""
+        return None if self.firing is None else 100.0 * self.firing / max(1, self.neuron_steps)
+
+    @property
+    def negative_percent(self) -> float | None:
+        """Percent of neuron-steps ending with a negative potential (negative-potential percent)."""
+        return None if self.negative is None else 100.0 * self.negative / max(1, self.neuron_steps)
+
+    @property
+    def mean_residual(self) -> float | None:
+        """Mean potential left after firing, in units of θ (residual potential)."""
+        return None if self.residual is None else self.residual / max(1, self.firing)
+
+
+#: the per-layer totals, in :class:`LayerSpikes` field order
+STATS = ("spikes", "neuron_steps", "firing", "negative", "residual")
+
+
+#: what a simulation records: ``none``; ``basic``: spikes (per layer, and per element where the
+#: energy accounting needs them); ``full``: also firing, negative and residual potential
+METRICS = ("none", "basic", "full")
+
+_EXACT = 2 ** 24  # a float32 sum of 0/1 values is exact below this many elements
+
+
+class NeuronRecord:
+    """Totals of one neuron layer since its last reset, added in the neuron's step.
+
+    Per step it adds, as 0-d float64 totals: spikes sent, and with ``full`` the neuron-steps that
+    fired (equal to the spikes for single-spike neurons), ended below zero, and the potential
+    left by firing. Spikes are also kept per element (``counts``, ``first`` after the first step)
+    when ``per_element``: what the energy accounting multiplies by a fan-out map.
+
+    Args:
+        like: one step's potential (shape, device).
+        single: at most one spike per element and step.
+        per_element: keep ``counts`` and ``first`` per element.
+        full: record firing, negative and residual potential too.
+        threshold: θ; a per-element θ (channel-wise) keeps the residual per element until the end.
+    """
+
+    def __init__(self, like: torch.Tensor, single: bool, per_element: bool, full: bool,
+                 threshold: torch.Tensor | None = None):
+        device = like.device
+        self.single, self.full = single, full
+        self.per_element_residual = full and threshold is not None and threshold.numel() > 1
+        self.counts = torch.zeros(like.shape, device=device) if per_element else None
+        self.first: torch.Tensor | None = None
+        self.totals_now = torch.zeros(len(STATS), dtype=torch.float64, device=device)
+        self.first_total: torch.Tensor | None = None
+        self.residual = torch.zeros(like.shape, device=device) if self.per_element_residual else None
+        self.elements, self.steps = like.numel(), 0
+        self._scratch = torch.empty(like.shape, device=device) if full else None
+
+    def add(self, sent: torch.Tensor, v: torch.Tensor, left: torch.Tensor | None = None) -> None:
+        """One step: ``sent`` spikes per element (≥ 0, float), ``v`` the potential after the step,
+        ``left`` the potential left by firing (default ``v``; a hard reset discards it)."""
+        self.steps += 1
+        totals = self.totals_now
+        if self.counts is not None:
+            self.counts.add_(sent)
+            if self.first is None:
+                self.first = self.counts.clone()
+        totals[0] += _count(sent)
+        if self.first_total is None:
+            self.first_total = totals[0].clone()
+        if not self.full:
+            return
+        fired = sent if self.single else torch.ne(sent, 0, out=self._scratch)
+        left = v if left is None else left
+        if self.per_element_residual:
+            self.residual.addcmul_(left, fired)
+        else:
+            totals[4] += torch.dot(left.reshape(-1), fired.reshape(-1))
+        if not self.single:
+            totals[2] += _count(fired)
+        totals[3] += _count(torch.lt(v, 0, out=self._scratch))
+
+    def totals(self, threshold: torch.Tensor) -> torch.Tensor:
+        """``[len(STATS)]`` float64 totals (θ divides the residual)."""
+        totals = self.totals_now.clone()
+        totals[1] = float(self.elements * self.steps)
+        if self.single:
+            totals[2] = totals[0] if self.full else 0.0
+        if self.per_element_residual:
+            totals[4] = (self.residual.double() / threshold.double()).sum()
+        elif self.full:
+            totals[4] /= float(threshold)
+        return totals
+
+
+def _count(x: torch.Tensor) -> torch.Tensor:
+    """Σ of a float tensor of small whole numbers, exactly."""
+    return x.sum() if x.numel() < _EXACT else x.sum(dtype=torch.float64)
+
+
+def layer_spikes(names: list[str], totals: torch.Tensor, full: bool = True) -> list[LayerSpikes]:
+    """:class:`LayerSpikes` from ``[layers, len(STATS)]`` totals (``full``: firing, negative and
+    residual potential were recorded)."""
+    return [LayerSpikes(n, int(row[0]), int(row[1]), *((int(row[2]), int(row[3]), float(row[4])) if full
+                                                       else (None, None, None)))
+            for n, row in zip(names, totals.tolist())]
