@@ -88,6 +88,12 @@ def test_stages_chain(tmp_path):
                 "--out", str(tmp_path / "sim"), "--quiet")
     assert r.exit_code == 0, r.output
     assert "T=8" in r.output and (tmp_path / "sim" / "report.json").exists()
+    r = _invoke("simulate", "vit_nano", "--checkpoint", str(converted), "-T", "8", "--limit", "32", "--chunk", "3",
+                "--metrics", "basic", "--out", str(tmp_path / "basic"), "--quiet")
+    assert r.exit_code == 0, r.output  # the same accuracy; the metrics not recorded read n/a, not 0
+    assert r.output.splitlines()[:2] == _invoke("simulate", "vit_nano", "--checkpoint", str(converted), "-T", "8",
+                                                "--limit", "32", "--quiet").output.splitlines()[:2]
+    assert "| n/a | n/a | n/a |" in (tmp_path / "basic" / "report.md").read_text()
 
 
 def test_prepare_and_train_from_scratch(tmp_path):
