@@ -2,6 +2,7 @@
 
 Run: python benchmarks/simulation_cost.py [--models swin_nano vit_nano resnet_nano] [--batch 128]
      [--timesteps 32] [--chunk 8] [--repeats 3] [--threads 1] [--memory swin_nano] [--device cpu]
+     [--timm efficientnet_lite0 --timm-size 224 --timm-batch 16]
 
 For each model (its QCFS ANN, converted in the compensated mode, IF neurons), on one batch of the
 embedded Fashion-MNIST sample, interleaved in one run (so that load changes hit every variant
@@ -11,13 +12,16 @@ alike), median over the repeats:
   the energy accounting): per step, i.e. ``(time(T) − time(1)) / (T − 1)`` (the one-time setup
   left out), ÷ one ANN forward on the same batch; and in total, ``time(T) ÷ (T ANN forwards)``
   (setup included). Variants: one step per call without folding the input (``plain``); with the
-  input folded (``fold``); folded and K steps per call (``fold+K``); the same with basic metrics
-  (spike counts only).
+  input folded (``fold``); folded with the default K steps per call (about 512 samples per call:
+  ``fold+K (default)``); folded with ``--chunk`` steps per call; the default with basic metrics
+  (spikes and energy only: ``fold+K basic``).
 * SpikingJelly 2.0 (``pip install -e ".[bench]"``): the same converted model with every IF
   neuron replaced by ``spikingjelly.activation_based.neuron.IFNode`` (soft reset, v(0) = θ/2),
-  stepped one step per call, bare and with SpikingJelly's ``OutputMonitor`` counting spikes; the
-  agreement of its predictions with ``simulate()``'s is printed (the same math: 100 %).
+  stepped one step per call, bare and with SpikingJelly's ``OutputMonitor`` counting spikes; whether
+  it gets the same number of correct predictions as ``simulate()`` is printed (the same math).
 
+``--timm NAME …`` adds timm architectures at full size with random weights (nothing can be
+downloaded here), converted by calibration alone; the ANN timed is the original one.
 ``--memory MODEL`` adds the peak resident memory of ``simulate()`` at T = 32, 256 and 1024 (each in
 a fresh process, batch 32): it must not grow with T. Absolute times mean little on a shared
 machine; compare the ratios, measured in one run.
@@ -33,10 +37,12 @@ import subprocess
 import sys
 import time
 
+import timm
 import torch
 from torch import nn
 
-from snnconvert.convert import convert
+from snnconvert.calibrate import CalibrationConfig, calibrate_thresholds
+from snnconvert.convert import PrepareConfig, convert, prepare_with_report
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.model_zoo import get_recipe, load_model
 from snnconvert.runtime import IFNeuron, reset_states, simulate
@@ -46,6 +52,12 @@ def _batch(name: str, batch: int, device: str):
     loaded = load_model(get_recipe(name))
     x, y = next(iter(make_loader(load_dataset("embedded", "test", loaded.recipe.input_spec), batch)))
     return loaded.model.eval().to(device), x.to(device), y.to(device)
+
+
+def _first(batch):
+    """A zoo model's QCFS ANN is both the ANN timed and the model converted."""
+    model, x, y = batch
+    return model, model, x, y
 
 
 def _timed(fn) -> float:
@@ -109,15 +121,26 @@ def _variants(chunk: int) -> dict[str, dict]:
             f"fold+{chunk}": dict(chunk=chunk), "fold+K basic": dict(metrics="basic")}
 
 
+def _timm_random(name: str, size: int, batch: int, device: str):
+    """A timm architecture with random weights (nothing is downloaded) converted by calibration
+    alone, thresholds from the random batch itself: ``(ANN, prepared model, x, y)``."""
+    ann = timm.create_model(name, pretrained=False, num_classes=10).eval().to(device)
+    x, y = torch.randn(batch, 3, size, size, device=device), torch.randint(0, 10, (batch,), device=device)
+    prepared, _ = prepare_with_report(ann, x[:2], PrepareConfig.calibration_only(8))
+    calibrate_thresholds(prepared, [(x, y)], CalibrationConfig("percentile", 99.9, "layer", batch))
+    return ann, prepared.eval(), x, y
+
+
 @torch.no_grad()
-def _cost(name: str, args) -> dict:
-    model, x, y = _batch(name, args.batch, args.device)
-    snn = convert(model, "compensated")
+def _cost(name: str, model: nn.Module, prepared: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> dict:
+    """Times of ``model`` (the ANN) and of ``prepared`` converted, stepped in every variant."""
+    snn = convert(prepared, "compensated")
     variants = _variants(args.chunk)
     times: dict[str, list[float]] = {k: [] for k in ["ann", *variants, *(f"{v} T=1" for v in variants)]}
     try:
         jelly = _spikingjelly_model(snn)
-    except ImportError:
+    except (ImportError, ValueError) as e:
+        print(f"  ({name}: no SpikingJelly comparison: {e})")
         jelly = None
     if jelly is not None:
         times.update({"spikingjelly": [], "spikingjelly+monitor": []})
@@ -145,16 +168,32 @@ def _cost(name: str, args) -> dict:
     return row
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory: ``VmHWM`` (a fresh count after exec, unlike
+    ``ru_maxrss``, which keeps the parent's peak from before the fork), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _peak_rss_child(name: str, timesteps: int, chunk: int) -> None:
     model, x, y = _batch(name, 32, "cpu")
     simulate(convert(model, "compensated"), x, y, timesteps=timesteps, chunk=chunk)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mib": _peak_rss_mib()}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["swin_nano", "vit_nano", "resnet_nano"])
+    parser.add_argument("--models", nargs="*", default=["swin_nano", "vit_nano", "resnet_nano"],
+                        help="models to time (none: only --memory)")
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--timm", nargs="*", default=[], metavar="NAME",
+                        help="also timm architectures with random weights, converted by calibration alone "
+                             "(e.g. efficientnet_lite0 mobilenetv3_large_100)")
+    parser.add_argument("--timm-size", type=int, default=224)
+    parser.add_argument("--timm-batch", type=int, default=16)
     parser.add_argument("--timesteps", type=int, default=32)
     parser.add_argument("--chunk", type=int, default=8, help="K, steps per call for one more time-batched variant")
     parser.add_argument("--repeats", type=int, default=3)
@@ -169,14 +208,17 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.device}, batch {args.batch}, "
           f"T = {args.timesteps}, median of {args.repeats}")
-    for name in args.models:
-        row = _cost(name, args)
+    runs = [(name, lambda name=name: _first(_batch(name, args.batch, args.device))) for name in args.models]
+    runs += [(f"{name} (random weights, {args.timm_size}², batch {args.timm_batch})",
+              lambda name=name: _timm_random(name, args.timm_size, args.timm_batch, args.device)) for name in args.timm]
+    for name, build in runs:
+        row = _cost(name, *build(), args)
         print(f"\n{name}: one ANN forward {row.pop('model') and row.pop('ann_forward_ms'):.1f} ms")
         for key, value in row.items():
             print(f"  {key:<36} {value:.2f}" if isinstance(value, float) else f"  {key:<36} {value}")
     if args.memory:
         print(f"\npeak RSS of simulate() on {args.memory}, batch 32, K = {args.chunk} (fresh process each):")
-        for T in (32, 256, 1024):
+        for T in (1, 32, 256, 1024):
             out = subprocess.run([sys.executable, __file__, "--rss-child", args.memory, str(T), "--chunk",
                                   str(args.chunk), "--threads", str(args.threads)],
                                  check=True, capture_output=True, text=True).stdout

@@ -13,7 +13,7 @@ from snnconvert.calibrate import CalibrationConfig
 from snnconvert.convert import NeuronConfig, PrepareConfig, convert
 from snnconvert.data import InputSpec
 from snnconvert.model_zoo.coverage import ARCHITECTURES
-from snnconvert.runtime import Execution, reset_states, simulate
+from snnconvert.runtime import Execution, SimulationOptions, reset_states, simulate
 from snnconvert.runtime.energy import OpAccounting
 
 from conftest import calibrated, images
@@ -45,8 +45,8 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
 
     if_snn = convert(model64)  # time batching and the folded input give every step's output unchanged
     for net in (if_snn, counted):
-        single = _steps(net, x64, Execution(net, fold=False))
-        assert torch.equal(_steps(net, x64, Execution(net, chunk=3)), single)
+        single = _steps(net, x64, Execution(net, SimulationOptions(chunk=1), fold=False))
+        assert torch.equal(_steps(net, x64, Execution(net, SimulationOptions(chunk=3))), single)
 
     snn32 = convert(model.float())
     assert OpAccounting(snn32).unaccounted == []  # every op of the graph is counted or free for a stated reason
@@ -58,11 +58,11 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
 
 
 def _steps(snn, x, execution: Execution, timesteps: int = 5) -> torch.Tensor:
-    """The outputs of ``timesteps`` steps, run ``execution.chunk`` at a time."""
+    """The outputs of ``timesteps`` steps, run as many at a time as ``execution`` says."""
     reset_states(snn)
-    inputs, outputs = execution.inputs(x), []
+    inputs, chunk, outputs = execution.inputs(x), execution.steps_per_call(x), []
     with torch.no_grad():
         while len(outputs) < timesteps:
-            outputs.extend(execution.run(inputs, min(execution.chunk, timesteps - len(outputs))))
+            outputs.extend(execution.run(inputs, min(chunk, timesteps - len(outputs))))
     execution.close()
     return torch.stack(outputs)

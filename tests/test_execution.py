@@ -9,7 +9,7 @@ from snnconvert.calibrate import CalibrationConfig
 from snnconvert.convert import MaskConfig, NeuronConfig, PrepareConfig, add_spike_masks, convert
 from snnconvert.direct import make_node
 from snnconvert.graph.events import INPUT, classify
-from snnconvert.runtime import Execution, IFNeuron, SpikeMonitor, reset_states, simulate
+from snnconvert.runtime import Execution, IFNeuron, SimulationOptions, SpikeMonitor, reset_states, simulate
 from snnconvert.runtime.energy import OpAccounting
 from snnconvert.runtime.execution import split_input
 from snnconvert.runtime.neurons import SpikingNeuron
@@ -89,7 +89,7 @@ def test_basic_metrics_count_the_same_spikes_and_say_what_they_left_out():
                for l in basic.layers)
     assert all(l.spike_percent is not None for l in full.layers)
     with pytest.raises(ValueError, match="basic' or 'full"):
-        simulate(snn, x, y, timesteps=2, metrics="none")
+        simulate(snn, x, y, timesteps=2, metrics="none")  # spikes are always counted (the energy needs them)
 
 
 def test_the_input_is_folded_up_to_the_first_neurons_and_counted_once():
@@ -147,7 +147,7 @@ def test_direct_training_models_run_time_batched():
 def test_half_precision_keeps_membranes_and_totals_in_float32():
     prepared, x, y = _prepared(tiny_vit(), SPEC_28)
     snn = convert(prepared)
-    execution = Execution(snn, chunk=2, precision="bf16")
+    execution = Execution(snn, SimulationOptions(chunk=2, precision="bf16"))
     reset_states(snn)
     with torch.no_grad():
         out = execution.run(execution.inputs(x), 2)
@@ -160,7 +160,7 @@ def test_half_precision_keeps_membranes_and_totals_in_float32():
     fp32, bf16 = simulate(snn, x, y, timesteps=8), simulate(snn, x, y, timesteps=8, precision="bf16")
     assert abs(fp32.accuracy[-1] - bf16.accuracy[-1]) <= 25.0 and bf16.spikes_per_sample > 0
     with pytest.raises(ValueError, match="unknown precision"):
-        Execution(snn, precision="int8")
+        SimulationOptions(precision="int8")
 
 
 def test_compiled_step_graph_gives_the_same_result():

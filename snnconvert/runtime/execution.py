@@ -39,7 +39,7 @@ class SimulationOptions:
     chunk: int | None = None
     metrics: str = "full"
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool | str = False
 
     def __post_init__(self) -> None:
         if self.chunk is not None and self.chunk < 1:
@@ -105,23 +105,18 @@ class Execution:
 
     Args:
         snn: the converted model (a GraphModule).
+        options: K (``chunk``; None: as many as make about :data:`ROWS_PER_CALL` samples per
+            call, see :meth:`steps_per_call`), precision (autocast of the step graph on its
+            device) and ``compile`` (``torch.compile`` the step graph; a string names the backend).
         fold: compute the input-only values once per batch.
-        chunk: K, the steps per call of the step graph (None: as many as make about
-            :data:`ROWS_PER_CALL` samples per call, see :meth:`steps_per_call`).
-        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast of the step graph on its device).
-        compile: ``torch.compile`` the step graph (a string: with that backend).
     """
 
-    def __init__(self, snn: fx.GraphModule, fold: bool = True, chunk: int | None = 1, precision: str = "fp32",
-                 compile: bool | str = False):
-        if chunk is not None and chunk < 1:
-            raise ValueError(f"chunk must be >= 1 steps, got {chunk}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        self.snn, self.chunk, self.precision = snn, chunk, precision
+    def __init__(self, snn: fx.GraphModule, options: SimulationOptions = SimulationOptions(), fold: bool = True):
+        self.snn, self.chunk, self.precision = snn, options.chunk, options.precision
         self.prefix, self.step = split_input(snn) if fold else (None, snn)
-        if compile:
-            self._run: nn.Module = torch.compile(self.step, **({"backend": compile} if isinstance(compile, str) else {}))
+        if options.compile:
+            backend = {"backend": options.compile} if isinstance(options.compile, str) else {}
+            self._run: nn.Module = torch.compile(self.step, **backend)
         else:
             self._run = self.step
         self._steps = 0

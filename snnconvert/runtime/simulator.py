@@ -25,7 +25,7 @@ from snnconvert.errors import CheckpointError
 from snnconvert.graph.shapes import annotate
 from snnconvert.graph.trace import trace
 from snnconvert.runtime.energy import FIELDS, EnergyCosts, EventCounts, LayerOps, OpAccounting
-from snnconvert.runtime.execution import Execution
+from snnconvert.runtime.execution import Execution, SimulationOptions
 from snnconvert.runtime.monitors import SpikeMonitor
 from snnconvert.runtime.masking import RandomSpikeMask, reseed_masks
 from snnconvert.runtime.statistics import LayerSpikes, layer_spikes
@@ -180,8 +180,7 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     """
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
-    if metrics not in ("basic", "full"):
-        raise ValueError(f"metrics must be 'basic' or 'full' (spikes are always counted), got {metrics!r}")
+    options = SimulationOptions(chunk, metrics, precision, compile)
     snn = _as_graph(snn.eval().to(device), data, labels, device)
     if reference is not None:
         reference.to(device)
@@ -195,7 +194,7 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         total = len(data) if hasattr(data, "__len__") and not isinstance(data, torch.Tensor) else None
         batches = tqdm(batches, total=total, desc=f"simulate T={timesteps}", unit="batch")
     accounting = OpAccounting(snn)
-    with Execution(snn, fold=fold, chunk=chunk, precision=precision, compile=compile) as execution, \
+    with Execution(snn, options, fold) as execution, \
             SpikeMonitor(snn, metrics) as monitor, EventCounts(snn, accounting.sources, accounting.mapped) as events:
         path = _progress_file(checkpoint) if checkpoint is not None else None
         signature = _signature(snn, monitor, timesteps, data, reference)
