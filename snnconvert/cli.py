@@ -63,7 +63,7 @@ def _simulation_options(f):
                      help="full: spike %, negative-potential % and residual potential per layer too; basic: "
                           "spikes and energy only (faster).")(f)
     return click.option("--chunk", type=click.IntRange(1), default=None, metavar="K",
-                        help="Time steps per call (time batching; exact). Default: about 512 samples per call "
+                        help="Time steps per call (time batching; exact). Default: about 128 samples per call "
                              "on a CPU, 8192 on a GPU.")(f)
 
 

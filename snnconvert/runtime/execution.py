@@ -26,9 +26,10 @@ from snnconvert.graph.events import INPUT, classify
 from snnconvert.runtime.state import set_steps
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: samples per call (K·N) that the default chunk aims at: enough to fill a GPU; on a CPU more rows
-#: gain little once N is large and cost cache (measured: benchmarks/simulation_cost.py)
-ROWS_PER_CALL = {"cpu": 512, "cuda": 8192}
+#: samples per call (K·N) the default chunk aims at: enough to fill a GPU; on a CPU only enough to
+#: amortize the per-call overhead of small batches, since more rows cost cache once N is ~100
+#: (benchmarks/simulation_cost.py: at batch 128, K = 4 or 8 helps resnet_nano, not swin/vit_nano)
+ROWS_PER_CALL = {"cpu": 128, "cuda": 8192}
 
 
 @dataclass(frozen=True)
