@@ -12,8 +12,8 @@ alike), median over the repeats:
   the energy accounting): per step, i.e. ``(time(T) − time(1)) / (T − 1)`` (the one-time setup
   left out), ÷ one ANN forward on the same batch; and in total, ``time(T) ÷ (T ANN forwards)``
   (setup included). Variants: one step per call without folding the input (``plain``); with the
-  input folded (``fold``); folded with the default K steps per call (about 128 samples per call on a
-  CPU, 8192 on a GPU: ``fold+K (default)``); folded with ``--chunk`` steps per call; the default with basic metrics
+  input folded (``fold``); folded with the default K steps per call (one on a CPU, about 8192 samples
+  per call on a GPU: ``fold+K (default)``); folded with ``--chunk`` steps per call; the default with basic metrics
   (spikes and energy only: ``fold+K basic``).
 * SpikingJelly 2.0 (``pip install -e ".[bench]"``): the same converted model with every IF
   neuron replaced by ``spikingjelly.activation_based.neuron.IFNode`` (soft reset, v(0) = θ/2),

@@ -63,8 +63,8 @@ def _simulation_options(f):
                      help="full: spike %, negative-potential % and residual potential per layer too; basic: "
                           "spikes and energy only (faster).")(f)
     return click.option("--chunk", type=click.IntRange(1), default=None, metavar="K",
-                        help="Time steps per call (time batching; exact). Default: about 128 samples per call "
-                             "on a CPU, 8192 on a GPU.")(f)
+                        help="Time steps per call (time batching; exact). Default: about 8192 samples per call on "
+                             "a GPU, 1 step on a CPU (try 4-8 for a small CNN).")(f)
 
 
 def _simulation(chunk: int | None, metrics: str, precision: str, compile_step: bool, **_other_options) -> SimulationOptions:

@@ -50,7 +50,7 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
 
     snn32 = convert(model.float())
     assert OpAccounting(snn32).unaccounted == []  # every op of the graph is counted or free for a stated reason
-    result = simulate(snn32, x[:4], y[:4], timesteps=3)
+    result = simulate(snn32, x[:4], y[:4], timesteps=3, chunk=2)  # input folded, 2 + 1 steps per call
     assert len(result.correct) == 3 and result.layers
     assert result.energy_per_sample_pj() > 0 and any(op.sops > 0 for op in result.ops)
     plain = simulate(snn32, x[:4], y[:4], timesteps=3, chunk=1, fold=False)

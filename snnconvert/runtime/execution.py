@@ -26,10 +26,11 @@ from snnconvert.graph.events import INPUT, classify
 from snnconvert.runtime.state import set_steps
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: samples per call (K·N) the default chunk aims at: enough to fill a GPU; on a CPU only enough to
-#: amortize the per-call overhead of small batches, since more rows cost cache once N is ~100
-#: (benchmarks/simulation_cost.py: at batch 128, K = 4 or 8 helps resnet_nano, not swin/vit_nano)
-ROWS_PER_CALL = {"cpu": 128, "cuda": 8192}
+#: samples per call (K·N) the default chunk aims at, by device type: enough to fill a GPU. Elsewhere
+#: the default is one step per call: on a CPU memory traffic dominates, and K steps multiply the
+#: activations each op streams (benchmarks/simulation_cost.py: K = 8 helps resnet_nano's small
+#: layers, does nothing for swin/vit_nano at batch 128, and doubles EfficientNet-Lite0's cost at 224²)
+ROWS_PER_CALL = {"cuda": 8192}
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,8 @@ class Execution:
 
     Args:
         snn: the converted model (a GraphModule).
-        options: K (``chunk``; None: as many as make about :data:`ROWS_PER_CALL` samples per
-            call, see :meth:`steps_per_call`), precision (autocast of the step graph on its
+        options: K (``chunk``; None: about :data:`ROWS_PER_CALL` samples per call on a GPU, one
+            step per call on a CPU, see :meth:`steps_per_call`), precision (autocast of the step graph on its
             device) and ``compile`` (``torch.compile`` the step graph; a string names the backend).
         fold: compute the input-only values once per batch.
     """
@@ -123,10 +124,11 @@ class Execution:
         self._steps = 0
 
     def steps_per_call(self, images: torch.Tensor) -> int:
-        """K for a batch of ``images``: ``chunk``, or by default ``ROWS_PER_CALL // N`` (at least 1)."""
+        """K for a batch of ``images``: ``chunk``, or by default ``ROWS_PER_CALL // N`` (at least 1)
+        on a device listed there, else 1."""
         if self.chunk is not None:
             return self.chunk
-        return max(1, ROWS_PER_CALL.get(images.device.type, ROWS_PER_CALL["cpu"]) // max(1, len(images)))
+        return max(1, ROWS_PER_CALL.get(images.device.type, 1) // max(1, len(images)))
 
     def inputs(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What the step graph takes, from a batch of images: computed once per batch."""

@@ -172,8 +172,9 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         metrics: ``full`` (every spiking statistic), or ``basic`` (spikes only: firing, negative
             and residual potential stay 0; see :data:`~snnconvert.runtime.statistics.METRICS`).
         chunk: K, the steps run per call (time batching; exact against single steps, see
-            :mod:`snnconvert.runtime.execution`); memory grows with K, not T. None: about 128
-            samples per call on a CPU (K = 1 at batch 128, 4 at batch 32), 8192 on a GPU.
+            :mod:`snnconvert.runtime.execution`); memory grows with K, not T. None: about 8192
+            samples per call on a GPU, one step per call on a CPU (where memory traffic, not
+            the number of calls, sets the cost).
         fold: compute what depends on the input alone once per batch (rate coding).
         precision: ``fp32``, or ``bf16`` / ``fp16`` matmuls with float32 membranes and totals.
         compile: ``torch.compile`` the step graph (worth it on a GPU; a string names the backend).
