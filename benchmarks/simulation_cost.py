@@ -48,16 +48,13 @@ from snnconvert.model_zoo import get_recipe, load_model
 from snnconvert.runtime import IFNeuron, reset_states, simulate
 
 
-def _batch(name: str, batch: int, device: str):
+def _zoo(name: str, batch: int, device: str):
+    """A zoo model and a batch of the embedded test images: ``(ANN, prepared model, x, y)``, its
+    QCFS ANN being both the ANN timed and the model converted."""
     loaded = load_model(get_recipe(name))
     x, y = next(iter(make_loader(load_dataset("embedded", "test", loaded.recipe.input_spec), batch)))
-    return loaded.model.eval().to(device), x.to(device), y.to(device)
-
-
-def _first(batch):
-    """A zoo model's QCFS ANN is both the ANN timed and the model converted."""
-    model, x, y = batch
-    return model, model, x, y
+    model = loaded.model.eval().to(device)
+    return model, model, x.to(device), y.to(device)
 
 
 def _timed(fn) -> float:
@@ -179,7 +176,7 @@ def _peak_rss_mib() -> float:
 
 
 def _peak_rss_child(name: str, timesteps: int, chunk: int) -> None:
-    model, x, y = _batch(name, 32, "cpu")
+    _, model, x, y = _zoo(name, 32, "cpu")
     simulate(convert(model, "compensated"), x, y, timesteps=timesteps, chunk=chunk)
     print(json.dumps({"peak_rss_mib": _peak_rss_mib()}))
 
@@ -208,7 +205,7 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.device}, batch {args.batch}, "
           f"T = {args.timesteps}, median of {args.repeats}")
-    runs = [(name, lambda name=name: _first(_batch(name, args.batch, args.device))) for name in args.models]
+    runs = [(name, lambda name=name: _zoo(name, args.batch, args.device)) for name in args.models]
     runs += [(f"{name} (random weights, {args.timm_size}², batch {args.timm_batch})",
               lambda name=name: _timm_random(name, args.timm_size, args.timm_batch, args.device)) for name in args.timm]
     for name, build in runs:

@@ -365,7 +365,8 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
                                             "ann" if untrained_ann else "qcfs", progress)
                         for mode, snn in snns.items()}
     sims = {mode: simulate_and_summarize(snn, recipe, test, timesteps, ann_acc["QCFS ANN"], device, progress, path,
-                                         costs, agreement, simulation) for (mode, snn), path in zip(snns.items(), progress_files)}
+                                         costs, agreement, simulation)
+            for (mode, snn), path in zip(snns.items(), progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
               "weights_loading": loaded.metadata.get("loading") or None, "preparation": prepared,
               "masks": config.masks.describe() if config.masks else None,

@@ -105,7 +105,7 @@ def test_the_input_is_folded_up_to_the_first_neurons_and_counted_once():
         reset_states(snn)
         plain = [snn(x) for _ in range(4)]
         reset_states(snn)
-        (values,) = [prefix(x)]
+        values = prefix(x)
         again = [step(*values) for _ in range(4)]
     assert all(torch.equal(a, b) for a, b in zip(plain, again))
     T = 6

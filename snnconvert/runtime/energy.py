@@ -487,11 +487,9 @@ class EventCounts:
         """Add the batch's counts (``batch`` samples) to the totals and start the next batch."""
         for name, module in self.modules.items():
             if isinstance(module, SpikingNeuron):
-                record = module.record
-                if record is None:
+                if module.record is None:
                     continue
-                counts, first = (record.counts, record.first) if record.counts is not None \
-                    else (record.totals_now[:1], record.first_total.reshape(1))
+                counts, first = module.record.spike_counts()
             else:
                 counts, first = self._hooked[name]
             if counts is None:

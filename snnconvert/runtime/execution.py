@@ -108,8 +108,9 @@ class Execution:
     Args:
         snn: the converted model (a GraphModule).
         options: K (``chunk``; None: about :data:`ROWS_PER_CALL` samples per call on a GPU, one
-            step per call on a CPU, see :meth:`steps_per_call`), precision (autocast of the step graph on its
-            device) and ``compile`` (``torch.compile`` the step graph; a string names the backend).
+            step per call on a CPU, see :meth:`steps_per_call`), precision (autocast of the step
+            graph on its device) and ``compile`` (``torch.compile`` the step graph; a string names
+            the backend).
         fold: compute the input-only values once per batch.
     """
 

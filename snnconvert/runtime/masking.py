@@ -57,7 +57,6 @@ class RandomSpikeMask(StatefulModule):
         return f"ratio={self.ratio}, seed={self.seed}"
 
 
-
 def reseed_masks(model: nn.Module, batch: int = 0) -> None:
     """Restart every mask of ``model`` at the sequence of sample batch ``batch``."""
     for m in model.modules():

@@ -11,7 +11,8 @@ from snnconvert.runtime.statistics import STATS, LayerSpikes, layer_spikes
 class SpikeMonitor:
     """The spiking statistics of every :class:`SpikingNeuron` of ``model`` while attached (a
     context manager): spikes and neuron-steps, and with ``metrics="full"`` firing,
-    negative-potential and residual-potential totals (``basic``: those stay 0). Neurons keep them in their step (:class:`~snnconvert.runtime.statistics.NeuronRecord`);
+    negative-potential and residual-potential totals (``basic``: :meth:`results` gives None for
+    those). Neurons keep them in their step (:class:`~snnconvert.runtime.statistics.NeuronRecord`);
     :meth:`collect` adds what they recorded since the last collect to the totals, and must run
     before the neurons are reset (the simulator calls it after each batch; :meth:`totals`,
     :meth:`results` and leaving the context collect too)."""
@@ -41,7 +42,7 @@ class SpikeMonitor:
             record = neuron.record
             if record is None:
                 continue
-            now = record.totals(neuron.threshold).cpu()
+            now = record.totals().cpu()
             seen, before = self._seen.get(i, (None, None))
             self._totals[i] += now if seen is not record else now - before
             self._seen[i] = (record, now)

@@ -152,12 +152,11 @@ class IFNeuron(SpikingNeuron):
         spikes = self._fire()
         if self.net is not None:
             self.net.add_(spikes)
-        if self.mask is not None:  # the membrane was reset for every spike fired; some are not sent
+        if self.mask is not None:  # the membrane is reset for every spike fired; some are not sent
             self.v.sub_(spikes * self.threshold)
             spikes = self.mask(spikes)
-            out = torch.mul(spikes, self.threshold, out=out)
-        else:
-            out = torch.mul(spikes, self.threshold, out=out)
+        out = torch.mul(spikes, self.threshold, out=out)
+        if self.mask is None:
             self.v.sub_(out)
         if self.recording != "none":
             self._record(spikes if self.single_spikes else spikes.abs(), self.v)

@@ -100,9 +100,10 @@ def _progress_file(checkpoint: str | Path) -> Path:
 
 
 def _signature(snn: nn.Module, monitor: SpikeMonitor, timesteps: int, data, reference: nn.Module | None) -> dict:
-    """What a progress file must match to be resumed: T, the neurons, the masks, the weights, the
-    data size and the reference model."""
-    return {"format": 4, "timesteps": timesteps, "reference": None if reference is None else _weights(reference),
+    """What a progress file must match to be resumed: T, the metrics recorded, the neurons, the
+    masks, the weights, the data size and the reference model."""
+    return {"format": 5, "timesteps": timesteps, "metrics": monitor.metrics,
+            "reference": None if reference is None else _weights(reference),
             "neurons": [f"{n}:{type(m).__name__}({m.extra_repr()})" for n, m in monitor.layers.items()],
             "masks": [f"{n}:{m.ratio}:{m.seed}" for n, m in snn.named_modules() if isinstance(m, RandomSpikeMask)],
             "weights": _weights(snn), "batches": len(data) if hasattr(data, "__len__") else None}
@@ -169,8 +170,8 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
             skips the batches already simulated (``resumed_from_batch`` says how many).
         reference: an ANN (the original or the QCFS model) whose predictions the SNN's are compared
             with at every step (``agreement``).
-        metrics: ``full`` (every spiking statistic), or ``basic`` (spikes only: firing, negative
-            and residual potential stay 0; see :data:`~snnconvert.runtime.statistics.METRICS`).
+        metrics: ``full`` (every spiking statistic), or ``basic`` (spikes and energy only: the
+            layers' firing, negative and residual potential are None).
         chunk: K, the steps run per call (time batching; exact against single steps, see
             :mod:`snnconvert.runtime.execution`); memory grows with K, not T. None: about 8192
             samples per call on a GPU, one step per call on a CPU (where memory traffic, not

@@ -82,14 +82,14 @@ class NeuronRecord:
         single: at most one spike per element and step.
         per_element: keep ``counts`` and ``first`` per element.
         full: record firing, negative and residual potential too.
-        threshold: θ; a per-element θ (channel-wise) keeps the residual per element until the end.
+        threshold: θ, which divides the residual; a per-element θ (channel-wise) keeps the residual
+            per element until the end.
     """
 
-    def __init__(self, like: torch.Tensor, single: bool, per_element: bool, full: bool,
-                 threshold: torch.Tensor | None = None):
+    def __init__(self, like: torch.Tensor, single: bool, per_element: bool, full: bool, threshold: torch.Tensor):
         device = like.device
-        self.single, self.full = single, full
-        self.per_element_residual = full and threshold is not None and threshold.numel() > 1
+        self.single, self.full, self.threshold = single, full, threshold
+        self.per_element_residual = full and threshold.numel() > 1
         self.counts = torch.zeros(like.shape, device=device) if per_element else None
         self.first: torch.Tensor | None = None
         self.totals_now = torch.zeros(len(STATS), dtype=torch.float64, device=device)
@@ -107,7 +107,7 @@ class NeuronRecord:
             self.counts.add_(sent)
             if self.first is None:
                 self.first = self.counts.clone()
-        totals[0] += _count(sent)
+        totals[0] += _count(sent) if self.single else sent.sum(dtype=torch.float64)  # bursts: not 0/1
         if self.first_total is None:
             self.first_total = totals[0].clone()
         if not self.full:
@@ -122,8 +122,16 @@ class NeuronRecord:
             totals[2] += _count(fired)
         totals[3] += _count(torch.lt(v, 0, out=self._scratch))
 
-    def totals(self, threshold: torch.Tensor) -> torch.Tensor:
+    def spike_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spikes sent since the reset and at the first step: per element with ``per_element``,
+        else as one-element totals."""
+        if self.counts is not None:
+            return self.counts, self.first
+        return self.totals_now[:1], self.first_total.reshape(1)
+
+    def totals(self) -> torch.Tensor:
         """``[len(STATS)]`` float64 totals (θ divides the residual)."""
+        threshold = self.threshold
         totals = self.totals_now.clone()
         totals[1] = float(self.elements * self.steps)
         if self.single:
