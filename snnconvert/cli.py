@@ -1,11 +1,12 @@
 """The ``snnconvert`` command: the whole pipeline in one call, or one stage at a time.
 
     snnconvert MODEL --timesteps T [--data NAME|PATH] [--checkpoint FILE] [--calib-samples N] [--out DIR]
-    snnconvert prepare | train | calibrate | convert | simulate | zoo …
+    snnconvert prepare | train | calibrate | convert | simulate | export | zoo …
 """
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, replace
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ from snnconvert.convert.config import DEFAULT_KEPT_ACTIVATIONS, LAYERNORM_CHOICE
 from snnconvert.data import DATASET_NAMES
 from snnconvert.direct import ENCODERS, NODES, SURROGATES
 from snnconvert.errors import SnnConvertError
+from snnconvert.export import OPSET
+from snnconvert.export.session import BACKENDS, read_metadata
 from snnconvert.runtime import CODINGS, NEURONS, SimulationOptions
 from snnconvert.runtime.execution import PRECISIONS
 from snnconvert.runtime.energy import EnergyCosts
@@ -629,38 +632,97 @@ def convert_cmd(model, checkpoint, mode, out, device, threads, quiet, **options)
 @click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
               help="Attention mode when converting a prepared checkpoint (a converted one keeps its own).")
 @_neuron_options
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="torch (default), or onnxruntime: the SNN exported as one ONNX step and run by onnxruntime "
+                   "on the CPU (the default for a MODEL.onnx file written by `snnconvert export`).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write report.json/.md/.png here.")
 @_simulation_options
 @_energy_options
 @_common
-def simulate_cmd(model, checkpoint, timesteps, data, mode, limit, batch_size, out, e_ac, e_mac, device, threads,
-                 quiet, **options):
-    """Simulate a converted MODEL for T steps on DATA's test split; print accuracy at t = 4, 8, …, T
-    (all t in the report) and spikes per sample."""
+def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, limit, batch_size, out, e_ac, e_mac, device,
+                 threads, quiet, **options):
+    """Simulate a converted MODEL (a recipe name, or a MODEL.onnx step from `snnconvert export`) for T
+    steps on DATA's test split; print accuracy at t = 4, 8, …, T (all t in the report) and spikes
+    per sample."""
     device = _setup(threads, device)
-    path = checkpoint or shipped_checkpoint(get_recipe(model))
-    if path is None:
-        raise SnnConvertError(f"{model} has no shipped checkpoint: pass --checkpoint FILE")
-    snn, recipe, neuron = pipeline.load_snn(model, str(path), mode, _neuron_config(**options))
-    timesteps = timesteps or recipe.timesteps
-    test = pipeline.eval_loader(recipe, data, batch_size, limit)
+    exported = model.endswith(".onnx")
+    backend = backend or ("onnxruntime" if exported else "torch")
+    if exported and backend == "torch":
+        raise click.BadParameter(f"{model} is an ONNX step: it runs with --backend onnxruntime", param_hint="--backend")
+    simulation = _simulation(**options)
+    if backend == "onnxruntime":
+        torch_only = {"--device": device != "cpu", "--chunk": simulation.chunk is not None,
+                      "--precision": simulation.precision != "fp32", "--compile": bool(simulation.compile)}
+        given = [name for name, on in torch_only.items() if on]
+        if given:
+            raise click.BadParameter(f"{', '.join(given)} set how PyTorch runs; the onnxruntime backend runs the "
+                                     "exported float32 step on the CPU, one step per call: drop them",
+                                     param_hint=given[0])
     progress_file = Path(out) / "simulation.progress.pt" if out else None
     costs = EnergyCosts(e_ac, e_mac)
-    sim = pipeline.simulate_and_summarize(snn, recipe, test, timesteps, None, device, not quiet, progress_file, costs,
-                                          options=_simulation(**options))
+    with tempfile.TemporaryDirectory() as scratch:
+        if backend == "onnxruntime":
+            path = model
+            if not exported:
+                path = str(Path(scratch) / f"{model}.onnx")
+                pipeline.export(model, checkpoint, "snn", path, mode=mode, neuron=_neuron_config(**options),
+                                timesteps=timesteps)
+            sim, recipe = pipeline.simulate_exported(path, data, timesteps, batch_size, limit, not quiet,
+                                                     progress_file, costs, simulation.metrics)
+            metadata = read_metadata(path)
+            weights, neuron, mode, timesteps = path, metadata["neuron"], metadata["attention"], sim["timesteps"]
+        else:
+            weights = checkpoint or shipped_checkpoint(get_recipe(model))
+            if weights is None:
+                raise SnnConvertError(f"{model} has no shipped checkpoint: pass --checkpoint FILE")
+            loaded = pipeline.load_snn(model, str(weights), mode, _neuron_config(**options))
+            recipe, neuron, mode = loaded.recipe, loaded.neuron, loaded.mode
+            timesteps = timesteps or recipe.timesteps
+            test = pipeline.eval_loader(recipe, data, batch_size, limit)
+            sim = pipeline.simulate_and_summarize(loaded.snn, recipe, test, timesteps, None, device, not quiet,
+                                                  progress_file, costs, options=simulation)
     if sim["resumed_from_batch"]:
         _echo(f"resumed after {sim['resumed_from_batch']} batches")
     for t, acc in sim["accuracy_at"].items():
         _echo(f"T={t:<5} accuracy {acc:6.2f} %")
-    _echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s); "
-          f"energy per sample: {sim['energy_uj_per_sample']:.3f} µJ")
+    _echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s, "
+          f"{backend}); energy per sample: {sim['energy_uj_per_sample']:.3f} µJ")
     if out:
-        report = {**pipeline.report_header(recipe, str(path), data, None, timesteps, neuron), "ann_accuracy": {},
-                  "energy_costs_pj": asdict(costs), "simulations": {mode: sim}}
+        report = {**pipeline.report_header(recipe, str(weights), data, None, timesteps, neuron), "backend": backend,
+                  "ann_accuracy": {}, "energy_costs_pj": asdict(costs), "simulations": {mode: sim}}
         pipeline.finish_report(report, Path(out), [progress_file])
         _echo(f"report: {Path(out) / 'report.md'}")
+
+
+@main.command("export")
+@click.argument("model")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Converted, prepared, directly trained or ANN checkpoint (default: the recipe's shipped one, "
+                   "else timm's pretrained weights for --what ann).")
+@click.option("--what", type=click.Choice(["snn", "ann"]), required=True,
+              help="snn: one time step of the SNN, its state (membranes, spike counts, running totals, the step "
+                   "counter) as named inputs and outputs; ann: the ANN the checkpoint holds (the QCFS model of a "
+                   "prepared checkpoint, else the original) as a plain model.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "nir"]), default="onnx", show_default=True,
+              help=f"onnx (opset {OPSET}, dynamic batch), or nir where every op maps exactly (refused otherwise, "
+                   "with the reason).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="File to write.")
+@click.option("--timesteps", "-T", type=click.IntRange(1), default=None,
+              help="The default T recorded in the metadata (default: the recipe's).")
+@click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
+              help="Attention mode when converting a prepared checkpoint (a converted one keeps its own).")
+@_neuron_options
+@_common
+def export_cmd(model, checkpoint, what, fmt, out, timesteps, mode, device, threads, quiet, **options):
+    """Export MODEL to ONNX: its SNN as one stateless time step `(x, t, state…) → (y, t+1, state′…)`
+    (run it with `snnconvert simulate FILE.onnx`), or its ANN. The metadata says what it is, its
+    input, classes, neurons, T and how to build the initial state."""
+    _setup(threads, device)
+    written = pipeline.export(model, checkpoint, what, out, fmt, mode, _neuron_config(**options), timesteps)
+    click.echo(f"exported the {written['what']} of {model} → {written['out']} (ONNX opset {written['opset']}, "
+               f"{written['inputs']} inputs, {written['outputs']} outputs, {written['bytes'] / 1e6:.2f} MB)")
 
 
 def _floats(text: str) -> list[float]:

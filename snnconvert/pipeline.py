@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,10 @@ from snnconvert.data import load_dataset, make_loader
 from snnconvert.data.fit import check_fit
 from snnconvert.direct import DirectConfig
 from snnconvert.errors import CheckpointError, SnnConvertError
+from snnconvert.export import OPSET, export_ann, export_snn
+from snnconvert.export.nir import nir_blockers
 from snnconvert.model_zoo import (Recipe, build_ann, build_spiking_classifier, get_recipe, list_recipes, load_direct,
-                                  load_model)
+                                  load_model, shipped_checkpoint)
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.report import simulation_summary, write_report, write_sweep_report
 from snnconvert.runtime import SimulationOptions, evaluate, simulate
@@ -216,29 +218,85 @@ def build(name: str, out_dir: str | Path, data: str | None, device: str, progres
     return record
 
 
-def load_snn(model_name: str, checkpoint: str, mode: str, neuron: NeuronConfig
-             ) -> tuple[nn.Module, Recipe, str]:
-    """A single-step SNN from a converted checkpoint (its own mode, neurons and corrections), a
-    prepared one (converted now with ``mode`` and ``neuron``) or a directly trained one (its
-    encoder and network); with its recipe and a description of its neurons."""
+@dataclass
+class LoadedSNN:
+    """A single-step SNN ready to simulate or export, with its recipe, a description of its
+    neurons and its attention mode (``direct`` for a directly trained SNN)."""
+
+    snn: nn.Module
+    recipe: Recipe
+    neuron: str
+    mode: str
+
+
+def load_snn(model_name: str, checkpoint: str, mode: str, neuron: NeuronConfig) -> LoadedSNN:
+    """The SNN of a converted checkpoint (its own mode, neurons and corrections), a prepared one
+    (converted now with ``mode`` and ``neuron``) or a directly trained one (its encoder and network)."""
     ckpt = load_checkpoint(checkpoint)
     if ckpt["stage"] not in ("converted", "direct"):
         loaded = load(model_name, checkpoint)
         if loaded.stage != "prepared":
             raise SnnConvertError(f"{checkpoint} holds an unprepared ANN: run `snnconvert prepare` and "
                                   "`snnconvert calibrate` (or `train`) first, or the one-shot `snnconvert MODEL`")
-        return convert(loaded.model, mode, neuron), loaded.recipe, neuron.describe()
+        return LoadedSNN(convert(loaded.model, mode, neuron), loaded.recipe, neuron.describe(), mode)
     recipe = Recipe.from_dict(ckpt["recipe"])
     if recipe.name != model_name:
         raise CheckpointError(f"{checkpoint} was made for {recipe.name!r}, not {model_name!r}")
     if ckpt["stage"] == "direct":
-        return (load_direct(ckpt, checkpoint).for_inference(recipe.example_batch()), recipe,
-                DirectConfig(**ckpt["direct"]).describe())
+        return LoadedSNN(load_direct(ckpt, checkpoint).for_inference(recipe.example_batch()), recipe,
+                         DirectConfig(**ckpt["direct"]).describe(), "direct")
     skeleton = prepare(build_ann(recipe), recipe.example_batch(), PrepareConfig(**ckpt["prepare"]))
     stored = NeuronConfig.of(ckpt["neuron"])
     snn = convert(skeleton, ckpt["mode"], stored)
     snn.load_state_dict(ckpt["model"])
-    return snn, recipe, stored.describe()
+    return LoadedSNN(snn, recipe, stored.describe(), ckpt["mode"])
+
+
+def model_metadata(recipe: Recipe, timesteps: int | None) -> dict[str, Any]:
+    """What an exported model says about itself: the recipe, its input, its classes and T."""
+    classes = recipe.classes
+    if classes is None and recipe.num_classes == 1000:
+        from timm.data import ImageNetInfo
+        classes = tuple(ImageNetInfo().label_names())
+    spec = recipe.input_spec
+    return {"model": recipe.to_dict(), "timesteps": timesteps or recipe.timesteps,
+            "input": {"shape": list(spec.size), "layout": "NCHW", "normalization": "(pixel in [0, 1] - mean) / std", "mean": list(spec.mean), "std": list(spec.std),
+                      "interpolation": spec.interpolation, "crop_pct": spec.crop_pct},
+            "classes": {"count": recipe.num_classes, "names": list(classes) if classes else None}}
+
+
+def export(model_name: str, checkpoint: str | None, what: str, out: str | Path, fmt: str = "onnx",
+           mode: str = "compensated", neuron: NeuronConfig = NeuronConfig(), timesteps: int | None = None,
+           pretrained: bool = True) -> dict[str, Any]:
+    """Write ``model_name`` as ``fmt``: ``what="snn"`` one time step of its SNN (from a converted,
+    prepared or directly trained checkpoint; default: the shipped one), ``"ann"`` the ANN the
+    checkpoint holds (the QCFS model of a prepared one, else the original). Returns what was written."""
+    if fmt == "nir" and what != "snn":
+        raise SnnConvertError("NIR describes spiking networks: export --what snn to NIR, or the ANN to ONNX")
+    if what == "snn":
+        path = checkpoint or shipped_checkpoint(get_recipe(model_name))
+        if path is None:
+            raise SnnConvertError(f"{model_name} has no shipped checkpoint: pass --checkpoint FILE (converted, "
+                                  "prepared or directly trained)")
+        loaded_snn = load_snn(model_name, str(path), mode, neuron)
+        if fmt == "nir":
+            reasons = nir_blockers(loaded_snn.snn) or ["it has no spiking neurons"]
+            raise SnnConvertError(f"cannot export {model_name} to NIR exactly: {reasons[0]}"
+                                  + (f" ({len(reasons) - 1} more ops do not map either)" if len(reasons) > 1 else "")
+                                  + "; export it to ONNX (--format onnx), which keeps every op")
+        recipe = loaded_snn.recipe
+        kind = "direct-trained SNN" if loaded_snn.mode == "direct" else "converted SNN"
+        metadata = {"what": f"one time step of a {kind}", "neuron": loaded_snn.neuron, "attention": loaded_snn.mode,
+                    "weights": str(path), **model_metadata(recipe, timesteps)}
+        proto = export_snn(loaded_snn.snn, out, recipe.example_batch(), metadata)
+    else:
+        loaded = load(model_name, checkpoint, pretrained=pretrained)
+        recipe = loaded.recipe
+        kind = "QCFS ANN (prepared)" if loaded.stage == "prepared" else "original ANN"
+        proto = export_ann(loaded.model, out, recipe.example_batch(),
+                           {"what": kind, "weights": loaded.source, **model_metadata(recipe, timesteps)})
+    return {"out": str(out), "what": kind, "opset": OPSET, "inputs": len(proto.graph.input),
+            "outputs": len(proto.graph.output), "bytes": Path(out).stat().st_size}
 
 
 def eval_loader(recipe: Recipe, data: str, batch_size: int, limit: int | None):
@@ -262,6 +320,26 @@ def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: in
     summary = simulation_summary(result, ann_accuracy, costs, label)
     summary["float_operations"] = [asdict(op) for op in float_operations(snn)]
     return summary
+
+
+def simulate_exported(path: str | Path, data: str, timesteps: int | None, batch_size: int, limit: int | None,
+                      progress: bool, progress_file: Path | None = None, costs: EnergyCosts = EnergyCosts(),
+                      metrics: str = "full") -> tuple[dict[str, Any], Recipe]:
+    """Simulate an exported SNN step in onnxruntime on ``data``'s test split, fitted to the recipe
+    in its metadata, and summarize it as :func:`simulate_and_summarize` does; with the recipe."""
+    from snnconvert.export.session import read_metadata, simulate_onnx
+
+    metadata = read_metadata(path)
+    if "model" not in metadata or metadata.get("format") != "snn-step/1":
+        raise SnnConvertError(f"{path} is not an SNN step exported by snnconvert: export one with "
+                              "`snnconvert export MODEL --what snn --out FILE`")
+    recipe = Recipe.from_dict(metadata["model"])
+    loader = eval_loader(recipe, data, batch_size, limit)
+    result = simulate_onnx(path, loader, timesteps=timesteps, progress=progress, checkpoint=progress_file,
+                           metrics=metrics)
+    summary = simulation_summary(result, None, costs)
+    summary["float_operations"] = metadata["float_operations"]
+    return summary, recipe
 
 
 def ann_energy_uj_per_sample(snn: nn.Module, costs: EnergyCosts = EnergyCosts()) -> float:

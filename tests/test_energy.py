@@ -92,7 +92,7 @@ def test_compensated_product_counts_by_hand():
     accounting = OpAccounting(graph)
     second = torch.zeros(1, 3, 6)
     second[0, 1, 3] = 1.0  # 1 event in b (k=3, m=4)
-    with EventCounts(graph, accounting.sources) as events, torch.no_grad():
+    with EventCounts({n: graph.get_submodule(n) for n in accounting.sources}) as events, torch.no_grad():
         reset_states(graph)
         graph(z)  # t = 1: a_1·B_1 only (A_0 = 0): 2 events × m=4; emit 2×4 outputs
         graph(second)  # t = 2: no event in a, 1 in b: A_1·b_2 → 1 × n=2

@@ -203,8 +203,9 @@ def test_converted_checkpoint_with_count_coding_and_corrections_reloads_identica
     assert [site["correction"] is not None for site in record["sites"]] == [True] * len(record["sites"])
     path = tmp_path / "snn.pt"
     pipeline.save_converted(path, snn, loaded.recipe, loaded.prepare_config, "compensated", neuron, record)
-    again, _, description = pipeline.load_snn("vit_nano", str(path), "compensated", NeuronConfig())
-    assert description == neuron.describe()
+    loaded = pipeline.load_snn("vit_nano", str(path), "compensated", NeuronConfig())
+    again = loaded.snn
+    assert loaded.neuron == neuron.describe()
     with torch.no_grad():
         for model in (snn, again):
             reset_states(model)

@@ -104,7 +104,7 @@ def test_masks_travel_in_the_prepare_config_and_checkpoints(tmp_path):
     assert again.prepare_config == config and again.prepare_config.masks == masks
     assert {n: (m.ratio, m.seed) for n, m in spike_masks(again.model).items()} == {
         n: (m.ratio, m.seed) for n, m in spike_masks(masked).items()} and len(spike_masks(masked)) == 4
-    snn, _, _ = pipeline.load_snn("vit_nano", str(tmp_path / "masked.pt"), "compensated", NeuronConfig())
+    snn = pipeline.load_snn("vit_nano", str(tmp_path / "masked.pt"), "compensated", NeuronConfig()).snn
     assert len(spike_masks(snn)) == 4
     x, y = images(recipe.input_spec, 8)
     reference = convert(masked)

@@ -43,7 +43,7 @@ class Encoder(StatefulModule):
         raise NotImplementedError
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
-        self.t += 1
+        self.t = self.t + 1  # not in place: an exported step shares one counter
         return self.encode(x, self.t - 1)
 
 

@@ -56,6 +56,16 @@ class SpikingNode(SpikingNeuron):
         super().reset()
         self.v: torch.Tensor | None = None
 
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"v": self.v}
+
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        return {"v": torch.full_like(self.v, self.v_reset)}
+
+    def load_state(self, state: dict[str, torch.Tensor], t: int | torch.Tensor) -> None:
+        super().load_state(state, t)
+        self.v = state["v"]
+
     def charge(self, x: torch.Tensor) -> torch.Tensor:
         """``H[t]`` from ``V[t−1]`` (``self.v``) and the input."""
         raise NotImplementedError

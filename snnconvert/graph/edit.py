@@ -150,3 +150,10 @@ def _drop_unused_tensors(gm: fx.GraphModule) -> None:
             continue
         holder = gm.get_submodule(".".join(parts[:-1])) if len(parts) > 1 else gm
         delattr(holder, parts[-1])
+
+
+def in_run_order(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``model.named_modules()``, those a graph calls first and in the order it calls them."""
+    modules = dict(model.named_modules())
+    called = [n.target for n in model.graph.nodes if n.op == "call_module"] if isinstance(model, fx.GraphModule) else []
+    return [(name, modules[name]) for name in dict.fromkeys(called + list(modules))]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from snnconvert.runtime.state import StatefulModule
+from snnconvert.runtime.state import StatefulModule, is_first
 
 CODINGS = ("rate", "count")
 
@@ -36,13 +36,12 @@ class InputOnce(StatefulModule):
         self.reset()
 
     def reset(self) -> None:
-        self.started = False
+        self.t = 0
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
-        if self.started:
-            return torch.zeros_like(x)
-        self.started = True
-        return x
+        first = is_first(self.t)
+        self.t = self.t + 1
+        return x * first
 
 
 class OnceOffset(StatefulModule):
@@ -63,21 +62,19 @@ class OnceOffset(StatefulModule):
         self.reset()
 
     def reset(self) -> None:
-        self.started = False
+        self.t = 0
 
-    def _shift(self, y: torch.Tensor, sign: float) -> torch.Tensor:
+    def step(self, y: torch.Tensor) -> torch.Tensor:
+        """``y + c`` at the first step (c not included) or ``y − c`` after it (c included), else ``y``."""
+        first = is_first(self.t)
+        self.t = self.t + 1
+        sign = first - 1.0 if self.included else first
+        if not isinstance(sign, torch.Tensor) and sign == 0.0:
+            return y
         c = self.offset
         if c.dim() == y.dim() and c.shape[0] not in (1, y.shape[0]):  # [B·n, …] against [n, …]
             return (y.unflatten(0, (-1, c.shape[0])) + sign * c).flatten(0, 1)
         return y + sign * c
-
-    def step(self, y: torch.Tensor) -> torch.Tensor:
-        first, self.started = not self.started, True
-        if first and not self.included:
-            return self._shift(y, 1.0)
-        if not first and self.included:
-            return self._shift(y, -1.0)
-        return y
 
     def extra_repr(self) -> str:
         return f"shape={tuple(self.offset.shape)}, {'subtracted after the first step' if self.included else 'added at the first step'}"

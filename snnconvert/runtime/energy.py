@@ -40,9 +40,9 @@ from snnconvert.graph import ops
 from snnconvert.graph.edit import join, owner
 from snnconvert.graph.events import EVENTS, INPUT, ONCE, REAL, STATIC, classify, is_event_pool, is_source
 from snnconvert.graph.shapes import example_input, per_sample
-from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.runtime.operators import Call, ExpectationCompensated, MatMul
 from snnconvert.runtime.state import reset_states
+from snnconvert.runtime.statistics import Recorder
 
 FIELDS = ("sops", "macs", "float_ops", "adds")
 _ADDS = ops.ADDITIONS | ops.SUBTRACTIONS
@@ -130,7 +130,66 @@ def _literal(value):
     return value.meta.get("value") if isinstance(value, fx.Node) else value
 
 
-class OpAccounting:
+class OpTable:
+    """What every op of a converted model costs per sample and step, and per event of each source
+    it is fed (:class:`OpAccounting` builds it from a graph); :meth:`results` turns a simulation's
+    spike counts into per-op totals. It travels with an exported model (:meth:`to_dict`).
+
+    Attributes:
+        ops: per op, in graph order.
+        sources: the event sources (module names) whose spikes the ops' SOPs count.
+    """
+
+    def __init__(self, ops: list[_Op], sources: list[str]):
+        self.ops, self.sources = ops, sources
+
+    @property
+    def mapped(self) -> set[str]:
+        """Sources whose events reach some op through a fan-out that differs between elements
+        (convolution edges): their spikes must be counted per element."""
+        return {term.source for op in self.ops for term in op.terms if isinstance(term.fanout, torch.Tensor)}
+
+    def results(self, counts: dict[str, torch.Tensor], first: dict[str, torch.Tensor], samples: int,
+                timesteps: int) -> list[LayerOps]:
+        """Per-op totals of a simulation: ``counts``/``first`` are each source's per-element spike
+        counts over all steps / the first step, summed over the ``samples`` simulated."""
+        results = []
+        for op in self.ops:
+            sops = 0.0
+            for term in op.terms:
+                if term.source not in counts:
+                    continue
+                events = counts[term.source] - first[term.source] if term.after_first else counts[term.source]
+                sops += float((events.double() * term.fanout).sum()) if isinstance(term.fanout, torch.Tensor) \
+                    else float(events.double().sum()) * term.fanout
+            steps = 1 if op.once else timesteps
+            results.append(LayerOps(op.name, op.kind, round(sops), round(samples * (steps * op.macs - op.first_step_macs)),
+                                    round(samples * steps * op.float_ops), round(samples * steps * op.adds)))
+        return results
+
+    def per_sample(self) -> list[LayerOps]:
+        """Per-op counts of one forward (with ``dense=True``: the ANN's dense figure)."""
+        return [LayerOps(op.name, op.kind, 0, op.macs, op.float_ops, op.adds) for op in self.ops]
+
+    def to_dict(self) -> dict:
+        """The table as JSON-able data (fan-out maps as lists)."""
+        def term(t: _Term) -> dict:
+            fanout = t.fanout.tolist() if isinstance(t.fanout, torch.Tensor) else t.fanout
+            return {"source": t.source, "fanout": fanout, "after_first": t.after_first}
+        return {"sources": list(self.sources),
+                "ops": [{**{k: v for k, v in vars(op).items() if k != "terms"}, "terms": [term(t) for t in op.terms]}
+                        for op in self.ops]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OpTable:
+        def term(t: dict) -> _Term:
+            fanout = t["fanout"]
+            return _Term(t["source"], torch.tensor(fanout, dtype=torch.float64) if isinstance(fanout, list)
+                         else float(fanout), t["after_first"])
+        return cls([_Op(**{**op, "terms": [term(t) for t in op["terms"]]}) for op in d["ops"]], list(d["sources"]))
+
+
+class OpAccounting(OpTable):
     """The operations every op of a converted model does, from its graph (see the module docstring).
 
     Args:
@@ -143,8 +202,9 @@ class OpAccounting:
         self.classes, self.kinds = classify(snn)
         if dense:
             self.classes = {n: (STATIC if c == STATIC else REAL) for n, c in self.classes.items()}
-        self.sources = {n.target: n for n in snn.graph.nodes if self.classes[n] == EVENTS
-                        and (is_source(n, snn) or is_event_pool(n, snn, self.kinds, self.classes))}
+        self._source_nodes = {n.target: n for n in snn.graph.nodes if self.classes[n] == EVENTS
+                              and (is_source(n, snn) or is_event_pool(n, snn, self.kinds, self.classes))}
+        self.sources = list(self._source_nodes)
         # (op, its events input, fan-out: a number, or the weight-layer node to compute it for, b-term)
         self._consumers: list[tuple[_Op, fx.Node, float | fx.Node, bool]] = []
         self.ops: list[_Op] = []
@@ -223,12 +283,6 @@ class OpAccounting:
         return "unaccounted"
 
     @property
-    def mapped(self) -> set[str]:
-        """Sources whose events reach some op through a fan-out that differs between elements
-        (convolution edges): their spikes must be counted per element."""
-        return {term.source for op in self.ops for term in op.terms if isinstance(term.fanout, torch.Tensor)}
-
-    @property
     def unaccounted(self) -> list[str]:
         """Ops that do work but have no count: none, for every op kind conversion produces."""
         return self.free.get("unaccounted", [])
@@ -285,7 +339,7 @@ class OpAccounting:
         with torch.enable_grad():
             unit = _UnitRun(twin, {nodes[n]: c for n, c in self.classes.items()},
                             {nodes[n]: k for n, k in self.kinds.items()},
-                            {nodes[n] for n in self.sources.values()}, {nodes[n] for n in inputs})
+                            {nodes[n] for n in self._source_nodes.values()}, {nodes[n] for n in inputs})
             unit.run(example_input(twin))  # the twin's neurons step once; the twin is dropped
             for op, x, spec, after_first in self._consumers:
                 value = unit.values[nodes[x]]
@@ -322,31 +376,6 @@ class OpAccounting:
             y = node.target(*args, **kwargs)
         (grad,) = torch.autograd.grad(y.sum(), x)
         return grad.detach()
-
-    # -- results -------------------------------------------------------------------------------
-
-    def results(self, counts: dict[str, torch.Tensor], first: dict[str, torch.Tensor], samples: int,
-                timesteps: int) -> list[LayerOps]:
-        """Per-op totals of a simulation: ``counts``/``first`` are each source's per-element spike
-        counts over all steps / the first step, summed over the ``samples`` simulated."""
-        results = []
-        for op in self.ops:
-            sops = 0.0
-            for term in op.terms:
-                if term.source not in counts:
-                    continue
-                events = counts[term.source] - first[term.source] if term.after_first else counts[term.source]
-                sops += float((events.double() * term.fanout).sum()) if isinstance(term.fanout, torch.Tensor) \
-                    else float(events.double().sum()) * term.fanout
-            steps = 1 if op.once else timesteps
-            results.append(LayerOps(op.name, op.kind, round(sops), round(samples * (steps * op.macs - op.first_step_macs)),
-                                    round(samples * steps * op.float_ops), round(samples * steps * op.adds)))
-        return results
-
-    def per_sample(self) -> list[LayerOps]:
-        """Per-op counts of one forward (with ``dense=True``: the ANN's dense figure)."""
-        return [LayerOps(op.name, op.kind, 0, op.macs, op.float_ops, op.adds) for op in self.ops]
-
 
 def _compact(fanout: torch.Tensor) -> torch.Tensor | float:
     """A fan-out map as one number where it is uniform."""
@@ -440,16 +469,20 @@ def _unit_pool(pool, args, kwargs) -> torch.Tensor:
 
 
 class EventCounts:
-    """Spike counts of every event source of a converted model while attached (a context manager):
-    per element for the sources in ``mapped`` (default: all), whose fan-out differs between
-    elements, otherwise one total per source. Neurons keep them in their step (their record);
+    """Spike counts of event sources while attached (a context manager): per element for the
+    sources in ``mapped`` (default: all), whose fan-out differs between elements, otherwise one
+    total per source. Neurons (any :class:`Recorder`) keep them in their step (their record);
     other sources (spike encoders, per-step max-pools of spikes) through a hook, which reads
     ``steps`` time steps from each call (set by the simulator when it runs K steps per call).
-    ``end_batch`` adds a batch's counts to the totals."""
+    ``end_batch`` adds a batch's counts to the totals.
 
-    def __init__(self, snn: fx.GraphModule, sources: dict[str, fx.Node], mapped: set[str] | None = None):
-        self.snn, self.mapped = snn, set(sources) if mapped is None else mapped
-        self.modules = {name: snn.get_submodule(name) for name in sources}
+    Args:
+        sources: the sources by name (a converted model's: ``OpTable.sources`` of its modules).
+        mapped: the sources counted per element.
+    """
+
+    def __init__(self, sources: dict[str, nn.Module | Recorder], mapped: set[str] | None = None):
+        self.modules, self.mapped = sources, set(sources) if mapped is None else mapped
         self.totals: dict[str, torch.Tensor] = {}
         self.first: dict[str, torch.Tensor] = {}
         self._hooked: dict[str, list] = {}
@@ -458,7 +491,7 @@ class EventCounts:
 
     def __enter__(self) -> EventCounts:
         for name, module in self.modules.items():
-            if isinstance(module, SpikingNeuron):
+            if isinstance(module, Recorder):
                 module.start_recording("basic", per_element=name in self.mapped)
             else:
                 self._hooked[name] = [None, None]
@@ -477,7 +510,7 @@ class EventCounts:
 
     def __exit__(self, *exc) -> None:
         for module in self.modules.values():
-            if isinstance(module, SpikingNeuron):
+            if isinstance(module, Recorder):
                 module.stop_recording()
         for handle in self._handles:
             handle.remove()
@@ -486,7 +519,7 @@ class EventCounts:
     def end_batch(self, batch: int) -> None:
         """Add the batch's counts (``batch`` samples) to the totals and start the next batch."""
         for name, module in self.modules.items():
-            if isinstance(module, SpikingNeuron):
+            if isinstance(module, Recorder):
                 if module.record is None:
                     continue
                 counts, first = module.record.spike_counts()

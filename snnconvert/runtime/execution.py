@@ -23,7 +23,8 @@ import torch
 from torch import fx, nn
 
 from snnconvert.graph.events import INPUT, classify
-from snnconvert.runtime.state import set_steps
+from snnconvert.runtime.masking import reseed_masks
+from snnconvert.runtime.state import reset_states, set_steps
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: samples per call (K·N) the default chunk aims at, by device type: enough to fill a GPU. Elsewhere
@@ -130,6 +131,11 @@ class Execution:
         if self.chunk is not None:
             return self.chunk
         return max(1, ROWS_PER_CALL.get(images.device.type, 1) // max(1, len(images)))
+
+    def reset(self, batch: int = 0) -> None:
+        """Back to t = 0 for sample batch ``batch`` (its spike masks' draws)."""
+        reset_states(self.snn)
+        reseed_masks(self.snn, batch)
 
     def inputs(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What the step graph takes, from a batch of images: computed once per batch."""

@@ -20,7 +20,8 @@ class RandomSpikeMask(StatefulModule):
     module's own generator, seeded with ``seed`` for batch 0 and restarted by :meth:`reseed` —
     the simulator and :func:`evaluate` reseed every mask for each batch, so a result depends on
     the seeds and the data only, and an interrupted simulation resumes to the same counts.
-    ``ratio = 0`` returns the input itself. Taking K steps per call, it draws each step's mask in
+    ``ratio = 0`` returns the input itself. An exported step (:mod:`snnconvert.export`) draws from
+    its runtime's generator, so its masks are not those of a PyTorch simulation. Taking K steps per call, it draws each step's mask in
     turn, as K single steps would.
     """
 
@@ -33,6 +34,7 @@ class RandomSpikeMask(StatefulModule):
         self.ratio, self.seed = ratio, seed
         self._batch = 0
         self._generator: torch.Generator | None = None
+        self.reset()
 
     def reseed(self, batch: int = 0) -> None:
         """Start the mask sequence of sample batch ``batch`` (``seed`` + batch · 2³²)."""
@@ -40,17 +42,17 @@ class RandomSpikeMask(StatefulModule):
         self._generator = None
 
     def reset(self) -> None:
-        """Nothing to reset: the draws restart with :meth:`reseed`."""
+        """Only the step count: the draws restart with :meth:`reseed`."""
+        self.t = 0
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         if self.ratio == 0.0:
             return x
-        generator = None
-        if not self.training:
-            if self._generator is None or self._generator.device != x.device:
-                self._generator = torch.Generator(device=x.device).manual_seed(self.seed + (self._batch << 32))
-            generator = self._generator
-        keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) >= self.ratio
+        if self.training or torch.jit.is_tracing():  # an exported step draws from its runtime's generator
+            return x * (torch.rand_like(x) >= self.ratio)
+        if self._generator is None or self._generator.device != x.device:
+            self._generator = torch.Generator(device=x.device).manual_seed(self.seed + (self._batch << 32))
+        keep = torch.rand(x.shape, generator=self._generator, device=x.device, dtype=x.dtype) >= self.ratio
         return x * keep
 
     def extra_repr(self) -> str:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from snnconvert.runtime.neurons import SpikingNeuron
-from snnconvert.runtime.statistics import STATS, LayerSpikes, layer_spikes
+from snnconvert.runtime.statistics import STATS, LayerSpikes, Recorder, layer_spikes
 
 
 class SpikeMonitor:
@@ -15,11 +15,16 @@ class SpikeMonitor:
     those). Neurons keep them in their step (:class:`~snnconvert.runtime.statistics.NeuronRecord`);
     :meth:`collect` adds what they recorded since the last collect to the totals, and must run
     before the neurons are reset (the simulator calls it after each batch; :meth:`totals`,
-    :meth:`results` and leaving the context collect too)."""
+    :meth:`results` and leaving the context collect too).
 
-    def __init__(self, model: nn.Module, metrics: str = "full"):
-        self.model, self.metrics = model, metrics
-        self.layers = {n: m for n, m in model.named_modules() if isinstance(m, SpikingNeuron)}
+    ``model`` may also be the layers themselves, by name (any
+    :class:`~snnconvert.runtime.statistics.Recorder`: the stand-ins of an exported model's neurons).
+    """
+
+    def __init__(self, model: nn.Module | dict[str, Recorder], metrics: str = "full"):
+        self.metrics = metrics
+        self.layers = dict(model) if isinstance(model, dict) else \
+            {n: m for n, m in model.named_modules() if isinstance(m, SpikingNeuron)}
         self._totals = torch.zeros(len(self.layers), len(STATS), dtype=torch.float64)
         self._attached = False
         self._seen: dict[int, tuple[object, torch.Tensor]] = {}  # layer → (record, what was collected of it)

@@ -22,44 +22,19 @@ import torch
 from torch import nn
 
 from snnconvert.runtime.state import StatefulModule, adopt_state_shapes
-from snnconvert.runtime.statistics import METRICS, NeuronRecord
+from snnconvert.runtime.statistics import NeuronRecord, Recorder
 
 
-class SpikingNeuron(StatefulModule):
+class SpikingNeuron(StatefulModule, Recorder):
     """A neuron the monitors and energy counters see: after each step ``v`` holds its membrane
-    potential and ``threshold`` its θ.
-
-    While recording (:meth:`start_recording`) it keeps, in its own step, statistics since the
-    last reset (``record``, a :class:`~snnconvert.runtime.statistics.NeuronRecord`): spikes sent
-    (per element where the energy accounting needs them) and, with ``full`` metrics, firing,
-    negative and residual potential.
-    """
+    potential and ``threshold`` its θ; while recording it keeps its statistics in its own step
+    (:class:`~snnconvert.runtime.statistics.Recorder`)."""
 
     emits_spikes = True  # its outputs are spikes (the energy counter's sources)
-    single_spikes = True  # at most one spike per element and step (firing equals spikes)
-    recording = "none"  # one of statistics.METRICS
-    per_element = False
 
     def reset(self) -> None:
         self.record: NeuronRecord | None = None
-
-    def start_recording(self, metrics: str = "basic", per_element: bool = False) -> None:
-        """Record at least ``metrics`` (and spikes per element if ``per_element``) from the next step."""
-        if metrics not in METRICS:
-            raise ValueError(f"unknown metrics {metrics!r}; choose one of {', '.join(METRICS)}")
-        self.recording = max(self.recording, metrics, key=METRICS.index)
-        self.per_element = self.per_element or per_element
-
-    def stop_recording(self) -> None:
-        self.recording, self.per_element = "none", False
-
-    def _record(self, sent: torch.Tensor, v: torch.Tensor, left: torch.Tensor | None = None) -> None:
-        """Add one step to the record: ``sent`` spikes per element (≥ 0, float), ``v`` the potential
-        after the step, ``left`` the potential left by firing (default ``v``)."""
-        if self.record is None:
-            self.record = NeuronRecord(v, self.single_spikes, self.per_element, self.recording == "full",
-                                       self.threshold)
-        self.record.add(sent, v, left)
+        self.t = 0
 
 
 class IFNeuron(SpikingNeuron):
@@ -110,7 +85,6 @@ class IFNeuron(SpikingNeuron):
         super().reset()
         self.v: torch.Tensor | None = None
         self.net: torch.Tensor | None = None  # net spikes sent so far, per element
-        self.t = 0
         self._spikes: torch.Tensor | None = None  # this step's spikes (float)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -120,13 +94,29 @@ class IFNeuron(SpikingNeuron):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _start(self, x: torch.Tensor) -> None:
-        like = dict(dtype=torch.promote_types(x.dtype, self.threshold.dtype), device=x.device)
-        self.v = (self.initial_potential * self.threshold).to(**like).expand_as(x).clone()
-        if self.bias is not None and self.levels is not None:
-            self.v.add_(self.bias)
-        if self.tracks_count:
-            self.net = torch.zeros_like(self.v)
+        initial = self._initial(x)
+        self.v, self.net = initial["v"], initial.get("net")
         self._spikes = torch.empty_like(self.v)
+
+    def _initial(self, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The state at t = 0 for inputs shaped like ``like``: ``v(0)``, and ``net = 0``."""
+        dtype = torch.promote_types(like.dtype, self.threshold.dtype)
+        v = (self.initial_potential * self.threshold).to(dtype=dtype, device=like.device).expand_as(like).clone()
+        if self.bias is not None and self.levels is not None:
+            v.add_(self.bias)
+        return {"v": v, "net": torch.zeros_like(v)} if self.tracks_count else {"v": v}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """``v``, and ``net`` (net spikes sent per element) when firing depends on it."""
+        return {"v": self.v} if self.net is None else {"v": self.v, "net": self.net}
+
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        return self._initial(self.v)
+
+    def load_state(self, state: dict[str, torch.Tensor], t: int | torch.Tensor) -> None:
+        super().load_state(state, t)
+        self.v, self.net = state["v"], state.get("net")
+        self._spikes = None  # no buffer: the spikes of a loaded step are a new tensor
 
     def _room(self) -> torch.Tensor | int:
         """How many more net spikes may be sent: up to t (rate coding) or L (count coding)."""
@@ -135,6 +125,8 @@ class IFNeuron(SpikingNeuron):
     def _fire(self) -> torch.Tensor:
         """This step's spikes per element, from ``v`` (a float tensor)."""
         if not self.tracks_count:
+            if self._spikes is None:
+                return torch.ge(self.v, self.threshold).to(self.v.dtype)
             return torch.ge(self.v, self.threshold, out=self._spikes)
         up = (self.v / self.threshold).floor_().clamp_(min=0)
         if self.max_spikes is not None:
@@ -145,7 +137,7 @@ class IFNeuron(SpikingNeuron):
         """``v += x``; fire s; ``v −= θ·s``; return ``θ·s`` (into ``out`` if given)."""
         if self.v is None:
             self._start(x)
-        self.t += 1
+        self.t = self.t + 1  # not in place: an exported step shares one counter
         self.v.add_(x)
         if self.bias is not None and self.levels is None:
             self.v.add_(self.bias)

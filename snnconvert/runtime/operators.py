@@ -81,6 +81,18 @@ class ExpectationCompensated(StatefulModule):
         self.previous: torch.Tensor | None = None
         self._values: list[torch.Tensor] | None = None  # the estimates of one step (rate coding)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The running totals of the dynamic inputs (``sum0``, ``sum1`` …) and the last ``t·g(ā_t, …)``."""
+        return {**{f"sum{i}": total for i, total in enumerate(self.sums)}, "previous": self.previous}
+
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        return {name: torch.zeros_like(value) for name, value in self.state().items()}
+
+    def load_state(self, state: dict[str, torch.Tensor], t: int | torch.Tensor) -> None:
+        super().load_state(state, t)
+        self.sums = [state[f"sum{i}"] for i in range(len(state) - 1)]
+        self.previous, self._values = state["previous"], None
+
     def _positions(self, args) -> tuple[int, ...]:
         if self.dynamic is None:
             self.dynamic = tuple(range(len(args)))
@@ -93,9 +105,9 @@ class ExpectationCompensated(StatefulModule):
         the estimates are written into ``into`` when given.
 
         With ``t`` a ``[K]`` tensor of steps, the totals are ``[K, M, …]`` (one row per step) and
-        ``g`` runs once on all K steps.
+        ``g`` runs once on all K steps (a 0-d tensor ``t`` is one step: an exported step's counter).
         """
-        steps = t.numel() if isinstance(t, torch.Tensor) else None
+        steps = t.numel() if isinstance(t, torch.Tensor) and t.dim() == 1 else None
 
         def per_step(x: torch.Tensor):
             return t if steps is None else t.view(steps, *[1] * (x.dim() - 1))
@@ -120,7 +132,7 @@ class ExpectationCompensated(StatefulModule):
         return current
 
     def step(self, *args, **kwargs) -> torch.Tensor:
-        self.t += 1
+        self.t = self.t + 1  # not in place: an exported step shares one counter
         inputs = [args[i] for i in self._positions(args)]
         if self.sums is None:
             self.sums = [_wide(x, copy=True) for x in inputs]
@@ -129,7 +141,8 @@ class ExpectationCompensated(StatefulModule):
         else:
             for total, x in zip(self.sums, inputs):
                 total.add_(x)
-        reuse = not torch.is_grad_enabled()  # write into buffers of earlier steps (out= has no autograd)
+        # write into buffers of earlier steps (out= has no autograd, and an exported step is out-of-place)
+        reuse = not torch.is_grad_enabled() and not torch.jit.is_tracing()
         current = self._current(args, self.sums, self.t, kwargs, self._values if reuse else None)
         if self.previous is None:  # kept apart from what is returned, so it can be written over
             self.previous = current.clone()

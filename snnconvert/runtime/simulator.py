@@ -24,10 +24,11 @@ from snnconvert.checkpoint import atomic_save
 from snnconvert.errors import CheckpointError
 from snnconvert.graph.shapes import annotate
 from snnconvert.graph.trace import trace
-from snnconvert.runtime.energy import FIELDS, EnergyCosts, EventCounts, LayerOps, OpAccounting
+from snnconvert.runtime.energy import FIELDS, EnergyCosts, EventCounts, LayerOps, OpAccounting, OpTable
 from snnconvert.runtime.execution import Execution, SimulationOptions
 from snnconvert.runtime.monitors import SpikeMonitor
 from snnconvert.runtime.masking import RandomSpikeMask, reseed_masks
+from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.runtime.statistics import LayerSpikes, layer_spikes
 from snnconvert.runtime.state import reset_states
 
@@ -99,14 +100,20 @@ def _progress_file(checkpoint: str | Path) -> Path:
     return path if distributed.world_size() == 1 else path.with_name(f"{path.name}.rank{distributed.rank()}")
 
 
-def _signature(snn: nn.Module, monitor: SpikeMonitor, timesteps: int, data, reference: nn.Module | None) -> dict:
-    """What a progress file must match to be resumed: T, the metrics recorded, the neurons, the
-    masks, the weights, the data size and the reference model."""
-    return {"format": 5, "timesteps": timesteps, "metrics": monitor.metrics,
-            "reference": None if reference is None else _weights(reference),
-            "neurons": [f"{n}:{type(m).__name__}({m.extra_repr()})" for n, m in monitor.layers.items()],
+def _signature(model: dict, monitor: SpikeMonitor, timesteps: int, data, reference: nn.Module | None) -> dict:
+    """What a progress file must match to be resumed: T, the metrics recorded, the model (its
+    :func:`model_signature`), the data size and the reference model."""
+    return {"format": 6, "timesteps": timesteps, "metrics": monitor.metrics,
+            "reference": None if reference is None else _weights(reference), "model": model,
+            "batches": len(data) if hasattr(data, "__len__") else None}
+
+
+def model_signature(snn: nn.Module) -> dict:
+    """A PyTorch model's part of a progress file's signature: its neurons, masks and weights."""
+    return {"neurons": [f"{n}:{type(m).__name__}({m.extra_repr()})" for n, m in snn.named_modules()
+                        if isinstance(m, SpikingNeuron)],
             "masks": [f"{n}:{m.ratio}:{m.seed}" for n, m in snn.named_modules() if isinstance(m, RandomSpikeMask)],
-            "weights": _weights(snn), "batches": len(data) if hasattr(data, "__len__") else None}
+            "weights": _weights(snn)}
 
 
 def _weights(model: nn.Module) -> float:
@@ -180,13 +187,28 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         precision: ``fp32``, or ``bf16`` / ``fp16`` matmuls with float32 membranes and totals.
         compile: ``torch.compile`` the step graph (worth it on a GPU; a string names the backend).
     """
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
     options = SimulationOptions(chunk, metrics, precision, compile)
     snn = _as_graph(snn.eval().to(device), data, labels, device)
+    accounting = OpAccounting(snn)
+    with Execution(snn, options, fold) as execution, SpikeMonitor(snn, metrics) as monitor, \
+            EventCounts({n: snn.get_submodule(n) for n in accounting.sources}, accounting.mapped) as events:
+        return run_simulation(execution, monitor, events, accounting, model_signature(snn), data, labels, timesteps,
+                              device, progress, input_shape, checkpoint, reference)
+
+
+@torch.no_grad()
+def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCounts, table: OpTable, signature: dict,
+                   data, labels: torch.Tensor | None, timesteps: int, device: str | torch.device = "cpu",
+                   progress: bool = False, input_shape: tuple[int, ...] | None = None,
+                   checkpoint: str | Path | None = None, reference: nn.Module | None = None) -> SimulationResult:
+    """The simulation loop of :func:`simulate`, for any runtime: ``execution`` runs the steps of a
+    batch (:class:`~snnconvert.runtime.execution.Execution`, or an exported model's runtime),
+    ``monitor`` and ``events`` read the spikes its neurons recorded, ``table`` costs the ops and
+    ``signature`` names the model in progress files (see :func:`simulate` for the rest)."""
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
     if reference is not None:
         reference.to(device)
-    reset_states(snn)
     correct = torch.zeros(timesteps, dtype=torch.long)
     agreeing = torch.zeros(timesteps, dtype=torch.long)
     samples = done = 0
@@ -195,46 +217,42 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     if progress:
         total = len(data) if hasattr(data, "__len__") and not isinstance(data, torch.Tensor) else None
         batches = tqdm(batches, total=total, desc=f"simulate T={timesteps}", unit="batch")
-    accounting = OpAccounting(snn)
-    with Execution(snn, options, fold) as execution, \
-            SpikeMonitor(snn, metrics) as monitor, EventCounts(snn, accounting.sources, accounting.mapped) as events:
-        path = _progress_file(checkpoint) if checkpoint is not None else None
-        signature = _signature(snn, monitor, timesteps, data, reference)
-        saved = _load_progress(path, signature) if path is not None else None
-        if saved is not None:
-            correct, agreeing = saved["correct"], saved["agreeing"]
-            samples, done = int(saved["samples"]), int(saved["batches"])
-            monitor.add(saved["spiking"])
-            events.load(saved["events"])
-        for index, (images, targets) in enumerate(batches):
-            if index < done:
-                continue
-            if input_shape is not None and tuple(images.shape[1:]) != tuple(input_shape):
-                raise ValueError(f"input batch has shape {tuple(images.shape)}, the model expects "
-                                 f"[N, {', '.join(map(str, input_shape))}]: resize the data or pick "
-                                 f"the matching model")
-            images, targets = images.to(device), targets.to(device)
-            expected = _predictions(reference, images, index) if reference is not None else None
-            reset_states(snn)
-            reseed_masks(snn, index)
-            batch_correct, batch_agreeing = _run_batch(execution, events, images, targets, expected, timesteps)
-            correct += batch_correct.cpu()
-            agreeing += batch_agreeing.cpu()
-            monitor.collect()
-            events.end_batch(len(images))
-            samples += targets.numel()
-            if path is not None:
-                atomic_save({"signature": signature, "batches": index + 1, "samples": samples, "correct": correct,
-                             "agreeing": agreeing, "spiking": monitor.totals(), "events": events.state()}, path)
-        reset_states(snn)
+    path = _progress_file(checkpoint) if checkpoint is not None else None
+    signature = _signature(signature, monitor, timesteps, data, reference)
+    saved = _load_progress(path, signature) if path is not None else None
+    if saved is not None:
+        correct, agreeing = saved["correct"], saved["agreeing"]
+        samples, done = int(saved["samples"]), int(saved["batches"])
+        monitor.add(saved["spiking"])
+        events.load(saved["events"])
+    for index, (images, targets) in enumerate(batches):
+        if index < done:
+            continue
+        if input_shape is not None and tuple(images.shape[1:]) != tuple(input_shape):
+            raise ValueError(f"input batch has shape {tuple(images.shape)}, the model expects "
+                             f"[N, {', '.join(map(str, input_shape))}]: resize the data or pick "
+                             f"the matching model")
+        images, targets = images.to(device), targets.to(device)
+        expected = _predictions(reference, images, index) if reference is not None else None
+        execution.reset(index)
+        batch_correct, batch_agreeing = _run_batch(execution, events, images, targets, expected, timesteps)
+        correct += batch_correct.cpu()
+        agreeing += batch_agreeing.cpu()
+        monitor.collect()
+        events.end_batch(len(images))
+        samples += targets.numel()
+        if path is not None:
+            atomic_save({"signature": signature, "batches": index + 1, "samples": samples, "correct": correct,
+                         "agreeing": agreeing, "spiking": monitor.totals(), "events": events.state()}, path)
+    execution.reset(0)
     counts = distributed.all_reduce(torch.cat([correct, agreeing, torch.tensor([samples])]))
     correct, agreeing, samples = counts[:timesteps], counts[timesteps:-1], int(counts[-1])
     names = sorted(events.totals)
     events.unflat(names, distributed.all_reduce(events.flat(names)))
-    layer_ops = accounting.results(events.totals, events.first, samples, timesteps)
+    layer_ops = table.results(events.totals, events.first, samples, timesteps)
     spiking = distributed.all_reduce(monitor.totals())
     return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spiking,
-                                                                              metrics == "full"),
+                                                                              monitor.metrics == "full"),
                             time.perf_counter() - start, resumed_from_batch=saved["batches"] if saved is not None else None,
                             ops=layer_ops, agreeing=agreeing.tolist() if reference is not None else None)
 

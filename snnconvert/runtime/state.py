@@ -5,6 +5,10 @@ A stateful module advances one time step per call (:meth:`StatefulModule.step`).
 leading dimension, time outermost (``[K·M, …]`` for M rows a step): the ops between stateful
 modules then run once for all K steps (one GEMM instead of K), and each stateful module scans its
 K steps exactly as K single steps would.
+
+Its state can also be read and given (:meth:`StatefulModule.state`, :meth:`~StatefulModule.load_state`):
+what an exported step takes and returns (:mod:`snnconvert.export`). Every module counts the steps
+done since the reset in ``t`` (a number, or one 0-d tensor that an exported step shares).
 """
 from __future__ import annotations
 
@@ -18,13 +22,28 @@ class StatefulModule(nn.Module):
     """A module that carries state across time steps; ``reset()`` returns it to t = 0.
 
     Subclasses define :meth:`step`; :meth:`multi_step` (K steps, one after the other) may be
-    overridden with a faster form that gives the same result.
+    overridden with a faster form that gives the same result. A module whose state is more than
+    its step count ``t`` lists it in :meth:`state`, :meth:`initial_state` and :meth:`load_state`.
     """
 
     steps = 1  # time steps per call (see the module docstring)
+    t: int | torch.Tensor = 0  # steps done since the reset
 
     def reset(self) -> None:
         raise NotImplementedError
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The tensors carried to the next step, by name, after at least one step since the reset."""
+        return {}
+
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        """What :meth:`state` holds before the first step (same shapes; called after a step)."""
+        return {}
+
+    def load_state(self, state: dict[str, torch.Tensor], t: int | torch.Tensor) -> None:
+        """Go on from ``state`` after ``t`` steps (``t`` a number, or a 0-d tensor in an exported
+        step); the module then updates those tensors, in place or not."""
+        self.t = t
 
     def forward(self, *args, **kwargs):
         return self.step(*args, **kwargs) if self.steps == 1 else self.multi_step(*args, **kwargs)
@@ -46,6 +65,12 @@ def reset_states(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, StatefulModule):
             m.reset()
+
+
+def is_first(t: int | torch.Tensor) -> float | torch.Tensor:
+    """1 before the first step (``t = 0`` steps done), else 0: a number, or a 0-d float tensor when
+    ``t`` is one (an exported step)."""
+    return (t == 0).float() if isinstance(t, torch.Tensor) else float(t == 0)
 
 
 def set_steps(model: nn.Module, steps: int) -> None:

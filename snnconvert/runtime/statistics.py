@@ -143,6 +143,41 @@ class NeuronRecord:
         return totals
 
 
+class Recorder:
+    """Something that sends spikes and keeps their statistics (a neuron, or a stand-in for an
+    exported neuron): :meth:`start_recording` turns it on, and each step's :meth:`_record` adds to
+    ``record``, a :class:`NeuronRecord` (None until the first step after a reset).
+
+    Attributes:
+        threshold: θ (divides the residual potential).
+        single_spikes: at most one spike per element and step (firing equals spikes).
+    """
+
+    single_spikes = True
+    recording = "none"  # one of METRICS
+    per_element = False
+    record: NeuronRecord | None = None
+    threshold: torch.Tensor
+
+    def start_recording(self, metrics: str = "basic", per_element: bool = False) -> None:
+        """Record at least ``metrics`` (and spikes per element if ``per_element``) from the next step."""
+        if metrics not in METRICS:
+            raise ValueError(f"unknown metrics {metrics!r}; choose one of {', '.join(METRICS)}")
+        self.recording = max(self.recording, metrics, key=METRICS.index)
+        self.per_element = self.per_element or per_element
+
+    def stop_recording(self) -> None:
+        self.recording, self.per_element = "none", False
+
+    def _record(self, sent: torch.Tensor, v: torch.Tensor, left: torch.Tensor | None = None) -> None:
+        """Add one step to the record: ``sent`` spikes per element (≥ 0, float), ``v`` the potential
+        after the step, ``left`` the potential left by firing (default ``v``)."""
+        if self.record is None:
+            self.record = NeuronRecord(v, self.single_spikes, self.per_element, self.recording == "full",
+                                       self.threshold)
+        self.record.add(sent, v, left)
+
+
 def _count(x: torch.Tensor) -> torch.Tensor:
     """Σ of a float tensor of small whole numbers, exactly."""
     return x.sum() if x.numel() < _EXACT else x.sum(dtype=torch.float64)
