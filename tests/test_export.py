@@ -94,6 +94,34 @@ def test_onnxruntime_simulation_reports_like_pytorch(tmp_path):
     assert basic.layers[0].spike_percent is None and basic.layers[0].spikes > 0
 
 
+def test_interrupted_onnxruntime_simulation_resumes(tmp_path):
+    snn, x, y = _converted(tiny_vit, SPEC_28)
+    path = tmp_path / "vit.onnx"
+    export_snn(snn, path, x[:2], {"timesteps": 4})
+    batches = list(zip(x.split(6), y.split(6)))
+    whole = simulate_onnx(path, batches)
+
+    class DiesAfterTwo:
+        def __len__(self):
+            return len(batches)
+
+        def __iter__(self):
+            yield from batches[:2]
+            raise KeyboardInterrupt("killed")
+
+    progress = tmp_path / "ort.progress.pt"
+    with pytest.raises(KeyboardInterrupt):
+        simulate_onnx(path, DiesAfterTwo(), checkpoint=progress)
+    resumed = simulate_onnx(path, batches, checkpoint=progress)
+    assert resumed.resumed_from_batch == 2 and resumed.correct == whole.correct
+    assert [l.spikes for l in resumed.layers] == [l.spikes for l in whole.layers] and resumed.ops == whole.ops
+    export_snn(snn, path, x[:3], {"timesteps": 4})  # the same model written again: the same file
+    assert simulate_onnx(path, batches, checkpoint=progress).resumed_from_batch == len(batches)
+    export_snn(snn, path, x[:2], {"timesteps": 5})  # another file
+    with pytest.raises(CheckpointError, match="another simulation"):
+        simulate_onnx(path, batches, checkpoint=progress)
+
+
 def test_count_coding_signed_neurons_and_spike_masks_export(tmp_path):
     snn, x, _ = _converted(tiny_vit, SPEC_28, neuron="signed-if", coding="count")
     path = tmp_path / "count.onnx"
@@ -173,6 +201,10 @@ def test_cli_exports_and_simulates_in_onnxruntime(tmp_path):
     result = _cli("simulate", str(path), "-T", "4", "--limit", "16", "--quiet")
     assert result.exit_code == 0, result.output
     assert "T=4 " in result.output and "onnxruntime" in result.output
+    via_backend = _cli("simulate", "vit_nano", "--backend", "onnxruntime", "-T", "4", "--limit", "16", "--quiet")
+    assert via_backend.exit_code == 0 and via_backend.output.splitlines()[0] == result.output.splitlines()[0]
+    ann = _cli("export", "vit_nano", "--what", "ann", "--out", str(tmp_path / "ann.onnx"))
+    assert ann.exit_code == 0 and "QCFS ANN" in ann.output and read_metadata(tmp_path / "ann.onnx")["format"] == "ann/1"
     refused = _cli("simulate", str(path), "--chunk", "4")
     assert refused.exit_code != 0 and "--chunk set how PyTorch runs" in refused.output
     via_torch = _cli("simulate", "vit_nano", "-T", "4", "--limit", "16", "--quiet")
