@@ -31,6 +31,8 @@ from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.model_zoo import direct_config, get_recipe, list_recipes, shipped_checkpoint
 from snnconvert.report import comparison, write_comparison
 from snnconvert.report.calibration import calibration_table
+from snnconvert.report.early_exit import early_exit_table, write_early_exit_report
+from snnconvert.runtime.early_exit import ExitRule
 from snnconvert.train import TrainConfig
 
 DATA_HELP = (f"Dataset: one of {', '.join(DATASET_NAMES)} (embedded: a 1,000+1,000-image Fashion-MNIST "
@@ -635,14 +637,21 @@ def convert_cmd(model, checkpoint, mode, out, device, threads, quiet, **options)
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="torch (default), or onnxruntime: the SNN exported as one ONNX step and run by onnxruntime "
                    "on the CPU (the default for a MODEL.onnx file written by `snnconvert export`).")
+@click.option("--exit", "exit_rule", default=None, metavar="RULE",
+              help="Stop each image once RULE holds and drop it from the batch (its later steps cost nothing): C "
+                   "(the softmax of the running mean output reaches confidence C, e.g. 0.99) or stable:K (the "
+                   "prediction unchanged for K steps). Reports the mean steps run.")
+@click.option("--early-exit", "exit_curve", default=None, metavar="RULES",
+              help="Comma-separated rules (0.5,0.9,0.99,stable:4): from one pass of T steps, what each would give "
+                   "(accuracy, mean steps, against fixed T); with --out also early_exit.json/.md/.png.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write report.json/.md/.png here.")
 @_simulation_options
 @_energy_options
 @_common
-def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, limit, batch_size, out, e_ac, e_mac, device,
-                 threads, quiet, **options):
+def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, exit_curve, limit, batch_size, out,
+                 e_ac, e_mac, device, threads, quiet, **options):
     """Simulate a converted MODEL (a recipe name, or a MODEL.onnx step from `snnconvert export`) for T
     steps on DATA's test split; print accuracy at t = 4, 8, …, T (all t in the report) and spikes
     per sample."""
@@ -652,6 +661,11 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, limit, batch
     if exported and backend == "torch":
         raise click.BadParameter(f"{model} is an ONNX step: it runs with --backend onnxruntime", param_hint="--backend")
     simulation = _simulation(**options)
+    exits = pipeline.Exits(_exit_rules(exit_rule, "--exit")[0] if exit_rule else None,
+                           tuple(_exit_rules(exit_curve, "--early-exit")) if exit_curve else ())
+    if exits.rule is not None and exits.curve:
+        raise click.BadParameter("--early-exit runs every image T steps to evaluate its rules offline; --exit stops "
+                                 "them: pick one", param_hint="--exit")
     if backend == "onnxruntime":
         torch_only = {"--device": device != "cpu", "--chunk": simulation.chunk is not None,
                       "--precision": simulation.precision != "fp32", "--compile": bool(simulation.compile)}
@@ -670,7 +684,7 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, limit, batch
                 pipeline.export(model, checkpoint, "snn", path, mode=mode, neuron=_neuron_config(**options),
                                 timesteps=timesteps)
             sim, recipe = pipeline.simulate_exported(path, data, timesteps, batch_size, limit, not quiet,
-                                                     progress_file, costs, simulation.metrics)
+                                                     progress_file, costs, simulation.metrics, exits)
             metadata = read_metadata(path)
             weights, neuron, mode, timesteps = path, metadata["neuron"], metadata["attention"], sim["timesteps"]
         else:
@@ -682,17 +696,27 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, limit, batch
             timesteps = timesteps or recipe.timesteps
             test = pipeline.eval_loader(recipe, data, batch_size, limit)
             sim = pipeline.simulate_and_summarize(loaded.snn, recipe, test, timesteps, None, device, not quiet,
-                                                  progress_file, costs, options=simulation)
+                                                  progress_file, costs, options=simulation, exits=exits)
     if sim["resumed_from_batch"]:
         _echo(f"resumed after {sim['resumed_from_batch']} batches")
     for t, acc in sim["accuracy_at"].items():
         _echo(f"T={t:<5} accuracy {acc:6.2f} %")
+    if exits.rule is not None:
+        _echo(f"early exit ({sim['exit_rule']}): {sim['mean_steps']:.2f} steps per image on average of T={timesteps}")
     _echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s, "
           f"{backend}); energy per sample: {sim['energy_uj_per_sample']:.3f} µJ")
+    header = pipeline.report_header(recipe, str(weights), data, None, timesteps, neuron)
+    if exits.curve:
+        exit_report = {**header, "samples": sim["samples"], "accuracy_per_step": sim["accuracy_per_step"],
+                       "rows": sim["early_exit"]}
+        for line in early_exit_table(exit_report):
+            _echo(line)
     if out:
-        report = {**pipeline.report_header(recipe, str(weights), data, None, timesteps, neuron), "backend": backend,
-                  "ann_accuracy": {}, "energy_costs_pj": asdict(costs), "simulations": {mode: sim}}
+        report = {**header, "backend": backend, "ann_accuracy": {}, "energy_costs_pj": asdict(costs),
+                  "simulations": {mode: sim}}
         pipeline.finish_report(report, Path(out), [progress_file])
+        if exits.curve and distributed.is_main():
+            write_early_exit_report(exit_report, out)
         _echo(f"report: {Path(out) / 'report.md'}")
 
 
@@ -723,6 +747,19 @@ def export_cmd(model, checkpoint, what, fmt, out, timesteps, mode, device, threa
     written = pipeline.export(model, checkpoint, what, out, fmt, mode, _neuron_config(**options), timesteps)
     click.echo(f"exported the {written['what']} of {model} → {written['out']} (ONNX opset {written['opset']}, "
                f"{written['inputs']} inputs, {written['outputs']} outputs, {written['bytes'] / 1e6:.2f} MB)")
+
+
+def _exit_rules(text: str, option: str) -> list[ExitRule]:
+    """``0.9,stable:4`` → exit rules."""
+    rules = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        kind, value = ("stable", item.removeprefix("stable:")) if item.startswith("stable:") else ("confidence", item)
+        try:
+            rules.append(ExitRule(kind, float(value)))
+        except (ValueError, SnnConvertError) as e:
+            raise click.BadParameter(f"{item!r}: {e}; a rule is a confidence C in (0, 1] or stable:K (K >= 1 steps)",
+                                     param_hint=option) from e
+    return rules
 
 
 def _floats(text: str) -> list[float]:

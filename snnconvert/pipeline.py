@@ -30,7 +30,9 @@ from snnconvert.model_zoo import (Recipe, build_ann, build_spiking_classifier, g
                                   load_model, shipped_checkpoint)
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.report import simulation_summary, write_report, write_sweep_report
+from snnconvert.report.early_exit import exit_rows
 from snnconvert.runtime import SimulationOptions, evaluate, simulate
+from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve
 from snnconvert.runtime.energy import EnergyCosts, OpAccounting
 from snnconvert.train import TrainConfig, fit
 
@@ -304,27 +306,41 @@ def eval_loader(recipe: Recipe, data: str, batch_size: int, limit: int | None):
     return make_loader(dataset(recipe, data, "test"), batch_size, limit=limit)
 
 
+@dataclass(frozen=True)
+class Exits:
+    """Early exit in a simulation: ``rule`` stops each sample once it holds (it leaves the batch);
+    ``curve`` rules are evaluated offline on one pass of T steps (their accuracy and mean steps)."""
+
+    rule: ExitRule | None = None
+    curve: tuple[ExitRule, ...] = ()
+
+
 def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: int, ann_accuracy: float | None,
                            device: str, progress: bool, progress_file: Path | None = None,
                            costs: EnergyCosts = EnergyCosts(),
                            reference: tuple[str, nn.Module] | None = None,
-                           options: SimulationOptions = SimulationOptions()) -> dict[str, Any]:
+                           options: SimulationOptions = SimulationOptions(), exits: Exits = Exits()) -> dict[str, Any]:
     """Simulate a converted model and summarize it (accuracy per t, agreement with the
-    ``reference`` ANN's predictions (a label and the model), spikes, floating-point ops).
+    ``reference`` ANN's predictions (a label and the model), spikes, floating-point ops; with
+    ``exits``, samples stopping early, or every rule's exits from one pass).
 
     With ``progress_file`` the simulation resumes from it after an interruption (see :func:`simulate`).
     """
     label, model = reference if reference is not None else (None, None)
+    trace = ExitTrace() if exits.curve else None
     result = simulate(snn, loader, timesteps=timesteps, device=device, progress=progress and distributed.is_main(),
-                      input_shape=recipe.input_size, checkpoint=progress_file, reference=model, **asdict(options))
+                      input_shape=recipe.input_size, checkpoint=progress_file, reference=model, **asdict(options),
+                      exit_rule=exits.rule, trace=trace)
     summary = simulation_summary(result, ann_accuracy, costs, label)
     summary["float_operations"] = [asdict(op) for op in float_operations(snn)]
+    if trace is not None:
+        summary["early_exit"] = exit_rows(exit_curve(trace, exits.curve), result.accuracy)
     return summary
 
 
 def simulate_exported(path: str | Path, data: str, timesteps: int | None, batch_size: int, limit: int | None,
                       progress: bool, progress_file: Path | None = None, costs: EnergyCosts = EnergyCosts(),
-                      metrics: str = "full") -> tuple[dict[str, Any], Recipe]:
+                      metrics: str = "full", exits: Exits = Exits()) -> tuple[dict[str, Any], Recipe]:
     """Simulate an exported SNN step in onnxruntime on ``data``'s test split, fitted to the recipe
     in its metadata, and summarize it as :func:`simulate_and_summarize` does; with the recipe."""
     from snnconvert.export.session import read_metadata, simulate_onnx
@@ -335,10 +351,13 @@ def simulate_exported(path: str | Path, data: str, timesteps: int | None, batch_
                               "`snnconvert export MODEL --what snn --out FILE`")
     recipe = Recipe.from_dict(metadata["model"])
     loader = eval_loader(recipe, data, batch_size, limit)
+    trace = ExitTrace() if exits.curve else None
     result = simulate_onnx(path, loader, timesteps=timesteps, progress=progress, checkpoint=progress_file,
-                           metrics=metrics)
+                           metrics=metrics, exit_rule=exits.rule, trace=trace)
     summary = simulation_summary(result, None, costs)
     summary["float_operations"] = metadata["float_operations"]
+    if trace is not None:
+        summary["early_exit"] = exit_rows(exit_curve(trace, exits.curve), result.accuracy)
     return summary, recipe
 
 

@@ -46,6 +46,20 @@ def calibrated(model: nn.Module, x: torch.Tensor, config: PrepareConfig | None =
     return prepared.eval(), report
 
 
+class DiesAfter:
+    """A loader of ``batches`` that is killed (KeyboardInterrupt) after the first ``n`` of them."""
+
+    def __init__(self, batches: list, n: int):
+        self.batches, self.n = batches, n
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        yield from self.batches[: self.n]
+        raise KeyboardInterrupt("killed")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

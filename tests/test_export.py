@@ -25,7 +25,7 @@ from snnconvert.export.parity import parity
 from snnconvert.export.session import OnnxStep, read_metadata, simulate_onnx
 from snnconvert.runtime import simulate
 
-from conftest import SPEC_28, SPEC_32, calibrated, images, tiny_swin, tiny_timm_resnet, tiny_vit
+from conftest import SPEC_28, SPEC_32, DiesAfter, calibrated, images, tiny_swin, tiny_timm_resnet, tiny_vit
 
 T = 6
 
@@ -101,17 +101,9 @@ def test_interrupted_onnxruntime_simulation_resumes(tmp_path):
     batches = list(zip(x.split(6), y.split(6)))
     whole = simulate_onnx(path, batches)
 
-    class DiesAfterTwo:
-        def __len__(self):
-            return len(batches)
-
-        def __iter__(self):
-            yield from batches[:2]
-            raise KeyboardInterrupt("killed")
-
     progress = tmp_path / "ort.progress.pt"
     with pytest.raises(KeyboardInterrupt):
-        simulate_onnx(path, DiesAfterTwo(), checkpoint=progress)
+        simulate_onnx(path, DiesAfter(batches, 2), checkpoint=progress)
     resumed = simulate_onnx(path, batches, checkpoint=progress)
     assert resumed.resumed_from_batch == 2 and resumed.correct == whole.correct
     assert [l.spikes for l in resumed.layers] == [l.spikes for l in whole.layers] and resumed.ops == whole.ops
@@ -205,6 +197,10 @@ def test_cli_exports_and_simulates_in_onnxruntime(tmp_path):
     assert via_backend.exit_code == 0 and via_backend.output.splitlines()[0] == result.output.splitlines()[0]
     ann = _cli("export", "vit_nano", "--what", "ann", "--out", str(tmp_path / "ann.onnx"))
     assert ann.exit_code == 0 and "QCFS ANN" in ann.output and read_metadata(tmp_path / "ann.onnx")["format"] == "ann/1"
+    stopped = _cli("simulate", str(path), "-T", "16", "--limit", "32", "--exit", "0.9", "--quiet")
+    assert stopped.exit_code == 0, stopped.output
+    mean_steps = float(stopped.output.split("steps per image")[0].split()[-1])
+    assert 1 < mean_steps < 16  # images left the exported step's batch
     refused = _cli("simulate", str(path), "--chunk", "4")
     assert refused.exit_code != 0 and "--chunk set how PyTorch runs" in refused.output
     via_torch = _cli("simulate", "vit_nano", "-T", "4", "--limit", "16", "--quiet")

@@ -8,7 +8,7 @@ from snnconvert.convert.qcfs import QCFS
 from snnconvert.runtime import IFNeuron, SpikeMonitor, simulate
 from snnconvert.runtime.operators import ExpectationCompensated
 
-from conftest import images, tiny_vit, SPEC_28
+from conftest import DiesAfter, images, tiny_vit, SPEC_28
 
 
 def _tiny_snn():
@@ -114,17 +114,9 @@ def test_interrupted_simulation_resumes_to_the_same_result(tmp_path):
     batches = list(zip(x.split(16), y.split(16)))
     whole = simulate(snn, batches, timesteps=6)
 
-    class DiesAfterTwo:  # a loader of the same 3 batches, killed after 2
-        def __len__(self):
-            return len(batches)
-
-        def __iter__(self):
-            yield from batches[:2]
-            raise KeyboardInterrupt("killed")
-
     progress = tmp_path / "sim.progress.pt"
     with pytest.raises(KeyboardInterrupt):
-        simulate(snn, DiesAfterTwo(), timesteps=6, checkpoint=progress)
+        simulate(snn, DiesAfter(batches, 2), timesteps=6, checkpoint=progress)
     resumed = simulate(snn, batches, timesteps=6, checkpoint=progress)
     assert resumed.resumed_from_batch == 2 and whole.resumed_from_batch is None
     assert resumed.correct == whole.correct and resumed.samples == 48

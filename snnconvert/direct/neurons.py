@@ -57,7 +57,7 @@ class SpikingNode(SpikingNeuron):
         self.v: torch.Tensor | None = None
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"v": self.v}
+        return {} if self.v is None else {"v": self.v}
 
     def initial_state(self) -> dict[str, torch.Tensor]:
         return {"v": torch.full_like(self.v, self.v_reset)}

@@ -22,6 +22,7 @@ import torch
 
 from snnconvert.errors import CheckpointError, SnnConvertError
 from snnconvert.export.onnx import StateEntry, initial_state
+from snnconvert.runtime.early_exit import ExitRule, ExitTrace
 from snnconvert.runtime.energy import EventCounts, OpTable
 from snnconvert.runtime.monitors import SpikeMonitor
 from snnconvert.runtime.simulator import SimulationResult, run_simulation
@@ -154,6 +155,16 @@ class OnnxExecution:
             outputs.append(torch.from_numpy(out["y"]))
         return torch.stack(outputs)
 
+    def keep(self, inputs: tuple[np.ndarray], mask: torch.Tensor) -> tuple[np.ndarray]:
+        """Drop the samples where ``mask`` is False from the batch (see ``Execution.keep``)."""
+        rows = mask.cpu().numpy()
+        self._state = {e.name: self._state[e.name].reshape(len(rows), -1, *e.shape)[rows].reshape(-1, *e.shape)
+                       for e in self.step.entries}
+        for layer in {**self.neurons, **self.sources}.values():
+            if layer.record is not None:
+                layer.record.keep(mask)
+        return (inputs[0][rows],)
+
     def state(self) -> dict[str, np.ndarray]:
         """The state after the steps run so far, by input name."""
         return dict(self._state)
@@ -165,7 +176,8 @@ class OnnxExecution:
 
 def simulate_onnx(path: str | Path, data, labels: torch.Tensor | None = None, timesteps: int | None = None,
                   progress: bool = False, checkpoint: str | Path | None = None, metrics: str = "full",
-                  threads: int | None = None) -> SimulationResult:
+                  threads: int | None = None, exit_rule: ExitRule | None = None,
+                  trace: ExitTrace | None = None) -> SimulationResult:
     """:func:`~snnconvert.runtime.simulate` for an exported step in onnxruntime (CPU): accuracy
     at every t, spikes per layer and energy, counted as for the PyTorch model (``timesteps``
     None: the T in the file)."""
@@ -177,4 +189,4 @@ def simulate_onnx(path: str | Path, data, labels: torch.Tensor | None = None, ti
         raise SnnConvertError(f"{path} records no default T: pass timesteps")
     with SpikeMonitor(execution.neurons, metrics) as monitor, EventCounts(execution.sources, table.mapped) as events:
         return run_simulation(execution, monitor, events, table, {"onnx": step.fingerprint()}, data, labels,
-                              timesteps, "cpu", progress, step.input_shape, checkpoint)
+                              timesteps, "cpu", progress, step.input_shape, checkpoint, None, exit_rule, trace)

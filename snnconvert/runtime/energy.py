@@ -42,7 +42,7 @@ from snnconvert.graph.events import EVENTS, INPUT, ONCE, REAL, STATIC, classify,
 from snnconvert.graph.shapes import example_input, per_sample
 from snnconvert.runtime.operators import Call, ExpectationCompensated, MatMul
 from snnconvert.runtime.state import reset_states
-from snnconvert.runtime.statistics import Recorder
+from snnconvert.runtime.statistics import NeuronRecord, Recorder
 
 FIELDS = ("sops", "macs", "float_ops", "adds")
 _ADDS = ops.ADDITIONS | ops.SUBTRACTIONS
@@ -150,9 +150,10 @@ class OpTable:
         return {term.source for op in self.ops for term in op.terms if isinstance(term.fanout, torch.Tensor)}
 
     def results(self, counts: dict[str, torch.Tensor], first: dict[str, torch.Tensor], samples: int,
-                timesteps: int) -> list[LayerOps]:
+                sample_steps: int) -> list[LayerOps]:
         """Per-op totals of a simulation: ``counts``/``first`` are each source's per-element spike
-        counts over all steps / the first step, summed over the ``samples`` simulated."""
+        counts over all steps / the first step, summed over the ``samples`` simulated, which ran
+        ``sample_steps`` steps in all (``samples · T``, less where samples left early)."""
         results = []
         for op in self.ops:
             sops = 0.0
@@ -162,9 +163,9 @@ class OpTable:
                 events = counts[term.source] - first[term.source] if term.after_first else counts[term.source]
                 sops += float((events.double() * term.fanout).sum()) if isinstance(term.fanout, torch.Tensor) \
                     else float(events.double().sum()) * term.fanout
-            steps = 1 if op.once else timesteps
-            results.append(LayerOps(op.name, op.kind, round(sops), round(samples * (steps * op.macs - op.first_step_macs)),
-                                    round(samples * steps * op.float_ops), round(samples * steps * op.adds)))
+            steps = samples if op.once else sample_steps
+            results.append(LayerOps(op.name, op.kind, round(sops), round(steps * op.macs - samples * op.first_step_macs),
+                                    round(steps * op.float_ops), round(steps * op.adds)))
         return results
 
     def per_sample(self) -> list[LayerOps]:
@@ -485,7 +486,7 @@ class EventCounts:
         self.modules, self.mapped = sources, set(sources) if mapped is None else mapped
         self.totals: dict[str, torch.Tensor] = {}
         self.first: dict[str, torch.Tensor] = {}
-        self._hooked: dict[str, list] = {}
+        self._hooked: dict[str, NeuronRecord | None] = {}
         self._handles: list = []
         self.steps = 1
 
@@ -494,19 +495,24 @@ class EventCounts:
             if isinstance(module, Recorder):
                 module.start_recording("basic", per_element=name in self.mapped)
             else:
-                self._hooked[name] = [None, None]
+                self._hooked[name] = None
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         return self
 
     def _hook(self, name: str):
         def record(_module, _inputs, out: torch.Tensor) -> None:
-            held = self._hooked[name]
-            events = (out != 0).to(torch.float32).unflatten(0, (self.steps, -1))  # [steps, …]
-            if held[0] is None:
-                held[0], held[1] = events.sum(0), events[0].clone()
-            else:
-                held[0].add_(events.sum(0))
+            for events in (out != 0).to(torch.float32).unflatten(0, (self.steps, -1)):
+                if self._hooked[name] is None:
+                    self._hooked[name] = NeuronRecord(events, True, True, False, torch.ones(()))
+                self._hooked[name].add(events, events)
         return record
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Go on with the samples where ``mask`` holds (the hooked sources' counts; a neuron's
+        record is shrunk with the neuron's state)."""
+        for record in self._hooked.values():
+            if record is not None:
+                record.keep(mask)
 
     def __exit__(self, *exc) -> None:
         for module in self.modules.values():
@@ -519,20 +525,13 @@ class EventCounts:
     def end_batch(self, batch: int) -> None:
         """Add the batch's counts (``batch`` samples) to the totals and start the next batch."""
         for name, module in self.modules.items():
-            if isinstance(module, Recorder):
-                if module.record is None:
-                    continue
-                counts, first = module.record.spike_counts()
-            else:
-                counts, first = self._hooked[name]
-            if counts is None:
+            record = module.record if isinstance(module, Recorder) else self._hooked[name]
+            if record is None:
                 continue
-            for store, value in ((self.totals, counts), (self.first, first)):
-                flat = value.reshape(batch, -1).sum(0, dtype=torch.float64) if value.numel() > 1 \
-                    else value.double().reshape(1)
-                store[name] = flat if name not in store else store[name] + flat
+            for store, value in zip((self.totals, self.first), record.spike_counts(batch)):
+                store[name] = value if name not in store else store[name] + value
             if name in self._hooked:
-                self._hooked[name] = [None, None]
+                self._hooked[name] = None
 
     def state(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"totals": dict(self.totals), "first": dict(self.first)}

@@ -24,7 +24,8 @@ from torch import fx, nn
 
 from snnconvert.graph.events import INPUT, classify
 from snnconvert.runtime.masking import reseed_masks
-from snnconvert.runtime.state import reset_states, set_steps
+from snnconvert.runtime.state import StatefulModule, reset_states, set_steps
+from snnconvert.runtime.statistics import Recorder
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: samples per call (K·N) the default chunk aims at, by device type: enough to fill a GPU. Elsewhere
@@ -51,6 +52,12 @@ class SimulationOptions:
             raise ValueError(f"metrics must be 'basic' or 'full', got {self.metrics!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+def keep_samples(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The rows of the samples where ``mask`` holds, from ``x`` whose leading dimension holds the
+    same number of rows per sample (Swin's windows: ``[N·windows, …]``), sample after sample."""
+    return x.unflatten(0, (len(mask), -1))[mask].flatten(0, 1)
 
 
 def split_input(gm: fx.GraphModule) -> tuple[fx.GraphModule | None, fx.GraphModule]:
@@ -136,6 +143,18 @@ class Execution:
         """Back to t = 0 for sample batch ``batch`` (its spike masks' draws)."""
         reset_states(self.snn)
         reseed_masks(self.snn, batch)
+
+    def keep(self, inputs: tuple[torch.Tensor, ...], mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Drop the samples where ``mask`` (one bool per sample) is False from the batch: from every
+        stateful module's state and record; returns the step's ``inputs`` without them."""
+        for module in self.snn.modules():
+            if isinstance(module, StatefulModule):
+                state = module.state()
+                if state:
+                    module.load_state({k: keep_samples(v, mask) for k, v in state.items()}, module.t)
+            if isinstance(module, Recorder) and module.record is not None:
+                module.record.keep(mask)
+        return tuple(keep_samples(x, mask) for x in inputs)
 
     def inputs(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What the step graph takes, from a batch of images: computed once per batch."""

@@ -107,7 +107,9 @@ class IFNeuron(SpikingNeuron):
         return {"v": v, "net": torch.zeros_like(v)} if self.tracks_count else {"v": v}
 
     def state(self) -> dict[str, torch.Tensor]:
-        """``v``, and ``net`` (net spikes sent per element) when firing depends on it."""
+        """``v``, and ``net`` (net spikes sent per element) when firing depends on it ({} before a step)."""
+        if self.v is None:
+            return {}
         return {"v": self.v} if self.net is None else {"v": self.v, "net": self.net}
 
     def initial_state(self) -> dict[str, torch.Tensor]:

@@ -82,7 +82,10 @@ class ExpectationCompensated(StatefulModule):
         self._values: list[torch.Tensor] | None = None  # the estimates of one step (rate coding)
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The running totals of the dynamic inputs (``sum0``, ``sum1`` …) and the last ``t·g(ā_t, …)``."""
+        """The running totals of the dynamic inputs (``sum0``, ``sum1`` …) and the last ``t·g(ā_t, …)``
+        ({} before a step)."""
+        if self.sums is None:
+            return {}
         return {**{f"sum{i}": total for i, total in enumerate(self.sums)}, "previous": self.previous}
 
     def initial_state(self) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from snnconvert.checkpoint import atomic_save
 from snnconvert.errors import CheckpointError
 from snnconvert.graph.shapes import annotate
 from snnconvert.graph.trace import trace
+from snnconvert.runtime.early_exit import ExitRule, ExitTrace, confidence
 from snnconvert.runtime.energy import FIELDS, EnergyCosts, EventCounts, LayerOps, OpAccounting, OpTable
 from snnconvert.runtime.execution import Execution, SimulationOptions
 from snnconvert.runtime.monitors import SpikeMonitor
@@ -46,6 +47,8 @@ class SimulationResult:
         seconds: wall time of the simulation (this run).
         resumed_from_batch: batches taken from a progress file instead of simulated (None: a fresh run).
         ops: SOPs, MACs and floating-point ops per op (see :mod:`snnconvert.runtime.energy`).
+        sample_steps: steps run, summed over samples (``samples · T`` without early exit).
+        exit_rule: the rule samples stopped by (None: every sample ran T steps).
     """
 
     timesteps: int
@@ -56,6 +59,13 @@ class SimulationResult:
     resumed_from_batch: int | None = None
     ops: list[LayerOps] = field(default_factory=list)
     agreeing: list[int] | None = None
+    sample_steps: int = 0
+    exit_rule: ExitRule | None = None
+
+    @property
+    def mean_steps(self) -> float:
+        """Steps run per sample."""
+        return self.sample_steps / max(1, self.samples)
 
     @property
     def accuracy(self) -> list[float]:
@@ -100,10 +110,13 @@ def _progress_file(checkpoint: str | Path) -> Path:
     return path if distributed.world_size() == 1 else path.with_name(f"{path.name}.rank{distributed.rank()}")
 
 
-def _signature(model: dict, monitor: SpikeMonitor, timesteps: int, data, reference: nn.Module | None) -> dict:
+def _signature(model: dict, monitor: SpikeMonitor, timesteps: int, data, reference: nn.Module | None,
+               exit_rule: ExitRule | None, traced: bool) -> dict:
     """What a progress file must match to be resumed: T, the metrics recorded, the model (its
-    :func:`model_signature`), the data size and the reference model."""
-    return {"format": 6, "timesteps": timesteps, "metrics": monitor.metrics,
+    :func:`model_signature`), the data size, the reference model, the exit rule and whether exits
+    are traced."""
+    return {"format": 7, "timesteps": timesteps, "metrics": monitor.metrics, "traced": traced,
+            "exit": None if exit_rule is None else [exit_rule.kind, exit_rule.value],
             "reference": None if reference is None else _weights(reference), "model": model,
             "batches": len(data) if hasattr(data, "__len__") else None}
 
@@ -157,7 +170,8 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
              device: str | torch.device = "cpu", progress: bool = False,
              input_shape: tuple[int, ...] | None = None, checkpoint: str | Path | None = None,
              reference: nn.Module | None = None, metrics: str = "full", chunk: int | None = None, fold: bool = True,
-             precision: str = "fp32", compile: bool | str = False) -> SimulationResult:
+             precision: str = "fp32", compile: bool | str = False, exit_rule: ExitRule | None = None,
+             trace: ExitTrace | None = None) -> SimulationResult:
     """Run a converted model for ``timesteps`` steps on a batch or a DataLoader.
 
     Under torchrun each process simulates its shard of the data and the counts are summed, so
@@ -186,6 +200,10 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         fold: compute what depends on the input alone once per batch (rate coding).
         precision: ``fp32``, or ``bf16`` / ``fp16`` matmuls with float32 membranes and totals.
         compile: ``torch.compile`` the step graph (worth it on a GPU; a string names the backend).
+        exit_rule: stop each sample once it holds, and drop it from the batch (one step per call;
+            see :mod:`snnconvert.runtime.early_exit`).
+        trace: record every sample's confidence and prediction at every step (what every exit
+            rule would give: :func:`~snnconvert.runtime.early_exit.exit_curve`).
     """
     options = SimulationOptions(chunk, metrics, precision, compile)
     snn = _as_graph(snn.eval().to(device), data, labels, device)
@@ -193,38 +211,43 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     with Execution(snn, options, fold) as execution, SpikeMonitor(snn, metrics) as monitor, \
             EventCounts({n: snn.get_submodule(n) for n in accounting.sources}, accounting.mapped) as events:
         return run_simulation(execution, monitor, events, accounting, model_signature(snn), data, labels, timesteps,
-                              device, progress, input_shape, checkpoint, reference)
+                              device, progress, input_shape, checkpoint, reference, exit_rule, trace)
 
 
 @torch.no_grad()
 def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCounts, table: OpTable, signature: dict,
                    data, labels: torch.Tensor | None, timesteps: int, device: str | torch.device = "cpu",
                    progress: bool = False, input_shape: tuple[int, ...] | None = None,
-                   checkpoint: str | Path | None = None, reference: nn.Module | None = None) -> SimulationResult:
+                   checkpoint: str | Path | None = None, reference: nn.Module | None = None,
+                   exit_rule: ExitRule | None = None, trace: ExitTrace | None = None) -> SimulationResult:
     """The simulation loop of :func:`simulate`, for any runtime: ``execution`` runs the steps of a
     batch (:class:`~snnconvert.runtime.execution.Execution`, or an exported model's runtime),
     ``monitor`` and ``events`` read the spikes its neurons recorded, ``table`` costs the ops and
     ``signature`` names the model in progress files (see :func:`simulate` for the rest)."""
+    if exit_rule is not None and trace is not None:
+        raise ValueError("a traced run (every rule's exits, offline) runs every sample T steps: drop exit_rule")
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
     if reference is not None:
         reference.to(device)
     correct = torch.zeros(timesteps, dtype=torch.long)
     agreeing = torch.zeros(timesteps, dtype=torch.long)
-    samples = done = 0
+    samples = done = sample_steps = 0
     start = time.perf_counter()
     batches = _batches(data, labels)
     if progress:
         total = len(data) if hasattr(data, "__len__") and not isinstance(data, torch.Tensor) else None
         batches = tqdm(batches, total=total, desc=f"simulate T={timesteps}", unit="batch")
     path = _progress_file(checkpoint) if checkpoint is not None else None
-    signature = _signature(signature, monitor, timesteps, data, reference)
+    signature = _signature(signature, monitor, timesteps, data, reference, exit_rule, trace is not None)
     saved = _load_progress(path, signature) if path is not None else None
     if saved is not None:
         correct, agreeing = saved["correct"], saved["agreeing"]
-        samples, done = int(saved["samples"]), int(saved["batches"])
+        samples, done, sample_steps = int(saved["samples"]), int(saved["batches"]), int(saved["sample_steps"])
         monitor.add(saved["spiking"])
         events.load(saved["events"])
+        if trace is not None:
+            trace.load(saved["trace"])
     for index, (images, targets) in enumerate(batches):
         if index < done:
             continue
@@ -235,45 +258,81 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
         images, targets = images.to(device), targets.to(device)
         expected = _predictions(reference, images, index) if reference is not None else None
         execution.reset(index)
-        batch_correct, batch_agreeing = _run_batch(execution, events, images, targets, expected, timesteps)
+        batch_correct, batch_agreeing, batch_steps = _run_batch(execution, events, images, targets, expected,
+                                                                timesteps, exit_rule, trace)
+        sample_steps += batch_steps
         correct += batch_correct.cpu()
         agreeing += batch_agreeing.cpu()
         monitor.collect()
         events.end_batch(len(images))
         samples += targets.numel()
         if path is not None:
-            atomic_save({"signature": signature, "batches": index + 1, "samples": samples, "correct": correct,
-                         "agreeing": agreeing, "spiking": monitor.totals(), "events": events.state()}, path)
+            atomic_save({"signature": signature, "batches": index + 1, "samples": samples,
+                         "sample_steps": sample_steps, "correct": correct,
+                         "agreeing": agreeing, "spiking": monitor.totals(), "events": events.state(),
+                         "trace": trace.state() if trace is not None else None}, path)
     execution.reset(0)
-    counts = distributed.all_reduce(torch.cat([correct, agreeing, torch.tensor([samples])]))
-    correct, agreeing, samples = counts[:timesteps], counts[timesteps:-1], int(counts[-1])
+    counts = distributed.all_reduce(torch.cat([correct, agreeing, torch.tensor([samples, sample_steps])]))
+    correct, agreeing = counts[:timesteps], counts[timesteps:-2]
+    samples, sample_steps = int(counts[-2]), int(counts[-1])
     names = sorted(events.totals)
     events.unflat(names, distributed.all_reduce(events.flat(names)))
-    layer_ops = table.results(events.totals, events.first, samples, timesteps)
+    layer_ops = table.results(events.totals, events.first, samples, sample_steps)
     spiking = distributed.all_reduce(monitor.totals())
     return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spiking,
                                                                               monitor.metrics == "full"),
                             time.perf_counter() - start, resumed_from_batch=saved["batches"] if saved is not None else None,
-                            ops=layer_ops, agreeing=agreeing.tolist() if reference is not None else None)
+                            ops=layer_ops, agreeing=agreeing.tolist() if reference is not None else None,
+                            sample_steps=sample_steps, exit_rule=exit_rule)
 
 
 def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, targets: torch.Tensor,
-               expected: torch.Tensor | None, timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Correct and agreeing predictions after each of ``timesteps`` steps on one batch."""
+               expected: torch.Tensor | None, timesteps: int, exit_rule: ExitRule | None = None,
+               trace: ExitTrace | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Correct and agreeing predictions after each of ``timesteps`` steps on one batch, and the
+    steps run in all (samples that stop, under ``exit_rule``, keep their prediction and leave)."""
     correct = torch.zeros(timesteps, dtype=torch.long, device=images.device)
     agreeing = torch.zeros_like(correct)
-    inputs, chunk = execution.inputs(images), execution.steps_per_call(images)
-    total_out, t = None, 0
+    inputs = execution.inputs(images)
+    chunk = 1 if exit_rule is not None else execution.steps_per_call(images)
+    predicted = None  # the prediction of every sample (one that stopped: its last)
+    active = torch.arange(len(images), device=images.device)  # the samples still in the batch
+    unchanged = torch.zeros_like(active)
+    traced = [] if trace is not None else None
+    total_out, t, sample_steps = None, 0, 0
     while t < timesteps:
         events.steps = min(chunk, timesteps - t)
         for out in execution.run(inputs, events.steps):
             total_out = out.clone() if total_out is None else total_out + out
-            predicted = total_out.argmax(-1)
-            correct[t] += (predicted == targets).sum()
-            if expected is not None:
-                agreeing[t] += (predicted == expected).sum()
+            now = total_out.argmax(-1)
+            if predicted is None:
+                if exit_rule is not None and now.dim() != 1:
+                    raise ValueError(f"early exit needs outputs [N, classes], got {list(total_out.shape)}")
+                predicted = now.clone()
+            else:
+                if exit_rule is not None:
+                    unchanged = torch.where(now == predicted[active], unchanged + 1, torch.zeros_like(unchanged))
+                predicted[active] = now
+            sample_steps += len(active)
             t += 1
-    return correct, agreeing
+            if traced is not None:
+                traced.append((confidence(total_out, t), now))
+            if exit_rule is not None and t < timesteps:
+                stay = ~exit_rule.holds(total_out, t, unchanged)
+                if not bool(stay.all()):
+                    active, total_out, unchanged = active[stay], total_out[stay], unchanged[stay]
+                    inputs = execution.keep(inputs, stay)
+                    events.keep(stay)
+            correct[t - 1] += (predicted == targets).sum()
+            if expected is not None:
+                agreeing[t - 1] += (predicted == expected).sum()
+        if not len(active):  # every sample stopped: their predictions stand for the remaining steps
+            correct[t:] = correct[t - 1]
+            agreeing[t:] = agreeing[t - 1]
+            break
+    if traced is not None:
+        trace.add(torch.stack([c for c, _ in traced], 1), torch.stack([p for _, p in traced], 1), targets)
+    return correct, agreeing, sample_steps
 
 
 def _predictions(model: nn.Module, images: torch.Tensor, index: int) -> torch.Tensor:

@@ -33,7 +33,7 @@ class StatefulModule(nn.Module):
         raise NotImplementedError
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The tensors carried to the next step, by name, after at least one step since the reset."""
+        """The tensors carried to the next step, by name ({} before the first step since the reset)."""
         return {}
 
     def initial_state(self) -> dict[str, torch.Tensor]:

@@ -95,13 +95,14 @@ class NeuronRecord:
         self.totals_now = torch.zeros(len(STATS), dtype=torch.float64, device=device)
         self.first_total: torch.Tensor | None = None
         self.residual = torch.zeros(like.shape, device=device) if self.per_element_residual else None
-        self.elements, self.steps = like.numel(), 0
+        self.neuron_steps = 0
+        self._retired: torch.Tensor | None = None  # per element, Σ over samples that left (keep)
         self._scratch = torch.empty(like.shape, device=device) if full else None
 
     def add(self, sent: torch.Tensor, v: torch.Tensor, left: torch.Tensor | None = None) -> None:
         """One step: ``sent`` spikes per element (≥ 0, float), ``v`` the potential after the step,
         ``left`` the potential left by firing (default ``v``; a hard reset discards it)."""
-        self.steps += 1
+        self.neuron_steps += v.numel()
         totals = self.totals_now
         if self.counts is not None:
             self.counts.add_(sent)
@@ -122,18 +123,39 @@ class NeuronRecord:
             totals[2] += _count(fired)
         totals[3] += _count(torch.lt(v, 0, out=self._scratch))
 
-    def spike_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spikes sent since the reset and at the first step: per element with ``per_element``,
-        else as one-element totals."""
+    def keep(self, mask: torch.Tensor) -> None:
+        """Go on with the samples where ``mask`` (one bool per sample of the current batch) holds;
+        the others' spikes and statistics stay in the totals."""
+        current = next((t for t in (self.counts, self.residual, self._scratch) if t is not None), None)
+        if current is None:  # only totals
+            return
+        kept = mask.to(current.device).repeat_interleave(len(current) // len(mask))
+        rows = len(current) // len(mask)
         if self.counts is not None:
-            return self.counts, self.first
-        return self.totals_now[:1], self.first_total.reshape(1)
+            gone = self.counts[~kept].reshape(-1, rows * self.counts[0].numel()).sum(0, dtype=torch.float64)
+            self._retired = gone if self._retired is None else self._retired + gone
+            self.counts = self.counts[kept]
+        if self.residual is not None:
+            self.totals_now[4] += (self.residual[~kept].double() / self.threshold.double()).sum()
+            self.residual = self.residual[kept]
+        if self._scratch is not None:
+            self._scratch = self._scratch[: int(kept.sum())]
+
+    def spike_counts(self, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spikes sent since the reset and at the first step by ``samples`` samples, summed over
+        them (float64): per element of one sample with ``per_element``, else one-element totals."""
+        if self.counts is None:
+            return self.totals_now[:1].clone(), self.first_total.reshape(1).clone()
+        per_sample = self.first.numel() // samples
+        counts = self.counts.reshape(-1, per_sample).sum(0, dtype=torch.float64)
+        return (counts if self._retired is None else counts + self._retired,
+                self.first.reshape(samples, per_sample).sum(0, dtype=torch.float64))
 
     def totals(self) -> torch.Tensor:
         """``[len(STATS)]`` float64 totals (θ divides the residual)."""
         threshold = self.threshold
         totals = self.totals_now.clone()
-        totals[1] = float(self.elements * self.steps)
+        totals[1] = float(self.neuron_steps)
         if self.single:
             totals[2] = totals[0] if self.full else 0.0
         if self.per_element_residual:
