@@ -17,9 +17,9 @@ from torch import nn
 
 from snnconvert.export.session import OnnxExecution, OnnxStep
 from snnconvert.graph.edit import in_run_order
+from snnconvert.runtime.energy import EventCounts
 from snnconvert.runtime.neurons import IFNeuron
 from snnconvert.runtime.state import reset_states
-from snnconvert.runtime.statistics import Recorder
 
 
 @dataclass
@@ -63,50 +63,15 @@ class Parity:
         return sum(a for a, _ in self.spikes.values())
 
 
-class _SpikeCounts:
-    """The spikes each event source of a PyTorch model sent since its reset, per element: a
-    neuron's from its record, another source's (a max-pool of spikes, a spike encoder) from a hook,
-    as :class:`~snnconvert.runtime.energy.EventCounts` counts them."""
-
-    def __init__(self, snn: nn.Module, names: list[str]):
-        self.sources = {n: m for n, m in in_run_order(snn) if n in names}
-        self._hooked: dict[str, torch.Tensor | None] = {}
-        self._handles = []
-        for name, module in self.sources.items():
-            if isinstance(module, Recorder):
-                module.start_recording("basic", per_element=True)
-            else:
-                self._hooked[name] = None
-                self._handles.append(module.register_forward_hook(self._hook(name)))
-
-    def _hook(self, name: str):
-        def count(_module, _inputs, out: torch.Tensor) -> None:
-            events = (out != 0).float()
-            self._hooked[name] = events if self._hooked[name] is None else self._hooked[name] + events
-        return count
-
-    def reset(self) -> None:
-        self._hooked = dict.fromkeys(self._hooked)
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        module = self.sources[name]
-        return (module.record.counts if isinstance(module, Recorder) else self._hooked[name]).clone()
-
-    def all(self) -> dict[str, torch.Tensor]:
-        return {name: self[name] for name in self.sources}
-
-    def close(self) -> None:
-        for module in self.sources.values():
-            if isinstance(module, Recorder):
-                module.stop_recording()
-        for handle in self._handles:
-            handle.remove()
+def _counts(events: EventCounts) -> dict[str, torch.Tensor]:
+    """The spikes each source sent since the reset, per element (a copy)."""
+    return {name: events.record(name).counts.clone() for name in events.modules}
 
 
-def _torch_state(step: OnnxStep, modules: dict[str, nn.Module], spikes: _SpikeCounts) -> dict[str, np.ndarray]:
+def _torch_state(step: OnnxStep, modules: dict[str, nn.Module], events: EventCounts) -> dict[str, np.ndarray]:
     """The PyTorch model's state in the exported step's layout."""
-    return {e.name: (spikes[e.module] if e.key == "spikes" else modules[e.module].state()[e.key]).cpu().numpy().copy()
-            for e in step.entries}
+    return {e.name: (events.record(e.module).counts if e.key == "spikes" else modules[e.module].state()[e.key])
+            .cpu().numpy().copy() for e in step.entries}
 
 
 @torch.no_grad()
@@ -119,53 +84,53 @@ def parity(snn: nn.Module, path: str | Path, images: torch.Tensor, timesteps: in
     modules = dict(snn.named_modules())
     snn.eval()
     reset_states(snn)
-    spikes = _SpikeCounts(snn, list(execution.sources))
+    sources = {n: m for n, m in in_run_order(snn) if n in execution.sources}  # in the order they run
     try:
-        for _ in range(start):
-            snn(images)
-        execution.reset()
-        x = execution.inputs(images)
-        result = Parity(start, timesteps - start, len(images), forced)
-        first = spikes.all() if start else {}
-        total_torch = total_onnx = None
-        for t in range(start, timesteps):
-            if t > 0 and (forced or t == start):
-                execution.load(_torch_state(step, modules, spikes), t)
-            given = execution.state()
-            y = snn(images)
-            (y_onnx,) = execution.run(x, 1)
-            scale = float(y.abs().max()) or 1.0
-            difference = (y_onnx - y).abs().reshape(len(y), -1).max(1).values / scale
-            result.max_relative_output = max(result.max_relative_output, float(difference.max()))
-            if forced:
-                same = ~_compare_spikes(spikes, given, execution.state(), result, len(images))
-                if bool(same.any()):
-                    result.max_relative_output_same_spikes = max(result.max_relative_output_same_spikes,
-                                                                 float(difference[same].max()))
-            total_torch = y.clone() if total_torch is None else total_torch + y
-            total_onnx = y_onnx.clone() if total_onnx is None else total_onnx + y_onnx
-            result.differing_predictions += int((total_torch.argmax(-1) != total_onnx.argmax(-1)).sum())
-        last = spikes.all()
-        for name, layer in execution.sources.items():
-            sent = last[name] - first[name] if name in first else last[name]
-            result.spikes[name] = (round(float(sent.double().sum())), round(float(layer.record.totals()[0])))
+        with EventCounts(sources) as events:
+            for _ in range(start):
+                snn(images)
+            execution.reset()
+            x = execution.inputs(images)
+            result = Parity(start, timesteps - start, len(images), forced)
+            first = _counts(events) if start else {}
+            total_torch = total_onnx = None
+            for t in range(start, timesteps):
+                if t > 0 and (forced or t == start):
+                    execution.load(_torch_state(step, modules, events), t)
+                given = execution.state()
+                y = snn(images)
+                (y_onnx,) = execution.run(x, 1)
+                scale = float(y.abs().max()) or 1.0
+                difference = (y_onnx - y).abs().reshape(len(y), -1).max(1).values / scale
+                result.max_relative_output = max(result.max_relative_output, float(difference.max()))
+                if forced:
+                    same = ~_compare_spikes(events, given, execution.state(), result, len(images))
+                    if bool(same.any()):
+                        result.max_relative_output_same_spikes = max(result.max_relative_output_same_spikes,
+                                                                     float(difference[same].max()))
+                total_torch = y.clone() if total_torch is None else total_torch + y
+                total_onnx = y_onnx.clone() if total_onnx is None else total_onnx + y_onnx
+                result.differing_predictions += int((total_torch.argmax(-1) != total_onnx.argmax(-1)).sum())
+            last = _counts(events)
+            for name, layer in execution.sources.items():
+                sent = last[name] - first[name] if name in first else last[name]
+                result.spikes[name] = (round(float(sent.double().sum())), round(float(layer.record.totals()[0])))
     finally:
-        spikes.close()
         reset_states(snn)
     return result
 
 
-def _compare_spikes(spikes: _SpikeCounts, given: dict[str, np.ndarray], after: dict[str, np.ndarray],
+def _compare_spikes(events: EventCounts, given: dict[str, np.ndarray], after: dict[str, np.ndarray],
                     result: Parity, samples: int) -> torch.Tensor:
     """Add the spikes of one step that differ between the runtimes, both started from ``given``;
     for each sample, the first source (in the order they run) where they differ is where rounding
     decided (later ones follow from it): how close to θ its IF neurons were goes into
     ``max_margin``. Returns which samples had a differing spike."""
     flipped = torch.zeros(samples, dtype=torch.bool)
-    for name, source in spikes.sources.items():
+    for name, source in events.modules.items():
         key = f"{name}.spikes"
         before = torch.from_numpy(given[key])
-        sent = spikes[name] - before
+        sent = events.record(name).counts - before
         differing = sent != torch.from_numpy(after[key]) - before
         if not bool(differing.any()):
             continue

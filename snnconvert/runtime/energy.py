@@ -522,10 +522,15 @@ class EventCounts:
             handle.remove()
         self._handles = []
 
+    def record(self, name: str) -> NeuronRecord | None:
+        """What source ``name`` recorded since its reset (None before its first step)."""
+        module = self.modules[name]
+        return module.record if isinstance(module, Recorder) else self._hooked[name]
+
     def end_batch(self, batch: int) -> None:
         """Add the batch's counts (``batch`` samples) to the totals and start the next batch."""
         for name, module in self.modules.items():
-            record = module.record if isinstance(module, Recorder) else self._hooked[name]
+            record = self.record(name)
             if record is None:
                 continue
             for store, value in zip((self.totals, self.first), record.spike_counts(batch)):
