@@ -832,6 +832,20 @@ def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, d
               help="Input encoding: direct (real image every step), rate, latency or phase.")
 @click.option("--tau", type=click.FloatRange(1, min_open=True), default=None, help="Membrane time constant τ.")
 @click.option("--reset", type=click.Choice(["hard", "soft"]), default=None, help="Reset to 0, or subtract V_th.")
+@click.option("--dynamic-timesteps", is_flag=True,
+              help="Learn each spiking layer's time steps (DTSS): a mask per layer keeps its first T_l of the "
+                   "T_max steps; the simulation stops computing a layer after them.")
+@click.option("--max-timesteps", type=click.IntRange(1), default=None,
+              help="T_max with --dynamic-timesteps (the same as --timesteps).")
+@click.option("--initial-timesteps", type=click.IntRange(1), default=None,
+              help="T_init, the steps every layer starts with (default: half of T_max, rounded up).")
+@click.option("--mask-loss", default=None, metavar="GROUPS",
+              help="Comma-separated layer groups whose steps the mask loss pulls down: sps, qkv, attn, mlp, or "
+                   "'none' (default: qkv,mlp).")
+@click.option("--lambda-m", type=click.FloatRange(0), default=None, help="λ_m, the mask loss's weight (default 1e-6).")
+@click.option("--mask-lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Peak learning rate of the masks' parameters (default: --lr). A layer gains or loses a step when "
+                   "its score moves by about 0.5, and AdamW moves it about one learning rate per step.")
 @_training_options_without_calibration
 @click.option("--out", type=click.Path(file_okay=False), default="runs/direct", show_default=True,
               help="Folder for direct.pt (the resumable checkpoint, JSON record beside it) and the report.")
@@ -839,15 +853,25 @@ def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, d
               help="Test images simulated together.")
 @_energy_options
 @_common
-def direct_train_cmd(model, timesteps, neuron, surrogate, encoding, tau, reset, out, sim_batch_size, e_ac, e_mac,
-                     **options):
+def direct_train_cmd(model, timesteps, neuron, surrogate, encoding, tau, reset, dynamic_timesteps, max_timesteps,
+                     initial_timesteps, mask_loss, lambda_m, mask_lr, out, sim_batch_size, e_ac, e_mac, **options):
     """Train a spiking MODEL directly (surrogate gradients, backpropagation through T steps), then
     simulate it on DATA's test split and report it like a converted model (accuracy per step,
-    spikes, spiking metrics, energy). Unset settings come from the recipe (`zoo show MODEL`)."""
+    spikes, spiking metrics, energy). Unset settings come from the recipe (`zoo show MODEL`).
+    With --dynamic-timesteps each spiking layer learns how many of the T_max steps it sends."""
     device = _setup(options["threads"], options["device"])
     recipe = get_recipe(model)
-    config = direct_config(recipe, timesteps=timesteps, neuron=neuron, surrogate=surrogate, encoding=encoding,
-                           tau=tau, reset=reset)
+    dynamic = {"--max-timesteps": max_timesteps, "--initial-timesteps": initial_timesteps, "--mask-loss": mask_loss,
+               "--lambda-m": lambda_m, "--mask-lr": mask_lr}
+    if not dynamic_timesteps and any(v is not None for v in dynamic.values()):
+        given = ", ".join(k for k, v in dynamic.items() if v is not None)
+        raise SnnConvertError(f"{given} need dynamic time steps: add --dynamic-timesteps")
+    if max_timesteps is not None and timesteps is not None and max_timesteps != timesteps:
+        raise SnnConvertError(f"--timesteps {timesteps} and --max-timesteps {max_timesteps} disagree: give one")
+    groups = None if mask_loss is None else tuple(g for g in mask_loss.split(",") if g and g != "none")
+    config = direct_config(recipe, timesteps=max_timesteps or timesteps, neuron=neuron, surrogate=surrogate,
+                           encoding=encoding, tau=tau, reset=reset, dynamic_timesteps=dynamic_timesteps or None,
+                           initial_timesteps=initial_timesteps, mask_loss=groups, lambda_m=lambda_m, mask_lr=mask_lr)
     train_config = _train_config(recipe.direct.get("train", {}), options)
     if train_config.distill_alpha > 0:
         raise SnnConvertError("direct training has no teacher to distill from: leave --alpha at 0")
@@ -859,6 +883,10 @@ def direct_train_cmd(model, timesteps, neuron, surrogate, encoding, tau, reset, 
         _train_summary(report["training"], "trained", model, str(Path(out) / "direct.pt"))
         click.echo(f"{config.describe()}: " + ", ".join(f"T={t}: {a:.2f}" for t, a in sim["accuracy_at"].items())
                    + f" % ({sim['samples']} test images)")
+        if config.dynamic_timesteps:
+            steps = report["dynamic_timesteps"]
+            click.echo(f"time steps per layer (of {config.timesteps}): T_avg = {steps['average']:.2f}; "
+                       + ", ".join(f"{g} {s:.2f}" for g, s in steps["average_by_group"].items()))
         click.echo(f"spikes per image {sim['spikes_per_sample']:.4g}, energy {sim['energy_uj_per_sample']:.3f} µJ; "
                    f"report: {Path(out) / 'report.md'}")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from snnconvert import distributed
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
@@ -23,6 +23,7 @@ from snnconvert.convert.qcfs import rate_limit_model
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.data.fit import check_fit
 from snnconvert.direct import DirectConfig
+from snnconvert.direct.dynamic_timesteps import average_steps, layer_steps, mask_loss
 from snnconvert.errors import CheckpointError, SnnConvertError
 from snnconvert.export import OPSET, export_ann, export_snn
 from snnconvert.export.nir import nir_blockers
@@ -34,6 +35,7 @@ from snnconvert.report.early_exit import exit_rows
 from snnconvert.runtime import SimulationOptions, evaluate, simulate
 from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve
 from snnconvert.runtime.energy import EnergyCosts, OpAccounting
+from snnconvert.runtime.execution import run_steps
 from snnconvert.train import TrainConfig, fit
 
 
@@ -129,10 +131,18 @@ def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | DirectConfig
     val_loader = eval_loader(recipe, data, 256, val_samples)
     stage = "ann" if config is None else "direct" if isinstance(config, DirectConfig) else "prepared"
     extra = {"command": command_line(), **({"direct": asdict(config)} if stage == "direct" else {})}
+    penalty = lr_of = None
+    if stage == "direct" and config.dynamic_timesteps:
+        if config.mask_loss and config.lambda_m > 0:
+            def penalty(m: nn.Module) -> torch.Tensor:
+                return config.lambda_m * mask_loss(m, config.mask_loss)
+        if config.mask_lr is not None:
+            def lr_of(name: str) -> float | None:
+                return config.mask_lr if name.endswith("timestep_mask.tp") else None
     result = fit(model, train_set, train_config, val_loader, checkpoint,
                  {"stage": stage, "recipe": recipe.to_dict(),
                   "prepare": asdict(config) if stage == "prepared" else None, "extra": extra},
-                 resume=resume, device=device, progress=progress, teacher=teacher)
+                 resume=resume, device=device, progress=progress, teacher=teacher, penalty=penalty, lr_of=lr_of)
     record = {"checkpoint": Path(checkpoint).name, "stage": stage, "command": command_line(), "data": data,
               "train_samples": min(len(train_set), train_config.train_samples or len(train_set)),
               "val_samples": len(val_loader.dataset) * distributed.world_size(),
@@ -540,6 +550,21 @@ def mask_sweep(model_name: str, checkpoint: str | None, data: str, timesteps: in
     return report
 
 
+def timestep_summary(snn: fx.GraphModule, config: DirectConfig) -> dict[str, Any]:
+    """The time steps a model with dynamic time steps learned: ``T_l`` per layer (and the steps it
+    is computed for: fewer where every layer it feeds stopped sooner), ``T_avg`` in all and per group."""
+    layers = layer_steps(snn)
+    computed = {n.target: k for n, k in run_steps(snn).items() if n.op == "call_module"}
+    groups: dict[str, list[int]] = {}
+    for layer in layers:
+        groups.setdefault(layer.group, []).append(layer.steps)
+    return {"max": config.timesteps, "initial": config.initial_timesteps, "mask_loss": list(config.mask_loss),
+            "lambda_m": config.lambda_m, "average": average_steps(layers),
+            "average_by_group": {g: sum(v) / len(v) for g, v in groups.items()},
+            "layers": [{"name": layer.name, "group": layer.group, "steps": layer.steps,
+                        "computed": computed.get(layer.name, config.timesteps)} for layer in layers]}
+
+
 def prepare_masked(model: nn.Module, masks: MaskConfig) -> nn.Module:
     """A copy of a prepared ``model`` with Random Spike Masks added."""
     masked = copy.deepcopy(model)
@@ -562,11 +587,12 @@ def direct_train(model_name: str, data: str, config: DirectConfig, train_config:
                    val_samples=limit)
     test = eval_loader(recipe, data, batch_size, limit)
     progress_file = out_dir / "simulation_direct.progress.pt"
-    sim = simulate_and_summarize(model.for_inference(recipe.example_batch().to(device)), recipe, test,
-                                 config.timesteps, None, device, progress, progress_file, costs)
+    snn = model.for_inference(recipe.example_batch().to(device))
+    sim = simulate_and_summarize(snn, recipe, test, config.timesteps, None, device, progress, progress_file, costs)
     report = {**report_header(recipe, str(out_dir / "direct.pt"), data, None, config.timesteps, config.neuron),
               "method": "direct", "direct": asdict(config), "training": record, "ann_accuracy": {},
               "energy_costs_pj": asdict(costs), "simulations": {"direct": sim},
+              "dynamic_timesteps": timestep_summary(snn, config) if config.dynamic_timesteps else None,
               "parameters": sum(p.numel() for p in model.parameters()),
               "seconds": round(time.perf_counter() - start, 1)}
     finish_report(report, out_dir, [progress_file])

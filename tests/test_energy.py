@@ -97,7 +97,7 @@ def test_compensated_product_counts_by_hand():
         graph(z)  # t = 1: a_1·B_1 only (A_0 = 0): 2 events × m=4; emit 2×4 outputs
         graph(second)  # t = 2: no event in a, 1 in b: A_1·b_2 → 1 × n=2
         events.end_batch(1)
-    (op,) = [o for o in accounting.results(events.totals, events.first, 1, 2) if o.kind == "product"]
+    (op,) = [o for o in accounting.results(events.totals, events.at, 1, {None: 2, 1: 1}) if o.kind == "product"]
     assert (op.sops, op.macs, op.float_ops) == (8 + 2, 0, 16)
     dense = [o for o in OpAccounting(graph, dense=True).per_sample() if o.kind == "product"]
     assert dense[0].macs == 2 * 4 * 3  # an ANN multiplies densely: n·m outputs × k

@@ -17,6 +17,7 @@ from snnconvert.calibrate import CalibrationConfig
 from snnconvert.cli import main
 from snnconvert.convert import MaskConfig, NeuronConfig, PrepareConfig, add_spike_masks, convert
 from snnconvert.direct import DirectConfig, SpikingClassifier
+from snnconvert.direct.dynamic_timesteps import timestep_masks
 from snnconvert.direct.encoding import make_encoder
 from snnconvert.errors import CheckpointError, SnnConvertError
 from snnconvert.export import OPSET, export_ann, export_snn
@@ -37,11 +38,16 @@ def _converted(build, spec, granularity="layer", **neuron):
     return convert(model, neuron=NeuronConfig(**neuron)), x, y
 
 
-def _spikformer():
+def _spikformer(dynamic: bool = False):
+    """A tiny Spikformer; ``dynamic``: with time-step masks of 2 to 4 steps (T_max 4 < T)."""
     torch.manual_seed(0)
-    config = DirectConfig(neuron="lif")
+    config = DirectConfig(neuron="lif", timesteps=4, dynamic_timesteps=dynamic)
     net = timm.create_model("spikformer_nano", img_size=28, in_chans=1, num_classes=10, embed_dim=32, depth=1,
                             **config.neuron_args())
+    for i, mask in enumerate(timestep_masks(net).values()):
+        with torch.no_grad():
+            mask.tp.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0]))
+            mask.tp[3 - i % 3] = 1.5  # TS = 1.5 up to step 3 − i % 3: the layer sends 4 − i % 3 steps
     model = SpikingClassifier(net, make_encoder("direct", T), T)
     x, y = images(SPEC_28, 16)
     return model.for_inference(x[:2]), x, y
@@ -52,6 +58,7 @@ FAMILIES = {
     "vit": lambda: _converted(tiny_vit, SPEC_28),
     "resnet-channel-wise": lambda: _converted(tiny_timm_resnet, SPEC_28, "channel"),
     "spikformer": _spikformer,
+    "spikformer-dynamic-timesteps": lambda: _spikformer(dynamic=True),
 }
 
 
@@ -66,7 +73,7 @@ def test_exported_step_follows_pytorch_from_zero_and_nonzero_state(family, tmp_p
     metadata = read_metadata(path)
     keys = {e["key"] for e in metadata["state"]}
     assert {"v", "spikes"} <= keys and metadata["layers"]["neurons"]
-    if family != "spikformer":
+    if not family.startswith("spikformer"):
         assert {"sum0", "previous"} <= keys or family.startswith("resnet")
     for start, forced in ((0, False), (3, False), (0, True)):
         p = parity(snn, path, x[:8], T, start, forced)  # 8 samples: another batch size than exported

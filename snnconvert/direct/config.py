@@ -1,9 +1,12 @@
-"""Typed configuration of a directly trained SNN: neuron, surrogate gradient, encoding, T."""
+"""Typed configuration of a directly trained SNN: neuron, surrogate gradient, encoding, T (fixed, or
+dynamic per layer)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from snnconvert.direct.dynamic_timesteps import check_groups, check_steps
 from snnconvert.direct.encoding import ENCODERS
 from snnconvert.direct.neurons import NODES, RESETS
 from snnconvert.direct.surrogate import SURROGATES
@@ -22,6 +25,16 @@ class DirectConfig:
         tau: the (initial, for PLIF/KLIF) membrane time constant; unused by IF.
         reset: ``hard`` or ``soft``.
         detach_reset: no gradient through the reset.
+        dynamic_timesteps: give every spiking layer a learned time-step mask (DTSS,
+            :mod:`snnconvert.direct.dynamic_timesteps`); ``timesteps`` is then T_max.
+        initial_timesteps: T_init, the steps every layer starts with (None: T_max / 2, rounded
+            up: the paper's best trade-off).
+        mask_loss: the layer groups whose steps the mask loss pulls down (``sps``, ``qkv``,
+            ``attn``, ``mlp``).
+        lambda_m: λ_m, the weight of the mask loss.
+        mask_lr: the peak learning rate of the masks' parameters (None: the training's). AdamW
+            moves a parameter about one learning rate per step, and a layer loses or gains a step
+            when its score moves by about 0.5: a short run needs a larger rate than the weights.
     """
 
     timesteps: int = 4
@@ -31,6 +44,11 @@ class DirectConfig:
     tau: float = 2.0
     reset: str = "hard"
     detach_reset: bool = True
+    dynamic_timesteps: bool = False
+    initial_timesteps: int | None = None
+    mask_loss: tuple[str, ...] = ("qkv", "mlp")
+    lambda_m: float = 1e-6
+    mask_lr: float | None = None
 
     def __post_init__(self) -> None:
         for value, known, what in ((self.neuron, NODES, "neuron"), (self.surrogate, SURROGATES, "surrogate"),
@@ -39,12 +57,30 @@ class DirectConfig:
                 raise SnnConvertError(f"unknown {what} {value!r}; choose one of {', '.join(known)}")
         if self.timesteps < 1:
             raise SnnConvertError(f"timesteps must be >= 1, got {self.timesteps}")
+        object.__setattr__(self, "mask_loss", check_groups(self.mask_loss))  # a stored list, as a tuple
+        if not self.dynamic_timesteps:
+            if self.initial_timesteps is not None or self.mask_lr is not None:
+                raise SnnConvertError("initial time steps and a mask learning rate need dynamic time steps: "
+                                      "add --dynamic-timesteps")
+            return
+        if self.initial_timesteps is None:
+            object.__setattr__(self, "initial_timesteps", (self.timesteps + 1) // 2)
+        check_steps(self.timesteps, self.initial_timesteps)
+        if not (self.lambda_m >= 0 and math.isfinite(self.lambda_m)):
+            raise SnnConvertError(f"the mask-loss weight λ_m must be a finite number >= 0, got {self.lambda_m}")
+        if self.mask_lr is not None and not (self.mask_lr > 0 and math.isfinite(self.mask_lr)):
+            raise SnnConvertError(f"the masks' learning rate must be a finite number > 0, got {self.mask_lr}")
 
     def neuron_args(self) -> dict[str, Any]:
         """Keyword arguments every spiking model takes for its neurons."""
         return {"neuron": self.neuron, "surrogate": self.surrogate, "tau": self.tau, "reset": self.reset,
-                "detach_reset": self.detach_reset}
+                "detach_reset": self.detach_reset,
+                "dynamic_timesteps": (self.timesteps, self.initial_timesteps) if self.dynamic_timesteps else None}
 
     def describe(self) -> str:
-        return (f"{self.neuron} ({self.reset} reset), {self.surrogate} surrogate, {self.encoding} encoding, "
-                f"T = {self.timesteps}")
+        steps = f"T = {self.timesteps}"
+        if self.dynamic_timesteps:
+            loss = "+".join(self.mask_loss) or "none"
+            steps = (f"dynamic time steps ≤ {self.timesteps} (from {self.initial_timesteps}, mask loss {loss}, "
+                     f"λ_m = {self.lambda_m:g})")
+        return f"{self.neuron} ({self.reset} reset), {self.surrogate} surrogate, {self.encoding} encoding, {steps}"

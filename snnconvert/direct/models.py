@@ -13,6 +13,10 @@ Spikformer (per step; SN is a trainable spiking neuron, BN normalizes channels):
 * SSA: ``Q, K, V = SN(BN(x·W))``; per head ``SN_{0.5}(Q·Kᵀ·V·s)`` (threshold 0.5, no softmax,
   s = 0.125); then ``SN(BN(Linear(·)))``
 * head: Linear on the mean over tokens
+
+With ``dynamic_timesteps=(T_max, T_init)`` every SN gets a learned time-step mask
+(:mod:`snnconvert.direct.dynamic_timesteps`), in the mask-loss group ``sps`` (stem and position
+embedding), ``qkv`` (Q, K, V), ``attn`` (the attention's SN and its projection) or ``mlp``.
 """
 from __future__ import annotations
 
@@ -27,29 +31,34 @@ from snnconvert.convert.fold import fold_batchnorms
 from snnconvert.graph.shapes import annotate, example_input
 from snnconvert.graph.trace import trace
 from snnconvert.convert.norm import ChannelBatchNorm
+from snnconvert.direct.dynamic_timesteps import TimestepMask
 from snnconvert.direct.encoding import Encoder
 from snnconvert.direct.neurons import make_node
 from snnconvert.runtime.operators import MatMul
 from snnconvert.runtime.state import reset_states
 
 #: neuron settings every model takes: ``neuron`` (if, lif, plif, klif), ``surrogate``, ``tau``,
-#: ``reset`` (hard or soft), ``detach_reset``
+#: ``reset`` (hard or soft), ``detach_reset``, and ``dynamic_timesteps``: ``(T_max, T_init)`` to
+#: give every spiking layer a time-step mask (:mod:`snnconvert.direct.dynamic_timesteps`), or None
 NeuronArgs = dict[str, Any]
 
 
-def _node(args: NeuronArgs, threshold: float = 1.0) -> nn.Module:
+def _node(args: NeuronArgs, group: str, threshold: float = 1.0) -> nn.Module:
+    """A neuron of layer group ``group`` (``sps``, ``qkv``, ``attn``, ``mlp``: what a mask loss selects)."""
     args = dict(args)
-    return make_node(args.pop("neuron", "lif"), threshold=threshold, **args)
+    dynamic = args.pop("dynamic_timesteps", None)
+    mask = TimestepMask(*dynamic, group=group) if dynamic is not None else None
+    return make_node(args.pop("neuron", "lif"), threshold=threshold, timestep_mask=mask, **args)
 
 
 class _LinearBNNode(nn.Sequential):
     """``SN(BN(Linear(x)))`` on ``[B, N, C]`` tokens."""
 
-    def __init__(self, dim_in: int, dim_out: int, neuron: NeuronArgs, threshold: float = 1.0):
+    def __init__(self, dim_in: int, dim_out: int, neuron: NeuronArgs, group: str, threshold: float = 1.0):
         super().__init__()
         self.linear = nn.Linear(dim_in, dim_out)
         self.bn = ChannelBatchNorm(dim_out)
-        self.sn = _node(neuron, threshold)
+        self.sn = _node(neuron, group, threshold)
 
 
 class SpikingSelfAttention(nn.Module):
@@ -58,10 +67,10 @@ class SpikingSelfAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"embedding dim {dim} does not split into {heads} heads")
         self.heads, self.scale = heads, scale
-        self.q, self.k, self.v = (_LinearBNNode(dim, dim, neuron) for _ in range(3))
+        self.q, self.k, self.v = (_LinearBNNode(dim, dim, neuron, "qkv") for _ in range(3))
         self.qk, self.av = MatMul(), MatMul()
-        self.attn_sn = _node(neuron, threshold=0.5)
-        self.proj = _LinearBNNode(dim, dim, neuron)
+        self.attn_sn = _node(neuron, "attn", threshold=0.5)
+        self.proj = _LinearBNNode(dim, dim, neuron, "attn")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -77,8 +86,8 @@ class SpikingSelfAttention(nn.Module):
 class SpikingMlp(nn.Sequential):
     def __init__(self, dim: int, hidden: int, neuron: NeuronArgs):
         super().__init__()
-        self.fc1 = _LinearBNNode(dim, hidden, neuron)
-        self.fc2 = _LinearBNNode(hidden, dim, neuron)
+        self.fc1 = _LinearBNNode(dim, hidden, neuron, "mlp")
+        self.fc2 = _LinearBNNode(hidden, dim, neuron, "mlp")
 
 
 class SpikformerBlock(nn.Module):
@@ -101,11 +110,11 @@ class SpikingPatchSplitting(nn.Module):
         layers: list[nn.Module] = []
         for i in range(4):
             layers += [nn.Conv2d(widths[i], widths[i + 1], 3, padding=1, bias=False),
-                       nn.BatchNorm2d(widths[i + 1]), _node(neuron)]
+                       nn.BatchNorm2d(widths[i + 1]), _node(neuron, "sps")]
             if i >= 2:
                 layers.append(nn.MaxPool2d(3, 2, 1))
         self.stem = nn.Sequential(*layers)
-        self.rpe = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, bias=False), nn.BatchNorm2d(dim), _node(neuron))
+        self.rpe = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, bias=False), nn.BatchNorm2d(dim), _node(neuron, "sps"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -154,7 +163,7 @@ class SpikingVitBlock(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = SoftmaxAttention(dim, heads)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), _node(neuron), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), _node(neuron, "mlp"), nn.Linear(hidden, dim))
 
     def forward(self, x):
         x = x + self.attn(self.norm1(x))

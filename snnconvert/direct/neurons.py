@@ -8,7 +8,9 @@ Each step (single-step mode; multi-step mode runs the same over the first dimens
 * fire ``S[t] = Θ(H[t] − V_th)``, differentiated through a surrogate gradient
 * reset: hard ``V[t] = H[t]·(1 − S[t]) + V_reset·S[t]``, soft ``V[t] = H[t] − V_th·S[t]``
 
-``V[0] = V_reset`` (0 for soft reset). The output is the spike tensor ``S`` (0 or 1).
+``V[0] = V_reset`` (0 for soft reset). The output is the spike tensor ``S`` (0 or 1), or with a
+time-step mask (:mod:`snnconvert.direct.dynamic_timesteps`) ``S[t]·TM[t]``: the neuron charges,
+fires and resets as ever, but sends nothing after its last step.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from snnconvert.direct.dynamic_timesteps import TimestepMask
 from snnconvert.direct.surrogate import Surrogate, surrogate as make_surrogate
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime.neurons import SpikingNeuron
@@ -35,10 +38,12 @@ class SpikingNode(SpikingNeuron):
         surrogate: a :class:`Surrogate` or its name.
         detach_reset: do not back-propagate through the reset (Spikformer's setting).
         step_mode: ``s`` (input ``[N, …]``, one step per call) or ``m`` (input ``[T, N, …]``).
+        timestep_mask: the layer's dynamic time steps (None: it sends at every step).
     """
 
     def __init__(self, threshold: float = 1.0, reset: str = "hard", v_reset: float = 0.0,
-                 surrogate: Surrogate | str = "sigmoid", detach_reset: bool = False, step_mode: str = "s"):
+                 surrogate: Surrogate | str = "sigmoid", detach_reset: bool = False, step_mode: str = "s",
+                 timestep_mask: TimestepMask | None = None):
         super().__init__()
         if reset not in RESETS:
             raise SnnConvertError(f"unknown reset {reset!r}; choose one of {', '.join(RESETS)}")
@@ -50,7 +55,13 @@ class SpikingNode(SpikingNeuron):
         self.hard_reset, self.v_reset = reset == "hard", float(v_reset) if reset == "hard" else 0.0
         self.surrogate = make_surrogate(surrogate) if isinstance(surrogate, str) else surrogate
         self.detach_reset, self.step_mode = detach_reset, step_mode
+        self.timestep_mask = timestep_mask
         self.reset()
+
+    @property
+    def last_step(self) -> int | None:
+        """The steps after which it sends nothing (its mask's T_l; None without a mask)."""
+        return None if self.timestep_mask is None else self.timestep_mask.steps
 
     def reset(self) -> None:
         super().reset()
@@ -73,14 +84,16 @@ class SpikingNode(SpikingNeuron):
     def step(self, x: torch.Tensor) -> torch.Tensor:
         if self.v is None:
             self.v = torch.full_like(x, self.v_reset)
+        self.t = self.t + 1  # not in place: an exported step shares one counter
         h = self.charge(x)
         spikes = self.surrogate(h - self.threshold)
         s = spikes.detach() if self.detach_reset else spikes
         self.v = h * (1 - s) + self.v_reset * s if self.hard_reset else h - self.threshold * s
+        sent = spikes if self.timestep_mask is None else spikes * self.timestep_mask.at(self.t)
         if self.recording != "none":  # the overshoot ``H[t] − V_th·S[t]`` is what a soft reset keeps
-            sent = spikes.detach()
-            self._record(sent, self.v.detach(), (h - self.threshold * sent).detach())
-        return spikes
+            fired = spikes.detach()
+            self._record(sent.detach(), self.v.detach(), (h - self.threshold * fired).detach())
+        return sent
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "m":
@@ -89,8 +102,9 @@ class SpikingNode(SpikingNeuron):
 
     def extra_repr(self) -> str:
         reset = f"hard to {self.v_reset:g}" if self.hard_reset else "soft"
+        steps = "" if self.timestep_mask is None else f", steps={self.last_step}/{self.timestep_mask.max_steps}"
         return (f"threshold={float(self.threshold):g}, reset={reset}, surrogate={self.surrogate}, "
-                f"step_mode={self.step_mode}")
+                f"step_mode={self.step_mode}{steps}")
 
 
 class IFNode(SpikingNode):

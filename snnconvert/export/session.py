@@ -187,6 +187,6 @@ def simulate_onnx(path: str | Path, data, labels: torch.Tensor | None = None, ti
     timesteps = timesteps or int(step.metadata.get("timesteps", 0))
     if not timesteps:
         raise SnnConvertError(f"{path} records no default T: pass timesteps")
-    with SpikeMonitor(execution.neurons, metrics) as monitor, EventCounts(execution.sources, table.mapped) as events:
+    with SpikeMonitor(execution.neurons, metrics) as monitor, EventCounts(execution.sources, table.mapped, table.marks) as events:
         return run_simulation(execution, monitor, events, table, {"onnx": step.fingerprint()}, data, labels,
                               timesteps, "cpu", progress, step.input_shape, checkpoint, None, exit_rule, trace)

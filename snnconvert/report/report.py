@@ -49,6 +49,7 @@ def simulation_summary(result: SimulationResult, ann_accuracy: float | None,
         "exit_rule": result.exit_rule.describe() if result.exit_rule is not None else None,
         "mean_steps": result.mean_steps,
         "spikes_per_sample": result.spikes_per_sample,
+        "spike_rate": sum(lay.spikes for lay in result.layers) / max(1, sum(lay.neuron_steps for lay in result.layers)),
         "layers": [{"name": layer.name, "spikes_per_sample": layer.spikes / max(1, result.samples),
                     "firing_rate": layer.rate, "spike_percent": layer.spike_percent,
                     "negative_potential_percent": layer.negative_percent,
@@ -75,6 +76,7 @@ def _markdown(report: dict[str, Any]) -> str:
                      + f", history {training['history']}")
     lines.append("")
     lines += _preparation(report.get("preparation"))
+    lines += _dynamic_timesteps(report.get("dynamic_timesteps"))
     for mode, record in (report.get("snn_calibration") or {}).items():
         lines += [f"## SNN calibration ({mode})", ""] + calibration_table(record) + [""]
     anns = report["ann_accuracy"]
@@ -124,6 +126,20 @@ def _markdown(report: dict[str, Any]) -> str:
             lines += ["", f"Operations that run in floating point ({mode}):", ""]
             lines += [f"- {op['name']} ({op['kind']}): {op['why']}" for op in sim["float_operations"]] or ["- none"]
     return "\n".join(lines) + "\n"
+
+
+def _dynamic_timesteps(steps: dict[str, Any] | None) -> list[str]:
+    """The time steps each layer learned (DTSS), and the steps it is computed for."""
+    if not steps:
+        return []
+    loss = "+".join(steps["mask_loss"]) or "none"
+    groups = ", ".join(f"{g} {v:.2f}" for g, v in steps["average_by_group"].items())
+    return ["## Dynamic time steps", "",
+            f"T_max = {steps['max']}, T_init = {steps['initial']}, mask loss {loss} (λ_m = {steps['lambda_m']:g}); "
+            f"T_avg = Σ_l T_l / L = {steps['average']:.3f} ({groups})", "",
+            "| layer | group | time steps T_l | steps computed |", "|---|---|---|---|",
+            *(f"| {lay['name']} | {lay['group']} | {lay['steps']} | {lay['computed']} |" for lay in steps["layers"]),
+            ""]
 
 
 def _preparation(prepared: dict[str, Any] | None) -> list[str]:

@@ -20,6 +20,9 @@ Every op of the graph is accounted for, from the static classification of its op
   addition per event.
 * ops on the input alone, up to the first neurons (the simulator computes them once per batch
   under rate coding; count coding presents the image once) are counted for one step.
+* an op that stops after step k (it feeds only layers with dynamic time steps that stopped:
+  :func:`~snnconvert.runtime.execution.run_steps`) is counted for its first k steps: its MACs
+  for ``Σ_samples min(steps, k)`` steps, its SOPs from the spikes its sources sent by step k.
 * rearrangements, shape arithmetic, values computed once from parameters, and the neurons' own
   updates (where the synaptic operations land) cost nothing here.
 
@@ -40,6 +43,7 @@ from snnconvert.graph import ops
 from snnconvert.graph.edit import join, owner
 from snnconvert.graph.events import EVENTS, INPUT, ONCE, REAL, STATIC, classify, is_event_pool, is_source
 from snnconvert.graph.shapes import example_input, per_sample
+from snnconvert.runtime.execution import run_steps
 from snnconvert.runtime.operators import Call, ExpectationCompensated, MatMul
 from snnconvert.runtime.state import reset_states
 from snnconvert.runtime.statistics import NeuronRecord, Recorder
@@ -104,6 +108,7 @@ class _Op:
     adds: float = 0.0
     first_step_macs: float = 0.0  # MACs the first step does not do
     once: bool = False  # on values that are zero after the first step: counted for that step only
+    until: int | None = None  # the steps it runs for (None: all)
     terms: list[_Term] = field(default_factory=list)
 
 
@@ -144,26 +149,34 @@ class OpTable:
         self.ops, self.sources = ops, sources
 
     @property
+    def marks(self) -> set[int]:
+        """The steps by which the sources' spikes so far are needed: the first (the compensated
+        products' ``b`` terms start after it), and each step after which some op stops."""
+        return {1, *(op.until for op in self.ops if op.until is not None)}
+
+    @property
     def mapped(self) -> set[str]:
         """Sources whose events reach some op through a fan-out that differs between elements
         (convolution edges): their spikes must be counted per element."""
         return {term.source for op in self.ops for term in op.terms if isinstance(term.fanout, torch.Tensor)}
 
-    def results(self, counts: dict[str, torch.Tensor], first: dict[str, torch.Tensor], samples: int,
-                sample_steps: int) -> list[LayerOps]:
-        """Per-op totals of a simulation: ``counts``/``first`` are each source's per-element spike
-        counts over all steps / the first step, summed over the ``samples`` simulated, which ran
-        ``sample_steps`` steps in all (``samples · T``, less where samples left early)."""
+    def results(self, counts: dict[str, torch.Tensor], at: dict[int, dict[str, torch.Tensor]], samples: int,
+                sample_steps: dict[int | None, int]) -> list[LayerOps]:
+        """Per-op totals of a simulation: ``counts`` / ``at[k]`` are each source's per-element spike
+        counts over all steps / by the end of step k (each of :attr:`marks`), summed over the
+        ``samples`` simulated; ``sample_steps[None]`` the steps they ran in all (``samples · T``,
+        less where samples left early), ``sample_steps[k]`` the same with each counted up to k."""
         results = []
         for op in self.ops:
+            sent = counts if op.until is None else at[op.until]
             sops = 0.0
             for term in op.terms:
-                if term.source not in counts:
+                if term.source not in sent:
                     continue
-                events = counts[term.source] - first[term.source] if term.after_first else counts[term.source]
+                events = sent[term.source] - at[1][term.source] if term.after_first else sent[term.source]
                 sops += float((events.double() * term.fanout).sum()) if isinstance(term.fanout, torch.Tensor) \
                     else float(events.double().sum()) * term.fanout
-            steps = samples if op.once else sample_steps
+            steps = samples if op.once else sample_steps[op.until]
             results.append(LayerOps(op.name, op.kind, round(sops), round(steps * op.macs - samples * op.first_step_macs),
                                     round(steps * op.float_ops), round(steps * op.adds)))
         return results
@@ -210,10 +223,11 @@ class OpAccounting(OpTable):
         self._consumers: list[tuple[_Op, fx.Node, float | fx.Node, bool]] = []
         self.ops: list[_Op] = []
         self.free: dict[str, list[str]] = {}
+        stops = {} if dense else run_steps(snn)
         for node in snn.graph.nodes:
             op = self._account(node)
             if op is not None:
-                op.once = self.classes[node] in (INPUT, ONCE)
+                op.once, op.until = self.classes[node] in (INPUT, ONCE), stops.get(node)
                 self.ops.append(op)
             elif node.op.startswith("call"):
                 self.free.setdefault(self._why_free(node), []).append(_name(node))
@@ -472,20 +486,24 @@ def _unit_pool(pool, args, kwargs) -> torch.Tensor:
 class EventCounts:
     """Spike counts of event sources while attached (a context manager): per element for the
     sources in ``mapped`` (default: all), whose fan-out differs between elements, otherwise one
-    total per source. Neurons (any :class:`Recorder`) keep them in their step (their record);
-    other sources (spike encoders, per-step max-pools of spikes) through a hook, which reads
-    ``steps`` time steps from each call (set by the simulator when it runs K steps per call).
+    total per source; over all steps (``totals``) and by the end of each step in ``marks``
+    (``at``). Neurons (any :class:`Recorder`) keep them in their step (their record); other
+    sources (spike encoders, per-step max-pools of spikes) through a hook, which reads ``steps``
+    time steps from each call (set by the simulator when it runs K steps per call).
     ``end_batch`` adds a batch's counts to the totals.
 
     Args:
         sources: the sources by name (a converted model's: ``OpTable.sources`` of its modules).
         mapped: the sources counted per element.
+        marks: the steps by which the counts are kept too (``OpTable.marks``; the first always).
     """
 
-    def __init__(self, sources: dict[str, nn.Module | Recorder], mapped: set[str] | None = None):
+    def __init__(self, sources: dict[str, nn.Module | Recorder], mapped: set[str] | None = None,
+                 marks: set[int] = frozenset({1})):
         self.modules, self.mapped = sources, set(sources) if mapped is None else mapped
+        self.marks = sorted({1, *marks})
         self.totals: dict[str, torch.Tensor] = {}
-        self.first: dict[str, torch.Tensor] = {}
+        self.at: dict[int, dict[str, torch.Tensor]] = {m: {} for m in self.marks}
         self._hooked: dict[str, NeuronRecord | None] = {}
         self._handles: list = []
         self.steps = 1
@@ -493,7 +511,7 @@ class EventCounts:
     def __enter__(self) -> EventCounts:
         for name, module in self.modules.items():
             if isinstance(module, Recorder):
-                module.start_recording("basic", per_element=name in self.mapped)
+                module.start_recording("basic", per_element=name in self.mapped, marks=self.marks)
             else:
                 self._hooked[name] = None
                 self._handles.append(module.register_forward_hook(self._hook(name)))
@@ -503,7 +521,7 @@ class EventCounts:
         def record(_module, _inputs, out: torch.Tensor) -> None:
             for events in (out != 0).to(torch.float32).unflatten(0, (self.steps, -1)):
                 if self._hooked[name] is None:
-                    self._hooked[name] = NeuronRecord(events, True, True, False, torch.ones(()))
+                    self._hooked[name] = NeuronRecord(events, True, True, False, torch.ones(()), self.marks)
                 self._hooked[name].add(events, events)
         return record
 
@@ -529,30 +547,34 @@ class EventCounts:
 
     def end_batch(self, batch: int) -> None:
         """Add the batch's counts (``batch`` samples) to the totals and start the next batch."""
-        for name, module in self.modules.items():
+        for name in self.modules:
             record = self.record(name)
             if record is None:
                 continue
-            for store, value in zip((self.totals, self.first), record.spike_counts(batch)):
+            total, at = record.spike_counts(batch)
+            for store, value in ((self.totals, total), *((self.at[m], at[m]) for m in self.marks)):
                 store[name] = value if name not in store else store[name] + value
             if name in self._hooked:
                 self._hooked[name] = None
 
-    def state(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {"totals": dict(self.totals), "first": dict(self.first)}
+    def state(self) -> dict:
+        return {"totals": dict(self.totals), "at": {m: dict(c) for m, c in self.at.items()}}
 
-    def load(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+    def load(self, state: dict) -> None:
         """Start from earlier totals (from :meth:`state`), e.g. a resumed run's."""
-        self.totals, self.first = dict(state["totals"]), dict(state["first"])
+        self.totals, self.at = dict(state["totals"]), {m: dict(c) for m, c in state["at"].items()}
+
+    def _stores(self) -> list[dict[str, torch.Tensor]]:
+        return [self.totals, *(self.at[m] for m in self.marks)]
 
     def flat(self, names: list[str]) -> torch.Tensor:
-        """Totals and first-step counts of ``names`` as one vector (for summing over processes)."""
-        return torch.cat([t for n in names for t in (self.totals[n], self.first[n])]) if names else torch.zeros(0)
+        """Totals and counts by each mark of ``names`` as one vector (for summing over processes)."""
+        return torch.cat([store[n] for n in names for store in self._stores()]) if names else torch.zeros(0)
 
     def unflat(self, names: list[str], vector: torch.Tensor) -> None:
         offset = 0
         for n in names:
             size = self.totals[n].numel()
-            self.totals[n] = vector[offset: offset + size]
-            self.first[n] = vector[offset + size: offset + 2 * size]
-            offset += 2 * size
+            for store in self._stores():
+                store[n] = vector[offset: offset + size]
+                offset += size

@@ -12,9 +12,14 @@
 * **Precision.** ``bf16`` / ``fp16`` run the step graph under autocast: matmuls and convolutions
   in half precision, while membranes, the running totals of compensated ops and every statistic
   stay float32 (they are created float32 whatever the dtype of a step's input).
+* **Layers that stop.** A module with a ``last_step`` (a layer with dynamic time steps) sends
+  zeros after it, and whatever only it reads is not needed after it either (:func:`run_steps`).
+  After each such step the simulation goes on with a pruned copy of the step graph: the stopped
+  ops are gone, and a stopped module that running ops still read is a zero tensor.
 """
 from __future__ import annotations
 
+import math
 import operator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -99,6 +104,46 @@ def _mutates(node: fx.Node) -> bool:
     return node.op == "call_method" and str(node.target).endswith("_") and not str(node.target).startswith("_")
 
 
+def run_steps(gm: fx.GraphModule) -> dict[fx.Node, int]:
+    """The steps each node of ``gm`` is computed for, for the nodes that stop (the others run at
+    every step): a module with a ``last_step`` sends zeros after it, and any other node is needed as
+    long as some node that reads it runs (the output, and a node that writes in place, always)."""
+    steps: dict[fx.Node, float] = {}
+    for node in reversed(gm.graph.nodes):
+        if node.op in ("placeholder", "output") or _mutates(node) or not node.users:
+            need = math.inf
+        else:
+            need = max(steps[user] for user in node.users)
+        if node.op == "call_module":
+            last = getattr(gm.get_submodule(node.target), "last_step", None)
+            if last is not None:
+                need = min(need, last)
+        steps[node] = need
+    return {n: int(s) for n, s in steps.items() if s != math.inf}
+
+
+def _silent(like: torch.Tensor, rows: int, per: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The zeros a stopped module sends: ``rows`` leading rows per ``per`` rows of ``like`` (a
+    step input: its rows follow the batch and the steps per call), each of ``shape``."""
+    return like.new_zeros((like.shape[0] * rows // per, *shape))
+
+
+def _pruned(gm: fx.GraphModule, steps: dict[fx.Node, int], after: int) -> fx.GraphModule:
+    """``gm`` without the nodes that stop by step ``after`` (of :func:`run_steps`); those read by
+    a node that runs on become zeros of their shape."""
+    graph, env = fx.Graph(), {}
+    first = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    for node in gm.graph.nodes:
+        if steps.get(node, math.inf) > after:
+            env[node] = graph.node_copy(node, env.__getitem__)
+        elif any(steps.get(user, math.inf) > after for user in node.users):
+            shape = node.meta["shape"]
+            env[node] = graph.call_function(_silent, (env[first], shape[0], first.meta["shape"][0], tuple(shape[1:])))
+    pruned = fx.GraphModule(gm, graph)
+    pruned.meta.update(gm.meta)
+    return pruned
+
+
 def _ancestors(nodes: list[fx.Node]) -> set[fx.Node]:
     found, frontier = set(), list(nodes)
     while frontier:
@@ -123,14 +168,13 @@ class Execution:
     """
 
     def __init__(self, snn: fx.GraphModule, options: SimulationOptions = SimulationOptions(), fold: bool = True):
-        self.snn, self.chunk, self.precision = snn, options.chunk, options.precision
+        self.snn, self.chunk, self.precision, self.compile = snn, options.chunk, options.precision, options.compile
         self.prefix, self.step = split_input(snn) if fold else (None, snn)
-        if options.compile:
-            backend = {"backend": options.compile} if isinstance(options.compile, str) else {}
-            self._run: nn.Module = torch.compile(self.step, **backend)
-        else:
-            self._run = self.step
+        self._stops = run_steps(self.step)
+        self._ends = sorted(set(self._stops.values()))  # the steps after which some nodes stop
+        self._phases: dict[int, nn.Module] = {}  # the graph run after step k (k = 0 or an end), compiled
         self._steps = 0
+        self.t = 0  # steps done in this batch
 
     def steps_per_call(self, images: torch.Tensor) -> int:
         """K for a batch of ``images``: ``chunk``, or by default ``ROWS_PER_CALL // N`` (at least 1)
@@ -143,6 +187,7 @@ class Execution:
         """Back to t = 0 for sample batch ``batch`` (its spike masks' draws)."""
         reset_states(self.snn)
         reseed_masks(self.snn, batch)
+        self.t = 0
 
     def keep(self, inputs: tuple[torch.Tensor, ...], mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Drop the samples where ``mask`` (one bool per sample) is False from the batch: from every
@@ -164,13 +209,32 @@ class Execution:
             return tuple(self.prefix(images))
 
     def run(self, inputs: tuple[torch.Tensor, ...], steps: int) -> torch.Tensor:
-        """``steps`` time steps from :meth:`inputs`: outputs ``[steps, N, …]``."""
+        """The next ``steps`` time steps from :meth:`inputs`: outputs ``[steps, N, …]`` (each step on
+        the graph of what still runs at it)."""
+        outputs = []
+        while steps:
+            start = max((e for e in self._ends if e <= self.t), default=0)
+            end = next((e for e in self._ends if e > self.t), None)
+            k = steps if end is None else min(steps, end - self.t)
+            outputs.append(self._run_steps(self._phase(start), inputs, k))
+            self.t, steps = self.t + k, steps - k
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _phase(self, start: int) -> nn.Module:
+        """The step graph run after step ``start`` (pruned of what stopped by then), compiled if asked."""
+        if start not in self._phases:
+            graph = self.step if start == 0 else _pruned(self.step, self._stops, start)
+            backend = {"backend": self.compile} if isinstance(self.compile, str) else {}
+            self._phases[start] = torch.compile(graph, **backend) if self.compile else graph
+        return self._phases[start]
+
+    def _run_steps(self, graph: nn.Module, inputs: tuple[torch.Tensor, ...], steps: int) -> torch.Tensor:
         if steps != self._steps:
             set_steps(self.snn, steps)
             self._steps = steps
         repeated = inputs if steps == 1 else tuple(x.expand(steps, *x.shape).flatten(0, 1) for x in inputs)
         with self._autocast(inputs[0]):
-            out = self._run(*repeated)
+            out = graph(*repeated)
         out = out.unflatten(0, (steps, -1))
         return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
 

@@ -115,7 +115,7 @@ def _signature(model: dict, monitor: SpikeMonitor, timesteps: int, data, referen
     """What a progress file must match to be resumed: T, the metrics recorded, the model (its
     :func:`model_signature`), the data size, the reference model, the exit rule and whether exits
     are traced."""
-    return {"format": 7, "timesteps": timesteps, "metrics": monitor.metrics, "traced": traced,
+    return {"format": 8, "timesteps": timesteps, "metrics": monitor.metrics, "traced": traced,
             "exit": None if exit_rule is None else [exit_rule.kind, exit_rule.value],
             "reference": None if reference is None else _weights(reference), "model": model,
             "batches": len(data) if hasattr(data, "__len__") else None}
@@ -209,7 +209,8 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     snn = _as_graph(snn.eval().to(device), data, labels, device)
     accounting = OpAccounting(snn)
     with Execution(snn, options, fold) as execution, SpikeMonitor(snn, metrics) as monitor, \
-            EventCounts({n: snn.get_submodule(n) for n in accounting.sources}, accounting.mapped) as events:
+            EventCounts({n: snn.get_submodule(n) for n in accounting.sources}, accounting.mapped,
+                        accounting.marks) as events:
         return run_simulation(execution, monitor, events, accounting, model_signature(snn), data, labels, timesteps,
                               device, progress, input_shape, checkpoint, reference, exit_rule, trace)
 
@@ -232,7 +233,8 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
         reference.to(device)
     correct = torch.zeros(timesteps, dtype=torch.long)
     agreeing = torch.zeros(timesteps, dtype=torch.long)
-    samples = done = sample_steps = 0
+    samples = done = 0
+    sample_steps = {k: 0 for k in (None, *sorted(table.marks))}  # in all, and counted up to each mark
     start = time.perf_counter()
     batches = _batches(data, labels)
     if progress:
@@ -243,7 +245,7 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
     saved = _load_progress(path, signature) if path is not None else None
     if saved is not None:
         correct, agreeing = saved["correct"], saved["agreeing"]
-        samples, done, sample_steps = int(saved["samples"]), int(saved["batches"]), int(saved["sample_steps"])
+        samples, done, sample_steps = int(saved["samples"]), int(saved["batches"]), dict(saved["sample_steps"])
         monitor.add(saved["spiking"])
         events.load(saved["events"])
         if trace is not None:
@@ -259,8 +261,8 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
         expected = _predictions(reference, images, index) if reference is not None else None
         execution.reset(index)
         batch_correct, batch_agreeing, batch_steps = _run_batch(execution, events, images, targets, expected,
-                                                                timesteps, exit_rule, trace)
-        sample_steps += batch_steps
+                                                                timesteps, exit_rule, trace, table.marks)
+        sample_steps = {k: n + batch_steps[k] for k, n in sample_steps.items()}
         correct += batch_correct.cpu()
         agreeing += batch_agreeing.cpu()
         monitor.collect()
@@ -272,25 +274,28 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
                          "agreeing": agreeing, "spiking": monitor.totals(), "events": events.state(),
                          "trace": trace.state() if trace is not None else None}, path)
     execution.reset(0)
-    counts = distributed.all_reduce(torch.cat([correct, agreeing, torch.tensor([samples, sample_steps])]))
-    correct, agreeing = counts[:timesteps], counts[timesteps:-2]
-    samples, sample_steps = int(counts[-2]), int(counts[-1])
+    counts = distributed.all_reduce(torch.cat([correct, agreeing, torch.tensor([samples, *sample_steps.values()])]))
+    correct, agreeing = counts[:timesteps], counts[timesteps:2 * timesteps]
+    samples = int(counts[2 * timesteps])
+    sample_steps = dict(zip(sample_steps, counts[2 * timesteps + 1:].tolist()))
     names = sorted(events.totals)
     events.unflat(names, distributed.all_reduce(events.flat(names)))
-    layer_ops = table.results(events.totals, events.first, samples, sample_steps)
+    layer_ops = table.results(events.totals, events.at, samples, sample_steps)
     spiking = distributed.all_reduce(monitor.totals())
     return SimulationResult(timesteps, samples, correct.tolist(), layer_spikes(list(monitor.layers), spiking,
                                                                               monitor.metrics == "full"),
                             time.perf_counter() - start, resumed_from_batch=saved["batches"] if saved is not None else None,
                             ops=layer_ops, agreeing=agreeing.tolist() if reference is not None else None,
-                            sample_steps=sample_steps, exit_rule=exit_rule)
+                            sample_steps=sample_steps[None], exit_rule=exit_rule)
 
 
 def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, targets: torch.Tensor,
                expected: torch.Tensor | None, timesteps: int, exit_rule: ExitRule | None = None,
-               trace: ExitTrace | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+               trace: ExitTrace | None = None,
+               marks: set[int] = frozenset()) -> tuple[torch.Tensor, torch.Tensor, dict[int | None, int]]:
     """Correct and agreeing predictions after each of ``timesteps`` steps on one batch, and the
-    steps run in all (samples that stop, under ``exit_rule``, keep their prediction and leave)."""
+    steps run in all (key None) and up to each of ``marks`` (samples that stop, under
+    ``exit_rule``, keep their prediction and leave)."""
     correct = torch.zeros(timesteps, dtype=torch.long, device=images.device)
     agreeing = torch.zeros_like(correct)
     inputs = execution.inputs(images)
@@ -299,7 +304,8 @@ def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, 
     active = torch.arange(len(images), device=images.device)  # the samples still in the batch
     unchanged = torch.zeros_like(active)
     traced = [] if trace is not None else None
-    total_out, t, sample_steps = None, 0, 0
+    total_out, t = None, 0
+    sample_steps = {k: 0 for k in (None, *marks)}
     while t < timesteps:
         events.steps = min(chunk, timesteps - t)
         for out in execution.run(inputs, events.steps):
@@ -313,8 +319,10 @@ def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, 
                 if exit_rule is not None:
                     unchanged = torch.where(now == predicted[active], unchanged + 1, torch.zeros_like(unchanged))
                 predicted[active] = now
-            sample_steps += len(active)
             t += 1
+            for k in sample_steps:
+                if k is None or t <= k:
+                    sample_steps[k] += len(active)
             if traced is not None:
                 traced.append((confidence(total_out, t), now))
             if exit_rule is not None and t < timesteps:

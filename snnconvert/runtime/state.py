@@ -28,6 +28,9 @@ class StatefulModule(nn.Module):
 
     steps = 1  # time steps per call (see the module docstring)
     t: int | torch.Tensor = 0  # steps done since the reset
+    #: the steps after which its output is zero whatever its input (None: it may send at any
+    #: step); a simulation stops computing it, and what only it reads, after them
+    last_step: int | None = None
 
     def reset(self) -> None:
         raise NotImplementedError

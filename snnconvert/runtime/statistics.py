@@ -7,6 +7,7 @@ Totals are float64 on the neuron's device, read once per batch: exact for counts
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -74,28 +75,33 @@ class NeuronRecord:
 
     Per step it adds, as 0-d float64 totals: spikes sent, and with ``full`` the neuron-steps that
     fired (equal to the spikes for single-spike neurons), ended below zero, and the potential
-    left by firing. Spikes are also kept per element (``counts``, ``first`` after the first step)
-    when ``per_element``: what the energy accounting multiplies by a fan-out map.
+    left by firing. Spikes are also kept per element (``counts``) when ``per_element``: what the
+    energy accounting multiplies by a fan-out map. At each step in ``marks`` (the first always)
+    it keeps the spikes sent so far: the ops that run for only the first k steps count those.
 
     Args:
         like: one step's potential (shape, device).
         single: at most one spike per element and step.
-        per_element: keep ``counts`` and ``first`` per element.
+        per_element: keep ``counts`` per element.
         full: record firing, negative and residual potential too.
         threshold: θ, which divides the residual; a per-element θ (channel-wise) keeps the residual
             per element until the end.
+        marks: the steps after which the spikes sent so far are kept.
     """
 
-    def __init__(self, like: torch.Tensor, single: bool, per_element: bool, full: bool, threshold: torch.Tensor):
+    def __init__(self, like: torch.Tensor, single: bool, per_element: bool, full: bool, threshold: torch.Tensor,
+                 marks: Iterable[int] = (1,)):
         device = like.device
         self.single, self.full, self.threshold = single, full, threshold
         self.per_element_residual = full and threshold.numel() > 1
         self.counts = torch.zeros(like.shape, device=device) if per_element else None
-        self.first: torch.Tensor | None = None
         self.totals_now = torch.zeros(len(STATS), dtype=torch.float64, device=device)
-        self.first_total: torch.Tensor | None = None
         self.residual = torch.zeros(like.shape, device=device) if self.per_element_residual else None
         self.neuron_steps = 0
+        self.steps = 0
+        self.marks = {1, *marks}
+        # at each mark: (counts, total, retired) as they were
+        self._at: dict[int, tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]] = {}
         self._retired: torch.Tensor | None = None  # per element, Σ over samples that left (keep)
         self._scratch = torch.empty(like.shape, device=device) if full else None
 
@@ -103,14 +109,14 @@ class NeuronRecord:
         """One step: ``sent`` spikes per element (≥ 0, float), ``v`` the potential after the step,
         ``left`` the potential left by firing (default ``v``; a hard reset discards it)."""
         self.neuron_steps += v.numel()
+        self.steps += 1
         totals = self.totals_now
         if self.counts is not None:
             self.counts.add_(sent)
-            if self.first is None:
-                self.first = self.counts.clone()
         totals[0] += _count(sent) if self.single else sent.sum(dtype=torch.float64)  # bursts: not 0/1
-        if self.first_total is None:
-            self.first_total = totals[0].clone()
+        if self.steps in self.marks:
+            self._at[self.steps] = (None if self.counts is None else self.counts.clone(), totals[0].clone(),
+                                    None if self._retired is None else self._retired.clone())
         if not self.full:
             return
         fired = sent if self.single else torch.ne(sent, 0, out=self._scratch)
@@ -141,15 +147,21 @@ class NeuronRecord:
         if self._scratch is not None:
             self._scratch = self._scratch[: int(kept.sum())]
 
-    def spike_counts(self, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spikes sent since the reset and at the first step by ``samples`` samples, summed over
-        them (float64): per element of one sample with ``per_element``, else one-element totals."""
+    def spike_counts(self, samples: int) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Spikes sent by ``samples`` samples, summed over them (float64): since the reset, and by
+        the end of each mark (all of them for a mark not reached: nothing was sent after); per
+        element of one sample with ``per_element``, else one-element totals."""
         if self.counts is None:
-            return self.totals_now[:1].clone(), self.first_total.reshape(1).clone()
-        per_sample = self.first.numel() // samples
-        counts = self.counts.reshape(-1, per_sample).sum(0, dtype=torch.float64)
-        return (counts if self._retired is None else counts + self._retired,
-                self.first.reshape(samples, per_sample).sum(0, dtype=torch.float64))
+            total = self.totals_now[:1].clone()
+            return total, {m: self._at[m][1].reshape(1).clone() if m in self._at else total for m in self.marks}
+        per_sample = self._at[1][0].numel() // samples  # every sample took the first step
+
+        def summed(counts: torch.Tensor, retired: torch.Tensor | None) -> torch.Tensor:
+            counts = counts.reshape(-1, per_sample).sum(0, dtype=torch.float64)
+            return counts if retired is None else counts + retired
+
+        total = summed(self.counts, self._retired)
+        return total, {m: summed(self._at[m][0], self._at[m][2]) if m in self._at else total for m in self.marks}
 
     def totals(self) -> torch.Tensor:
         """``[len(STATS)]`` float64 totals (θ divides the residual)."""
@@ -178,25 +190,28 @@ class Recorder:
     single_spikes = True
     recording = "none"  # one of METRICS
     per_element = False
+    marks: frozenset[int] = frozenset({1})  # the steps after which the record keeps the spikes so far
     record: NeuronRecord | None = None
     threshold: torch.Tensor
 
-    def start_recording(self, metrics: str = "basic", per_element: bool = False) -> None:
-        """Record at least ``metrics`` (and spikes per element if ``per_element``) from the next step."""
+    def start_recording(self, metrics: str = "basic", per_element: bool = False, marks: Iterable[int] = ()) -> None:
+        """Record at least ``metrics`` (and spikes per element if ``per_element``, and the spikes
+        sent by each of ``marks``) from the next step."""
         if metrics not in METRICS:
             raise ValueError(f"unknown metrics {metrics!r}; choose one of {', '.join(METRICS)}")
         self.recording = max(self.recording, metrics, key=METRICS.index)
         self.per_element = self.per_element or per_element
+        self.marks = self.marks | set(marks)
 
     def stop_recording(self) -> None:
-        self.recording, self.per_element = "none", False
+        self.recording, self.per_element, self.marks = "none", False, Recorder.marks
 
     def _record(self, sent: torch.Tensor, v: torch.Tensor, left: torch.Tensor | None = None) -> None:
         """Add one step to the record: ``sent`` spikes per element (≥ 0, float), ``v`` the potential
         after the step, ``left`` the potential left by firing (default ``v``)."""
         if self.record is None:
             self.record = NeuronRecord(v, self.single_spikes, self.per_element, self.recording == "full",
-                                       self.threshold)
+                                       self.threshold, self.marks)
         self.record.add(sent, v, left)
 
 

@@ -82,12 +82,17 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for p in model.parameters():
+def _param_groups(model: nn.Module, weight_decay: float, lr: float,
+                  lr_of: Callable[[str], float | None] | None = None) -> list[dict[str, Any]]:
+    """Weight matrices decay, other parameters do not; ``lr_of(name)`` may give a parameter its
+    own learning rate (None: ``lr``)."""
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {(True, lr): [], (False, lr): []}  # always these two first
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            own = lr_of(name) if lr_of is not None else None
+            groups.setdefault((p.dim() >= 2, lr if own is None else own), []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": group_lr}
+            for (decay, group_lr), params in groups.items()]
 
 
 def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -109,8 +114,11 @@ def _epoch_batches(n: int, batch_size: int, seed: int, start_batch: int) -> list
 def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: DataLoader | None = None,
         checkpoint: str | Path | None = None, checkpoint_meta: dict[str, Any] | None = None,
         resume: bool = True, device: str | torch.device = "cpu", progress: bool = True,
-        teacher: nn.Module | None = None) -> TrainResult:
-    """Train ``model`` on ``train_set`` with cross-entropy, distilling from ``teacher`` if given.
+        teacher: nn.Module | None = None, penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+        lr_of: Callable[[str], float | None] | None = None) -> TrainResult:
+    """Train ``model`` on ``train_set`` with cross-entropy, distilling from ``teacher`` if given,
+    plus ``penalty(model)`` if given (a regularizer of the parameters, e.g. the mask loss of
+    dynamic time steps); ``lr_of(name)`` gives a parameter its own peak learning rate.
 
     Args:
         model: a prepared QCFS model (or any classifier).
@@ -136,7 +144,7 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
         teacher.to(device).eval()
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.lr, lr_of), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(total, int(config.warmup_epochs * steps_per_epoch)))
     loss_fn = DistillationLoss(config.distill_alpha, config.temperature, config.label_smoothing)
@@ -209,6 +217,8 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
             with torch.no_grad():
                 target = teacher(images) if teacher is not None and config.distill_alpha > 0 else None
             loss = loss_fn(trained(images), labels, target)
+            if penalty is not None:
+                loss = loss + penalty(model)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
