@@ -11,16 +11,19 @@ checkpoints of layout 1 (snnconvert 0.1's block rewrites) are renamed on loading
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from snnconvert.errors import CheckpointError
+from snnconvert.errors import CheckpointError, first_line, shorten
+from snnconvert.outputs import process_alive
 
 FORMAT = "snnconvert"
 LAYOUT = 2
@@ -36,10 +39,15 @@ _LAYOUT_1_RENAMES = [
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    """``torch.save`` to a temporary file in the same folder (``.NAME.PID.*.tmp``), then rename over
+    ``path``; first removes the temporary files of earlier writers of ``path`` that were killed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
@@ -64,38 +72,74 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], stage
                  "model": state_dict, **extra}, path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, fix: str = "re-create it or pass another file") -> dict[str, Any]:
     """Read a checkpoint safely; a plain state dict is returned as ``{"stage": "ann", "model": …}``.
+    ``fix`` is what an error advises for a file that cannot be read.
 
     Raises:
         CheckpointError: when the file is missing, corrupt or not a checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder: pass the checkpoint file in it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): a write that never finished; {fix}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             obj: Any = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's notes on pickle protocols say nothing to a user
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds on corrupt files
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}). It may be "
-                              "truncated or not a PyTorch file: re-create it (snnconvert train) or pass "
-                              "another file.") from e
+        raise _unreadable(path, e, fix) from e
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if obj.get("stage") not in STAGES or not isinstance(obj.get("model"), dict):
             raise CheckpointError(f"checkpoint {path} is damaged: bad stage or missing weights")
         obj = dict(obj)
         obj["recipe"] = json.loads(obj["recipe"])
         obj["prepare"] = json.loads(obj["prepare"]) if obj.get("prepare") else None
+        _check_finite(obj["model"], path)
         return _migrated(obj, path)
     if isinstance(obj, dict):
         weights = obj.get("state_dict", obj.get("model", obj))
         if isinstance(weights, dict) and weights and all(isinstance(v, torch.Tensor) for v in weights.values()):
+            _check_finite(weights, path)
             return {"format": "state_dict", "stage": "ann", "recipe": None, "prepare": None, "model": weights}
     raise CheckpointError(f"{path} holds neither an snnconvert checkpoint nor a state dict of tensors")
+
+
+def _unreadable(path: Path, error: Exception, fix: str) -> CheckpointError:
+    """What to say of a file torch cannot load with ``weights_only=True``: Python objects it
+    refused to build (never built: nothing in the file ran), or a damaged or foreign file."""
+    blocked = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if blocked:
+        return CheckpointError(f"checkpoint {path} holds Python objects ({blocked.group(1)}), not just tensors; "
+                               "snnconvert loads tensors only and ran none of it. If you trust its source, save "
+                               "the weights alone (torch.save(model.state_dict(), FILE) or safetensors) and pass that")
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(error))  # torch's text around it advises
+    reason = detail.group(1).strip() if detail else first_line(error, 120)   # weights_only=False: not for us
+    return CheckpointError(f"checkpoint {path} cannot be read ({reason}): it is truncated, damaged or not a PyTorch "
+                           f"file; {fix}")
+
+
+def _check_finite(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights with NaN (anywhere) or ±inf (in weights, biases and thresholds): what a
+    diverged training or a damaged file leaves, and what would make every result garbage."""
+    bad = []
+    for name, value in weights.items():
+        if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+            continue
+        nan = int(torch.isnan(value).sum())
+        if nan or name.endswith((".weight", ".bias", "threshold")):
+            bad.append(f"{name} ({nan} NaN, {int(torch.isinf(value).sum())} inf of {value.numel()})")
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite values in {len(bad)} tensor(s): {shorten(bad, 3)}; "
+                              "a training that diverged (retrain with a lower --lr) or a damaged file")
 
 
 def _migrated(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:

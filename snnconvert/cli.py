@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+import warnings
 from dataclasses import asdict, replace
 import sys
 from pathlib import Path
@@ -21,8 +23,10 @@ from snnconvert.convert import (MASK_TARGETS, MODES, MaskConfig, NeuronConfig, P
                                 float_operations, prepare_with_report, qcfs_modules)
 from snnconvert.convert.config import DEFAULT_KEPT_ACTIVATIONS, LAYERNORM_CHOICES, MAX_POOL_CHOICES, SITE_POLICIES
 from snnconvert.data import DATASET_NAMES
+from snnconvert.data.datasets import SKIP_BAD_FILES
 from snnconvert.direct import ENCODERS, NODES, SURROGATES
 from snnconvert.errors import SnnConvertError
+from snnconvert.outputs import claim_output
 from snnconvert.export import OPSET
 from snnconvert.export.session import BACKENDS, read_metadata
 from snnconvert.runtime import CODINGS, NEURONS, SimulationOptions
@@ -49,10 +53,36 @@ class _DefaultToRun(click.Group):
         return super().parse_args(ctx, args)
 
 
+def _claim_out(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check that ``--out`` can be written and lock it for this run (rank 0 under torchrun), before
+    any work starts; the lock goes when the command ends."""
+    if value is not None and not ctx.resilient_parsing and int(os.environ.get("RANK", "0")) == 0:
+        lock = claim_output(value, folder=not param.type.file_okay)
+        ctx.call_on_close(lock.release)
+    return value
+
+
+def _skip_bad_files(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        token = SKIP_BAD_FILES.set(True)
+        ctx.call_on_close(lambda: SKIP_BAD_FILES.reset(token))
+
+
+def _data_option(default: str | None = "embedded", text: str = DATA_HELP):
+    """``--data``, and ``--skip-bad-files`` for image trees holding files that are not images."""
+    def decorate(f):
+        f = click.option("--skip-bad-files", is_flag=True, expose_value=False, callback=_skip_bad_files,
+                         help="Leave out the files of an ImageFolder tree that are not readable images (listed in a "
+                              "warning) instead of refusing the data.")(f)
+        return click.option("--data", default=default, show_default=default is not None, help=text)(f)
+    return decorate
+
+
 def _common(f):
     """Options every stage shares."""
     f = click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, cuda:1 …).")(f)
-    f = click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")(f)
+    f = click.option("--threads", type=click.IntRange(1), default=None,
+                     help="CPU threads for torch (default: torch's choice).")(f)
     f = click.option("--quiet", is_flag=True, help="No progress bars.")(f)
     return f
 
@@ -272,13 +302,13 @@ def _training_options_without_calibration(f):
                      help="Validate (and test) on the first N test images only.")(f)
     for name, kind, text in reversed(_HYPER_PARAMETERS):
         f = click.option(name, type=kind, default=None, help=text)(f)
-    return click.option("--data", default="fashion-mnist", show_default=True, help=DATA_HELP)(f)
+    return _data_option("fashion-mnist")(f)
 
 
 def _training_options(f):
     """Options of train / finetune: the above, levels, calibration, resume and the checkpoint."""
     f = _calibration_options(f)
-    f = click.option("--out", type=click.Path(dir_okay=False), required=True,
+    f = click.option("--out", callback=_claim_out, type=click.Path(dir_okay=False), required=True,
                      help="Checkpoint written atomically during training (and the resume file); "
                           "a JSON record of the run beside it.")(f)
     f = click.option("--resume/--no-resume", default=True, show_default=True,
@@ -318,7 +348,7 @@ def main() -> None:
 @click.argument("model")
 @click.option("--timesteps", "-T", type=click.IntRange(1), default=None,
               help="Simulation steps T (default: the recipe's). Accuracy is reported at every t ≤ T.")
-@click.option("--data", default="embedded", show_default=True, help=DATA_HELP)
+@_data_option()
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Weights: an snnconvert checkpoint (ann or prepared) or a plain/timm state dict. "
                    "Default: the checkpoint shipped for the recipe, else timm's pretrained weights.")
@@ -343,7 +373,7 @@ def main() -> None:
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="With no checkpoint: use the shipped checkpoint or timm's pretrained weights "
                    "(--no-pretrained: random initialization, e.g. with --epochs).")
-@click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
+@click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help="Folder for report.json, report.md, accuracy_vs_t.png (and prepared.pt).")
 @_simulation_options
 @_energy_options
@@ -435,7 +465,7 @@ def _print_summary(report: dict, out: str) -> None:
 @_model_options
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="With no checkpoint, fetch timm's pretrained weights (else random initialization).")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Prepared checkpoint to write.")
+@click.option("--out", callback=_claim_out, type=click.Path(dir_okay=False), required=True, help="Prepared checkpoint to write.")
 @_common
 def prepare_cmd(model, checkpoint, pretrained, out, device, threads, quiet, **prepare_options):
     """Trace MODEL and rewrite it for conversion (LayerNorm→BatchNorm, activations→QCFS, the MST
@@ -532,7 +562,7 @@ def finetune_cmd(model, checkpoint, **options):
 @click.argument("model")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Prepared or ANN weights (default: the recipe's shipped checkpoint or timm's).")
-@click.option("--data", default="embedded", show_default=True, help=DATA_HELP)
+@_data_option()
 @_calibration_options
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
               help="Also re-estimate every BatchNorm's statistics (an ANN being prepared always gets the "
@@ -553,7 +583,7 @@ def finetune_cmd(model, checkpoint, **options):
                    "to y's) at --error-at, before → after the correction.")
 @click.option("--error-at", type=click.IntRange(1), multiple=True,
               help="A step t for the --report errors, repeatable (default: T).")
-@click.option("--out", type=click.Path(dir_okay=False), required=True,
+@click.option("--out", callback=_claim_out, type=click.Path(dir_okay=False), required=True,
               help="Calibrated checkpoint: prepared, or with --correct converted (the corrections belong to the SNN).")
 @_common
 def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percentile, granularity, batchnorm, timesteps,
@@ -606,7 +636,7 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
 @click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
               help="compensated: spike-correct products and softmax; mst: per-step ops (MST reference).")
 @_neuron_options
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Converted checkpoint to write.")
+@click.option("--out", callback=_claim_out, type=click.Path(dir_okay=False), required=True, help="Converted checkpoint to write.")
 @_common
 def convert_cmd(model, checkpoint, mode, out, device, threads, quiet, **options):
     """Convert a prepared MODEL to an SNN (IF neurons, folded BatchNorm, spike-correct attention)
@@ -630,7 +660,7 @@ def convert_cmd(model, checkpoint, mode, out, device, threads, quiet, **options)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Converted or prepared checkpoint (default: the recipe's shipped one).")
 @click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Steps T (default: the recipe's).")
-@click.option("--data", default="embedded", show_default=True, help=DATA_HELP)
+@_data_option()
 @click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
               help="Attention mode when converting a prepared checkpoint (a converted one keeps its own).")
 @_neuron_options
@@ -646,7 +676,7 @@ def convert_cmd(model, checkpoint, mode, out, device, threads, quiet, **options)
                    "(accuracy, mean steps, against fixed T); with --out also early_exit.json/.md/.png.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write report.json/.md/.png here.")
+@click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default=None, help="Write report.json/.md/.png here.")
 @_simulation_options
 @_energy_options
 @_common
@@ -732,7 +762,7 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, e
 @click.option("--format", "fmt", type=click.Choice(["onnx", "nir"]), default="onnx", show_default=True,
               help=f"onnx (opset {OPSET}, dynamic batch), or nir where every op maps exactly (refused otherwise, "
                    "with the reason).")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="File to write.")
+@click.option("--out", callback=_claim_out, type=click.Path(dir_okay=False), required=True, help="File to write.")
 @click.option("--timesteps", "-T", type=click.IntRange(1), default=None,
               help="The default T recorded in the metadata (default: the recipe's).")
 @click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
@@ -779,7 +809,7 @@ def _floats(text: str) -> list[float]:
 @click.option("--block-ratio", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Also mask only the first k blocks at this ratio, for every k (the MST paper's Fig. 6).")
 @click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Steps T (default: the recipe's).")
-@click.option("--data", default="embedded", show_default=True, help=DATA_HELP)
+@_data_option()
 @_neuron_options
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
@@ -793,7 +823,7 @@ def _floats(text: str) -> list[float]:
               help="Distillation weight α of that fine-tuning (default: the recipe's).")
 @click.option("--warmup-epochs", type=click.FloatRange(0), default=None,
               help="Warmup of that fine-tuning (default: the recipe's).")
-@click.option("--out", type=click.Path(file_okay=False), default="runs/mask-sweep", show_default=True,
+@click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default="runs/mask-sweep", show_default=True,
               help="Folder for sweep.json, sweep.md and sweep.png (and fine-tuned checkpoints); rerun to resume.")
 @_energy_options
 @_common
@@ -847,7 +877,7 @@ def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, d
               help="Peak learning rate of the masks' parameters (default: --lr). A layer gains or loses a step when "
                    "its score moves by about 0.5, and AdamW moves it about one learning rate per step.")
 @_training_options_without_calibration
-@click.option("--out", type=click.Path(file_okay=False), default="runs/direct", show_default=True,
+@click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default="runs/direct", show_default=True,
               help="Folder for direct.pt (the resumable checkpoint, JSON record beside it) and the report.")
 @click.option("--sim-batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Test images simulated together.")
@@ -893,7 +923,7 @@ def direct_train_cmd(model, timesteps, neuron, surrogate, encoding, tau, reset, 
 
 @main.command("compare")
 @click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", type=click.Path(file_okay=False), default="runs/compare", show_default=True,
+@click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default="runs/compare", show_default=True,
               help="Folder for comparison.json, comparison.md and comparison.png.")
 def compare_cmd(reports, out):
     """Put simulation reports side by side (REPORTS: report.json files or their folders, from
@@ -936,8 +966,8 @@ def zoo_show(name) -> None:
 
 @zoo.command("build")
 @click.argument("name")
-@click.option("--data", default=None, help="Dataset (default: the build plan's). " + DATA_HELP)
-@click.option("--out", type=click.Path(file_okay=False), required=True,
+@_data_option(None, "Dataset (default: the build plan's). " + DATA_HELP)
+@click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), required=True,
               help="Folder for the checkpoint(s) and their JSON records; rerun to resume.")
 @_common
 def zoo_build(name, data, out, device, threads, quiet) -> None:
@@ -952,7 +982,9 @@ def zoo_build(name, data, out, device, threads, quiet) -> None:
 
 
 def entry() -> None:
-    """Console entry point: bad input ends with a one-paragraph error, not a traceback."""
+    """Console entry point: bad input ends with a one-paragraph error, not a traceback; warnings
+    read ``warning: …`` (one line each, without the source line)."""
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
     try:
         main(standalone_mode=False)
         distributed.shutdown()

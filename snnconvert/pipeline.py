@@ -24,7 +24,7 @@ from snnconvert.data import load_dataset, make_loader
 from snnconvert.data.fit import check_fit
 from snnconvert.direct import DirectConfig
 from snnconvert.direct.dynamic_timesteps import average_steps, layer_steps, mask_loss
-from snnconvert.errors import CheckpointError, SnnConvertError
+from snnconvert.errors import CheckpointError, SnnConvertError, first_line
 from snnconvert.export import OPSET, export_ann, export_snn
 from snnconvert.export.nir import nir_blockers
 from snnconvert.model_zoo import (Recipe, build_ann, build_spiking_classifier, get_recipe, list_recipes, load_direct,
@@ -260,7 +260,11 @@ def load_snn(model_name: str, checkpoint: str, mode: str, neuron: NeuronConfig) 
     skeleton = prepare(build_ann(recipe), recipe.example_batch(), PrepareConfig(**ckpt["prepare"]))
     stored = NeuronConfig.of(ckpt["neuron"])
     snn = convert(skeleton, ckpt["mode"], stored)
-    snn.load_state_dict(ckpt["model"])
+    try:  # neurons adopt the stored shapes of thresholds, potentials and biases (calibrated ones)
+        snn.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{checkpoint} does not fit the converted {model_name} ({first_line(e, 150)}); "
+                              "convert its prepared checkpoint again") from e
     return LoadedSNN(snn, recipe, stored.describe(), ckpt["mode"])
 
 

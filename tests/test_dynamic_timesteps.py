@@ -48,17 +48,18 @@ def test_the_score_tensor_never_rises_and_the_mask_keeps_a_prefix():
 
 def test_the_mask_gradient_is_the_papers_surrogate_by_hand():
     """∂TM_t/∂TS_t = 1 on 0 < TS_t < 2, TS_t = Σ_{i≥t} max(TP_i, 0) (the clamp's gradient passed
-    straight through), so ∂(Σ_t w_t TM_t)/∂TP_i = Σ_{1≤t≤i} w_t·[0 < TS_t < 2] (TM_0 = 1, fixed)."""
+    straight through), so ∂(Σ_t w_t TM_t)/∂TP_i = Σ_{t≤i} w_t·[0 < TS_t < 2] (TM_0 is always 1, with
+    the gradient of [TS_0 ≥ 1]: a layer at one step can grow)."""
     mask = TimestepMask(5, 2, "attn")
     with torch.no_grad():
-        mask.tp.copy_(torch.tensor([0.3, -0.2, 0.9, 0.6, 0.4]))
-    scores = [2.2, 1.9, 1.9, 1.0, 0.4]  # by hand: 0.3 + 0 + 0.9 + 0.6 + 0.4, …
+        mask.tp.copy_(torch.tensor([-0.1, -0.2, 0.9, 0.6, 0.4]))
+    scores = [1.9, 1.9, 1.9, 1.0, 0.4]  # by hand: 0 + 0 + 0.9 + 0.6 + 0.4, …
     assert torch.allclose(mask.scores(), torch.tensor(scores))
     assert mask.mask().tolist() == [1, 1, 1, 1, 0]
     w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     (mask.mask() * w).sum().backward()
     window = [0.0 < s < 2.0 for s in scores]
-    expected = [sum(w[t] * window[t] for t in range(1, i + 1)) for i in range(5)]
+    expected = [sum(w[t] * window[t] for t in range(i + 1)) for i in range(5)]
     assert torch.allclose(mask.tp.grad, torch.tensor(expected))
 
 

@@ -6,6 +6,8 @@ or a directory: MNIST-format IDX files, a CIFAR python folder, or an ImageFolder
 """
 from __future__ import annotations
 
+import warnings
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from snnconvert import distributed
 from snnconvert.data.idx import find_idx_pair, read_idx
-from snnconvert.errors import DataError
+from snnconvert.errors import DataError, first_line, shorten
 
 #: Debian's ``dataset-fashion-mnist`` package installs here.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -135,11 +137,54 @@ def _torchvision(kind: str, root: Path, split: str, spec: InputSpec, augment: bo
         if kind == "cifar100":
             return datasets.CIFAR100(str(root), train=train, transform=tf, download=False)
         folder = root / ("train" if train else "val")
-        return labelled_as_the_model(datasets.ImageFolder(str(folder if folder.is_dir() else root), transform=tf),
-                                     spec)
+        images = datasets.ImageFolder(str(folder if folder.is_dir() else root), transform=tf, loader=_load_image)
     except (RuntimeError, FileNotFoundError) as e:
-        raise DataError(f"{kind} data not found under {root}: {e}. Expected an ImageFolder tree "
+        raise DataError(f"{kind} data not found under {root} ({first_line(e, 150)}). Expected an ImageFolder tree "
                         "ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg, or a torchvision CIFAR root") from e
+    return labelled_as_the_model(_readable(images), spec)
+
+
+#: leave out the image files that cannot be read (listed in a warning) instead of refusing the data
+SKIP_BAD_FILES: ContextVar[bool] = ContextVar("skip_bad_files", default=False)
+
+
+def _readable(folder):
+    """``folder`` (an ImageFolder) once every file was found to open as an image; files that do not
+    are refused, all listed, or left out under :data:`SKIP_BAD_FILES`."""
+    from PIL import Image, UnidentifiedImageError
+
+    bad = []
+    for path, _ in folder.samples:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except UnidentifiedImageError:
+            bad.append((path, "not an image"))
+        except Exception as e:  # PIL raises many kinds on damaged images
+            bad.append((path, first_line(e, 60)))
+    if not bad:
+        return folder
+    listed = shorten([f"{path} ({why})" for path, why in bad], 3)
+    if not SKIP_BAD_FILES.get():
+        raise DataError(f"{len(bad)} of {len(folder.samples)} files under {folder.root} are not readable images: "
+                        f"{listed}. Remove or replace them, or pass --skip-bad-files to leave them out")
+    warnings.warn(f"left out {len(bad)} of {len(folder.samples)} files under {folder.root} that are not readable "
+                  f"images: {listed}", stacklevel=2)
+    gone = {path for path, _ in bad}
+    folder.samples = [(path, label) for path, label in folder.samples if path not in gone]
+    folder.imgs, folder.targets = folder.samples, [label for _, label in folder.samples]
+    return folder
+
+
+def _load_image(path: str):
+    """An RGB image; a file that stops decoding half-way is named."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as e:
+        raise DataError(f"image {path} cannot be decoded ({first_line(e, 80)}): replace or remove it") from e
 
 
 def labelled_as_the_model(folder, spec: InputSpec):

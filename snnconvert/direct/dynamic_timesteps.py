@@ -10,7 +10,8 @@ Per layer l, a trainable parameter tensor ``TP_l`` of length T_max gives the sco
 and the binary time-step mask ``TM_l^t = Θ(TS_l^t) = [TS_l^t ≥ 1]``, back-propagated through the
 surrogate ``∂TM/∂TS = 1 if 0 < TS < 2 else 0`` (Eq. 5–6); the first step is always kept
 (``TM_l^0 = 1``: a layer has at least one step, or it would not be a layer; the paper is silent,
-and its smallest T_avg, 1.03, fits). The layer sends ``O_l^t = Y_l^t·TM_l^t`` (Eq. 7), ``Y_l`` its
+and its smallest T_avg, 1.03, fits), its gradient still that of ``Θ(TS_l^0)``: what the first
+step is worth raises every ``TP_l^i``, so a layer can grow from one step. The layer sends ``O_l^t = Y_l^t·TM_l^t`` (Eq. 7), ``Y_l`` its
 neurons' spikes. As TS never rises again, the mask keeps a prefix of the steps: the layer has
 ``T_l = Σ_t TM_l^t`` steps and sends nothing after them (no steps are skipped in between), so a
 simulation stops computing it after step T_l (:mod:`snnconvert.runtime.execution`).
@@ -83,7 +84,7 @@ class TimestepMask(nn.Module):
     def mask(self) -> torch.Tensor:
         """``TM``: 1 for the steps the layer sends (the first always), 0 after (length T_max)."""
         mask = _StepMask.apply(self.scores())
-        return torch.cat([torch.ones_like(mask[:1]), mask[1:]])
+        return torch.cat([mask[:1] + (1 - mask[:1]).detach(), mask[1:]])  # 1, with Θ(TS⁰)'s gradient
 
     def at(self, t: int | torch.Tensor) -> torch.Tensor:
         """``TM^{t−1}``, the mask of step ``t`` (1-based: the steps done, this one included; 0 after

@@ -35,7 +35,7 @@ from snnconvert.direct.dynamic_timesteps import TimestepMask
 from snnconvert.direct.encoding import Encoder
 from snnconvert.direct.neurons import make_node
 from snnconvert.runtime.operators import MatMul
-from snnconvert.runtime.state import reset_states
+from snnconvert.runtime.state import reset_states, set_steps
 
 #: neuron settings every model takes: ``neuron`` (if, lif, plif, klif), ``surrogate``, ``tau``,
 #: ``reset`` (hard or soft), ``detach_reset``, and ``dynamic_timesteps``: ``(T_max, T_init)`` to
@@ -219,9 +219,16 @@ class SpikingClassifier(nn.Module):
         return step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean output of T steps, run as one call of T steps (``[T·N, …]`` between the neurons:
+        a BatchNorm's statistics are those of all T·N rows, as in Spikformer's multi-step mode, so
+        they include steps a time-step mask silenced, as inference does)."""
         reset_states(self)
-        step = self.stepper()
-        return torch.stack([step(x) for _ in range(self.timesteps)]).mean(0)
+        set_steps(self, self.timesteps)
+        try:
+            out = self.stepper()(x.expand(self.timesteps, *x.shape).flatten(0, 1))
+        finally:
+            set_steps(self, 1)
+        return out.unflatten(0, (self.timesteps, -1)).mean(0)
 
 
 def _timm_entry(cls: type[nn.Module], defaults: dict[str, Any]):

@@ -17,7 +17,7 @@ from snnconvert.checkpoint import load_checkpoint
 from snnconvert.convert import QCFS, PrepareConfig, prepare
 from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.direct import DirectConfig, SpikingClassifier, make_encoder
-from snnconvert.errors import CheckpointError, SnnConvertError
+from snnconvert.errors import CheckpointError, SnnConvertError, shorten
 from snnconvert.model_zoo.registry import Recipe, get_recipe, list_recipes
 
 
@@ -103,11 +103,6 @@ class LoadedModel:
     metadata: dict
 
 
-def _shorten(items: list[str], limit: int = 5) -> str:
-    """``a, b, c, d, e … and 95 more``."""
-    return ", ".join(items[:limit]) + (f" … and {len(items) - limit} more" if len(items) > limit else "")
-
-
 def remap_by_order(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A state dict saved by another implementation, its tensors given the model's names in order.
 
@@ -125,7 +120,7 @@ def remap_by_order(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[di
     wrong = [f"#{i} {sk} {tuple(sv.shape)} vs {tk} {tuple(tv.shape)}"
              for i, ((sk, sv), (tk, tv)) in enumerate(zip(source, target)) if sv.shape != tv.shape]
     if wrong:
-        raise CheckpointError(f"cannot pair by order: {len(wrong)} tensors differ in shape ({_shorten(wrong, 3)}); "
+        raise CheckpointError(f"cannot pair by order: {len(wrong)} tensors differ in shape ({shorten(wrong, 3)}); "
                               "the file was saved for another architecture or size")
     renamed = {tk: sv for (_, sv), (tk, _) in zip(source, target)}
     lines = [f"{sk} → {tk}" for (sk, _), (tk, _) in zip(source, target) if sk != tk]
@@ -153,15 +148,16 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, re
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
+        found = [f"{len(names)} {what} tensors ({shorten(names, 3)})"
+                 for names, what in ((missing, "missing"), (unexpected, "unexpected")) if names]
         raise CheckpointError(
-            f"{path} does not fit the model: {len(missing)} missing tensors ({_shorten(missing, 3)}) and "
-            f"{len(unexpected)} unexpected ones ({_shorten(unexpected, 3)}). Pass the model name the checkpoint "
+            f"{path} does not fit the model: {' and '.join(found)}. Pass the model name the checkpoint "
             "was trained for, or --remap-keys order for weights saved by another implementation of this model")
     shapes = [k for k in own if state[k].shape != own[k].shape and not _adopts_shape(model, k)]
     if shapes and not adapted:
         details = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes]
         raise CheckpointError(f"{path} does not fit the model: {len(shapes)} tensors differ in shape "
-                              f"({_shorten(details, 3)}). Weights for another class count or input size: pass "
+                              f"({shorten(details, 3)}). Weights for another class count or input size: pass "
                               "--num-classes N or --input-size C,H,W to build the model for this data (the "
                               "mismatched layers start afresh: train them with --epochs)")
     if shapes:

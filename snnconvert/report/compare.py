@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import SnnConvertError, first_line
 from snnconvert.report.output import saved_figure, write_files
 
 
@@ -29,7 +29,16 @@ def comparison(paths: list[str | Path]) -> dict[str, Any]:
         if not file.is_file():
             raise SnnConvertError(f"no report at {path}: pass a report.json (or its folder) written by "
                                   "`snnconvert MODEL`, `simulate --out` or `direct-train`")
-        reports.append((file, json.loads(file.read_text())))
+        try:
+            report = json.loads(file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SnnConvertError(f"{file} is not a JSON report ({first_line(e, 80)}): pass a report.json written by "
+                                  "`snnconvert MODEL`, `simulate --out` or `direct-train`") from e
+        if not (isinstance(report, dict) and isinstance(report.get("simulations"), dict) and report["simulations"]
+                and all(k in report for k in ("model", "data"))):
+            raise SnnConvertError(f"{file} is not an snnconvert report (it has no model, data and simulations): pass "
+                                  "a report.json written by `snnconvert MODEL`, `simulate --out` or `direct-train`")
+        reports.append((file, report))
     rows = []
     for file, report in reports:
         for mode, sim in report["simulations"].items():

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from snnconvert import distributed
 from snnconvert.checkpoint import atomic_save
-from snnconvert.errors import CheckpointError
+from snnconvert.errors import CheckpointError, first_line
 from snnconvert.graph.shapes import annotate
 from snnconvert.graph.trace import trace
 from snnconvert.runtime.early_exit import ExitRule, ExitTrace, confidence
@@ -140,7 +140,8 @@ def _load_progress(path: Path, signature: dict) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"simulation progress file {path} cannot be read ({e}); delete it to start afresh") from e
+        raise CheckpointError(f"simulation progress file {path} cannot be read ({first_line(e, 120)}): a damaged file; "
+                              "delete it to simulate afresh") from e
     if state.get("signature") != signature:
         raise CheckpointError(f"{path} holds the progress of another simulation (other T, model, neurons or data); "
                               "delete it or write to another output folder")

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from snnconvert import distributed
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
-from snnconvert.errors import CheckpointError
+from snnconvert.errors import CheckpointError, first_line
 from snnconvert.runtime.simulator import evaluate
 from snnconvert.train.distill import DistillationLoss
 
@@ -170,11 +170,12 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
                         train_state=state, **meta.get("extra", {}))
 
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
+        state = load_checkpoint(checkpoint, fix="start the run afresh with --no-resume (the file is then "
+                                                "overwritten), or pass another --out")
         train_state = state.get("train_state")
         if train_state is None:
-            raise CheckpointError(f"{checkpoint} exists but holds no training state; pass another --out "
-                                  "or delete it to start afresh")
+            raise CheckpointError(f"{checkpoint} exists but holds no training state; pass another --out, "
+                                  "or --no-resume to overwrite it")
         ran, running_now = (state.get("recipe") or {}).get("name"), meta["recipe"].get("name")
         if (state["stage"], ran) != (meta["stage"], running_now):
             raise CheckpointError(f"{checkpoint} holds a {state['stage']} run of {ran!r}, not a {meta['stage']} run of "
@@ -189,7 +190,11 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
         if train_state["config"] != asdict(config):
             raise CheckpointError(f"{checkpoint} was written with other settings {train_state['config']}; "
                                   "use the same options to resume, or another output path")
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{checkpoint} holds weights that do not fit the model built now ({first_line(e, 120)}); "
+                                  "pass another --out, or --no-resume to overwrite it") from e
         if "optimizer" in train_state:
             optimizer.load_state_dict(train_state["optimizer"])
             scheduler.load_state_dict(train_state["scheduler"])
