@@ -11,10 +11,10 @@ checkpoints of layout 1 (snnconvert 0.1's block rewrites) are renamed on loading
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from snnconvert.errors import CheckpointError, first_line, shorten
-from snnconvert.outputs import process_alive
+from snnconvert.outputs import remove_stale_temporaries
 
 FORMAT = "snnconvert"
 LAYOUT = 2
@@ -38,15 +38,21 @@ _LAYOUT_1_RENAMES = [
 ]
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
+def kept_checkpoints(path: str | Path, keep: int = 2) -> list[Path]:
+    """The files of a run that keeps its last ``keep`` checkpoints, newest first: ``path``, then
+    ``NAME.previous.pt``, ``NAME.previous2.pt`` …"""
+    path = Path(path)
+    return [path] + [path.with_name(f"{path.stem}.previous{'' if i == 1 else i}{path.suffix}") for i in range(1, keep)]
+
+
+def atomic_save(obj: Any, path: str | Path, keep: int = 1) -> None:
     """``torch.save`` to a temporary file in the same folder (``.NAME.PID.*.tmp``), then rename over
-    ``path``; first removes the temporary files of earlier writers of ``path`` that were killed."""
+    ``path``, keeping the ``keep - 1`` files it replaces as :func:`kept_checkpoints` (``path`` is
+    never missing: the previous newest is linked to its new name first); first removes the
+    temporary files of earlier writers of ``path`` that were killed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not process_alive(int(pid)):
-            stale.unlink(missing_ok=True)
+    remove_stale_temporaries(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     umask = os.umask(0)
     os.umask(umask)
@@ -56,20 +62,78 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        _shift(kept_checkpoints(path, keep))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _shift(files: list[Path]) -> None:
+    """Move each of ``files`` (newest first) to the next name, the last one out; the newest stays
+    in place (as a hard link, or a copy where the file system has none) until it is replaced."""
+    for newer, older in reversed(list(zip(files, files[1:]))):
+        if not newer.exists():
+            continue
+        if newer is not files[0]:
+            os.replace(newer, older)
+            continue
+        staged = older.with_name(f".{older.name}.{os.getpid()}.link.tmp")
+        staged.unlink(missing_ok=True)
+        try:
+            os.link(newer, staged)
+        except OSError:
+            shutil.copy2(newer, staged)
+        os.replace(staged, older)
+
+
+def remove_previous(path: str | Path, keep: int) -> None:
+    """Remove the older files :func:`kept_checkpoints` names (a finished run needs only its last)."""
+    for older in kept_checkpoints(path, keep)[1:]:
+        older.unlink(missing_ok=True)
+
+
+def load_newest(path: str | Path, keep: int, fix: str, set_aside: bool = True
+                ) -> tuple[dict[str, Any] | None, list[str]]:
+    """The newest of a run's :func:`kept_checkpoints` that reads, and what to say of each newer
+    one that did not (``set_aside``: each is renamed ``NAME.damaged``, so that the next save does
+    not rotate it in as a previous one; one process of several does it). ``(None, [])`` when there
+    is none; when none reads, the newest one's error (``fix``: what it advises).
+
+    Raises:
+        CheckpointError: when files exist and none of them can be read.
+    """
+    found = [p for p in kept_checkpoints(path, keep) if p.exists()]
+    errors: list[tuple[Path, CheckpointError]] = []
+    for candidate in found:
+        try:
+            ckpt = load_checkpoint(candidate, fix)
+        except CheckpointError as e:
+            errors.append((candidate, e))
+            continue
+        said = []
+        for damaged, error in errors:
+            aside = damaged.with_name(damaged.name + ".damaged")
+            if set_aside:
+                os.replace(damaged, aside)
+            reason = str(error).replace(f"; {fix}", "")
+            said.append(f"skipped {damaged.name} ({first_line(ValueError(reason), 200)}); kept it as {aside.name} and "
+                        f"resumed from {candidate.name}")
+        return ckpt, said
+    if errors:
+        raise errors[0][1]
+    return None, []
+
+
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], stage: str, recipe: dict,
-                    prepare: dict | None = None, **extra: Any) -> None:
-    """Write an snnconvert checkpoint atomically; ``extra`` holds JSON-able metadata or tensors."""
+                    prepare: dict | None = None, keep: int = 1, **extra: Any) -> None:
+    """Write an snnconvert checkpoint atomically, keeping the ``keep - 1`` it replaces
+    (:func:`atomic_save`); ``extra`` holds JSON-able metadata or tensors."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     atomic_save({"format": FORMAT, "layout": LAYOUT, "stage": stage, "recipe": json.dumps(recipe),
                  "prepare": json.dumps(prepare) if prepare is not None else None,
-                 "model": state_dict, **extra}, path)
+                 "model": state_dict, **extra}, path, keep)
 
 
 def load_checkpoint(path: str | Path, fix: str = "re-create it or pass another file") -> dict[str, Any]:

@@ -292,6 +292,8 @@ _HYPER_PARAMETERS = [
     ("--seed", int, "Seed of initialization and shuffling."),
     ("--train-samples", click.IntRange(1), "Train on this many training images (a subset fixed by --seed)."),
     ("--checkpoint-every", click.IntRange(0), "Steps between mid-epoch checkpoints (0: epoch ends only)."),
+    ("--keep-checkpoints", click.IntRange(1), "Checkpoints kept while training (the newest and the ones before it: a "
+     "resume takes the newest that reads); default 2."),
 ]
 
 

@@ -49,3 +49,7 @@ class DataError(SnnConvertError):
 
 class OutputError(SnnConvertError):
     """An output place cannot be written, or another run is writing it."""
+
+
+class ArgumentError(SnnConvertError, ValueError):
+    """A public function or config was called with an argument of the wrong type, shape or value."""

@@ -1,6 +1,7 @@
 """Output places: checked writable before any work starts, and written by one run at a time.
 
-A run that writes a folder takes ``<folder>/.snnconvert.lock`` (a file output: ``<file>.lock``),
+A run that claims its output place first removes the temporary files that killed writers left
+there (checkpoints, progress files). A run that writes a folder takes ``<folder>/.snnconvert.lock`` (a file output: ``<file>.lock``),
 created exclusively and holding the run's pid. A second run that finds the lock held by a live
 process is refused with that pid, so two runs cannot overwrite each other's reports and
 checkpoints; a lock left by a process that is gone (killed) is taken over.
@@ -8,6 +9,7 @@ checkpoints; a lock left by a process that is gone (killed) is taken over.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -23,6 +25,22 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+#: ``.NAME.PID.XXXXXXXX.tmp``: a file being written by process PID (see ``checkpoint.atomic_save``)
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary files in ``folder`` (of the file ``name`` only, if given) whose writer
+    is gone (killed mid-write); returns them. Those of live writers are left alone."""
+    removed = []
+    for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+        match = TEMPORARY.match(path.name)
+        if match and (name is None or match["name"] == name) and not process_alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 class OutputLock:
@@ -81,4 +99,5 @@ def claim_output(target: str | Path, folder: bool) -> OutputLock:
                           "place")
     lock = OutputLock(place / ".snnconvert.lock" if folder else target.with_name(target.name + ".lock"))
     lock.acquire(target)
+    remove_stale_temporaries(place)  # of checkpoints and progress files whose writers were killed
     return lock

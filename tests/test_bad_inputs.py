@@ -21,7 +21,14 @@ import numpy as np
 import pytest
 import torch
 
+import snnconvert
+from snnconvert import NeuronConfig, PrepareConfig
+from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds, correct
+from snnconvert.errors import ArgumentError
+from snnconvert.export import export_ann, export_snn
 from snnconvert.model_zoo import build_ann, get_recipe, shipped_checkpoint
+from snnconvert.runtime import SimulationOptions, simulate
+from snnconvert.train import TrainConfig
 
 VIT = str(shipped_checkpoint(get_recipe("vit_nano")))
 SWIN = str(shipped_checkpoint(get_recipe("swin_nano")))
@@ -234,6 +241,84 @@ def test_a_simulation_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     for mode in a:
         for key in ("accuracy_per_step", "spikes_per_sample", "sops_per_sample", "energy_uj_per_sample"):
             assert a[mode][key] == b[mode][key], key
+
+
+@pytest.fixture(scope="module")
+def api_objects():
+    """A tiny CNN, its prepared and converted forms and an example batch, for the API's misuses."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10)).eval()
+    x = torch.randn(4, 1, 8, 8)
+    prepared = snnconvert.prepare(model, x)
+    return {"model": model, "x": x, "prepared": prepared, "snn": snnconvert.convert(prepared),
+            "y": torch.zeros(4, dtype=torch.long)}
+
+
+#: (case, call on the objects of ``api_objects``, words the error must hold)
+API_CASES = [
+    ("config where the example goes", lambda o: snnconvert.prepare(o["model"], PrepareConfig()),
+     "example must be an input batch tensor [N, C, H, W], got a PrepareConfig; call prepare(model, example, config)"),
+    ("prepare: swapped arguments", lambda o: snnconvert.prepare(o["x"], o["model"]),
+     "model must be an nn.Module, got a torch.float32 tensor of shape (4, 1, 8, 8); the arguments may be swapped"),
+    ("prepare: empty batch", lambda o: snnconvert.prepare(o["model"], o["x"][:0]), "of at least one sample"),
+    ("prepare: integer images", lambda o: snnconvert.prepare(o["model"], o["x"].long()), "floating-point batch"),
+    ("prepare: a shape the model does not take", lambda o: snnconvert.prepare(o["model"], torch.randn(2, 3, 8, 8)),
+     "the model does not run on the example batch of shape (2, 3, 8, 8)"),
+    ("prepare: a dict for the config", lambda o: snnconvert.prepare(o["model"], o["x"], {"levels": 4}),
+     "config must be a PrepareConfig or None, got a dict"),
+    ("config field of the wrong type", lambda o: PrepareConfig(levels="8"), "levels must be an int, got str '8'"),
+    ("config field of the wrong type (bool)", lambda o: CalibrationConfig(num_samples=True),
+     "num_samples must be an int, got bool True"),
+    ("neuron config: a fractional spike bound", lambda o: NeuronConfig(max_spikes=1.5),
+     "max_spikes must be an int or None, got float 1.5"),
+    ("simulation options: an unknown precision", lambda o: SimulationOptions(precision="fp8"), "unknown precision"),
+    ("train config: epochs as a string", lambda o: TrainConfig(epochs="3"), "epochs must be an int"),
+    ("convert: swapped mode and neuron", lambda o: snnconvert.convert(o["prepared"], NeuronConfig()),
+     "mode must be one of compensated, mst, got a NeuronConfig; the arguments may be swapped"),
+    ("convert: a tensor", lambda o: snnconvert.convert(o["x"]), "convert: model must be an nn.Module"),
+    ("convert: an ANN never prepared", lambda o: snnconvert.convert(o["model"]), "has no QCFS activations"),
+    ("calibrate: a tensor for the loader", lambda o: calibrate_thresholds(o["prepared"], o["x"]),
+     "wrap a tensor batch x as [(x, None)]"),
+    ("calibrate: an empty loader", lambda o: calibrate_thresholds(o["prepared"], []), "the loader yielded no samples"),
+    ("calibrate: batches without labels", lambda o: calibrate_thresholds(o["prepared"], [o["x"]]),
+     "each batch of the loader must be an (images, labels) pair"),
+    ("calibrate: images of another size", lambda o: calibrate_thresholds(o["prepared"], [(torch.randn(2, 1, 9, 9), None)]),
+     "has shape (2, 1, 9, 9), the model expects [N, 1, 8, 8]"),
+    ("calibrate: a model never prepared", lambda o: calibrate_thresholds(o["model"], [(o["x"], None)]),
+     "has no QCFS sites to calibrate"),
+    ("calibrate BatchNorm: an empty loader", lambda o: calibrate_batchnorm(o["prepared"], []),
+     "the loader yielded no samples"),
+    ("calibrate: zero samples", lambda o: calibrate_batchnorm(o["prepared"], [(o["x"], None)], 0),
+     "num_samples must be an int >= 1"),
+    ("simulate: no labels for a batch", lambda o: simulate(o["snn"], o["x"]),
+     "labels must be a tensor of 4 class indices"),
+    ("simulate: labels of another length", lambda o: simulate(o["snn"], o["x"], o["y"][:3]),
+     "labels must be a tensor of 4 class indices (one per image), got a torch.int64 tensor of shape (3,)"),
+    ("simulate: T = 0", lambda o: simulate(o["snn"], o["x"], o["y"], timesteps=0), "timesteps must be an int >= 1"),
+    ("simulate: images of another size", lambda o: simulate(o["snn"], torch.randn(4, 1, 9, 9), o["y"]),
+     "has shape (4, 1, 9, 9), the model expects [N, 1, 8, 8]"),
+    ("simulate: an empty loader", lambda o: simulate(o["snn"], []), "the data yielded no samples"),
+    ("simulate: swapped arguments", lambda o: simulate(o["x"], o["snn"]), "snn must be an nn.Module"),
+    ("correct: swapped models and images", lambda o: correct(o["snn"], o["x"], o["prepared"], 4),
+     "prepared must be an nn.Module"),
+    ("export: path and example swapped", lambda o: export_ann(o["model"], o["x"], "ann.onnx", {}),
+     "path must be a file path (str or Path)"),
+    ("export: an example of another size", lambda o: export_snn(o["snn"], "snn.onnx", torch.randn(2, 1, 9, 9), {}),
+     "the model expects [N, 1, 8, 8]"),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
+def test_api_misuse_is_one_clear_error_before_any_work(case, api_objects, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = {k: v.clone() for k, v in api_objects["prepared"].state_dict().items()}
+    with pytest.raises(ArgumentError) as err:
+        case[1](api_objects)
+    assert case[2] in str(err.value) and "\n" not in str(err.value)
+    after = api_objects["prepared"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing was calibrated half-way
+    assert not list(tmp_path.iterdir())  # nothing was written
 
 
 def main() -> None:

@@ -1,10 +1,12 @@
 """Checkpoints are atomic and safe to load; a killed training run resumes with nothing lost."""
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from snnconvert.checkpoint import atomic_save, load_checkpoint, save_checkpoint
+from snnconvert.checkpoint import atomic_save, kept_checkpoints, load_checkpoint, save_checkpoint
 from snnconvert.convert import prepare
 from snnconvert.errors import CheckpointError
 from snnconvert.train import TrainConfig, fit
@@ -108,6 +110,91 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         assert torch.allclose(a, b, atol=1e-6), name
     final = load_checkpoint(tmp_path / "run.pt")["train_state"]
     assert final["epoch"] == 2 and "optimizer" not in final
+
+
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path):
+    """Kill a run, truncate its newest checkpoint (a crash mid-write on a file system without
+    atomic renames): the resume says so, takes the previous one and ends with the weights of an
+    uninterrupted run; the damaged file is kept aside, the finished run leaves one checkpoint."""
+    data = load_dataset("embedded", "train", SPEC_28).subset(96)
+    config = TrainConfig(epochs=2, batch_size=16, lr=1e-2, warmup_epochs=0.5, checkpoint_every=2)
+    meta = {"stage": "prepared", "recipe": {"name": "test"}, "prepare": None}
+    reference = _model()
+    fit(reference, data, config, checkpoint=tmp_path / "ref.pt", checkpoint_meta=meta, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.pt"]
+    with pytest.raises(KeyboardInterrupt):  # dies in epoch 2 after its step-4 checkpoint: the one before is step 2
+        fit(_model(), _Crashing(data, 16 * 10 + 5), config, checkpoint=tmp_path / "run.pt", checkpoint_meta=meta,
+            progress=False)
+    newest, previous = kept_checkpoints(tmp_path / "run.pt", 2)
+    assert previous.name == "run.previous.pt"
+    assert [load_checkpoint(p)["train_state"]["batch"] for p in (newest, previous)] == [4, 2]
+    whole = newest.read_bytes()
+    newest.write_bytes(whole[: len(whole) // 3])
+
+    resumed = _model()
+    with pytest.warns(UserWarning, match=r"skipped run.pt \(checkpoint .* cannot be read .*\); kept it as "
+                                         r"run.pt.damaged and resumed from run.previous.pt"):
+        result = fit(resumed, data, config, checkpoint=newest, checkpoint_meta=meta, progress=False)
+    assert result.resumed_from == {"epoch": 1, "batch": 2}
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name  # the same steps from the same state, in the same process: bit for bit
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.pt", "run.pt", "run.pt.damaged"]
+
+    newest.write_bytes(b"")  # and when no kept checkpoint reads: the newest one's error
+    with pytest.raises(CheckpointError, match="is empty .*--no-resume"):
+        fit(_model(), data, config, checkpoint=newest, checkpoint_meta=meta, progress=False)
+
+
+def test_keep_checkpoints_keeps_that_many_and_resume_may_change_it(tmp_path):
+    data = load_dataset("embedded", "train", SPEC_28).subset(96)
+    meta = {"stage": "prepared", "recipe": {"name": "test"}, "prepare": None}
+    config = TrainConfig(epochs=2, batch_size=16, checkpoint_every=1, keep_checkpoints=3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(), _Crashing(data, 16 * 4 + 3), config, checkpoint=tmp_path / "run.pt", checkpoint_meta=meta,
+            progress=False)
+    kept = kept_checkpoints(tmp_path / "run.pt", 3)
+    assert [p.name for p in kept] == ["run.pt", "run.previous.pt", "run.previous2.pt"]
+    assert [load_checkpoint(p)["train_state"]["batch"] for p in kept] == [4, 3, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in kept)
+    result = fit(_model(), data, dataclasses.replace(config, keep_checkpoints=1), checkpoint=tmp_path / "run.pt",
+                 checkpoint_meta=meta, progress=False)
+    assert result.resumed_from == {"epoch": 0, "batch": 4}
+    with pytest.raises(ValueError, match="keep_checkpoints must be >= 1"):
+        TrainConfig(keep_checkpoints=0)
+
+
+_SLOW_WRITER = """
+import sys, time, torch
+from snnconvert import checkpoint
+def stalled_save(obj, f):
+    f.write(b"PK" * 1000)
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(600)
+checkpoint.torch.save = stalled_save
+checkpoint.atomic_save({"x": torch.ones(1)}, sys.argv[1])
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_temporary_after_the_next_run(tmp_path):
+    """SIGKILL a process inside ``atomic_save`` (its temporary file half written), then run the
+    next command on that output place: the temporary is gone, the run's files are whole."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "sim"
+    out.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(out / "simulation.progress.pt")],
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.kill()
+    writer.wait()
+    (stale,) = out.glob(".*.tmp")
+    assert stale.name.startswith(f".simulation.progress.pt.{writer.pid}.")
+    run = _snnconvert("simulate", "vit_nano", "-T", "2", "--limit", "8", "--out", str(out))
+    output = run.communicate(timeout=300)[0]
+    assert run.returncode == 0, output
+    assert not list(out.glob(".*.tmp")) and (out / "report.json").exists()
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):

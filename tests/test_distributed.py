@@ -27,11 +27,16 @@ def test_simulation_is_the_same_with_two_processes(tmp_path, command):
     two, one = (json.loads((tmp_path / n / "report.json").read_text()) for n in ("two", "one"))
     assert (two["processes"], one["processes"]) == (2, 1)
     assert not list((tmp_path / "two").glob("*.progress*")), "progress files are removed once the report is written"
-    assert two["ann_accuracy"] == one["ann_accuracy"]
+    # each process simulates batches of other sizes than one process does, so its float32 matmuls
+    # may round otherwise (by CPU and BLAS), and a membrane within rounding of θ may fire in one
+    # run only: accuracies may differ by a sample or two (1/90 = 1.1 points), spikes by a fraction
+    for metric in two["ann_accuracy"]:
+        assert two["ann_accuracy"][metric] == pytest.approx(one["ann_accuracy"][metric], abs=2.3)
     a, b = two["simulations"]["compensated"], one["simulations"]["compensated"]
-    assert a["samples"] == b["samples"] == 90 and a["accuracy_per_step"] == b["accuracy_per_step"]
+    assert a["samples"] == b["samples"] == 90
+    assert a["accuracy_per_step"] == pytest.approx(b["accuracy_per_step"], abs=2.3)
     assert [lay["spikes_per_sample"] for lay in a["layers"]] == \
-        pytest.approx([lay["spikes_per_sample"] for lay in b["layers"]], rel=1e-6)
+        pytest.approx([lay["spikes_per_sample"] for lay in b["layers"]], rel=1e-2)
 
 
 def test_calibration_with_two_processes_sees_the_same_samples(tmp_path):
@@ -40,7 +45,9 @@ def test_calibration_with_two_processes_sees_the_same_samples(tmp_path):
                     "--out", str(tmp_path / f"c{processes}.pt"), processes=processes)
     one, two = (load_checkpoint(tmp_path / f"c{p}.pt")["model"] for p in (1, 2))
     lambdas = [k for k in one if k.endswith("threshold")]
-    assert lambdas and all(torch.equal(one[k], two[k]) for k in lambdas)
+    # the same 64 samples, observed in batches of other sizes: each λ is the max of activations
+    # whose float32 matmuls may round otherwise (a few units of 2^-24 per layer passed)
+    assert lambdas and all(torch.allclose(one[k], two[k], rtol=1e-5, atol=0) for k in lambdas)
 
 
 def test_training_with_two_processes_matches_one(tmp_path):

@@ -144,7 +144,7 @@ def test_a_stopped_layer_and_what_only_it_reads_are_not_computed_and_the_result_
             execution.reset()
             inputs = execution.inputs(x)
             out = torch.cat([execution.run(inputs, k) for k in ([chunk] * (T // chunk) + [T % chunk]) if k])
-        assert torch.equal(out, plain)
+        assert (out - plain).abs().max() <= 1e-12 * plain.abs().max()  # float64: K-step matmuls may round otherwise
         assert calls == expected_calls, chunk
     assert calls["1.blocks.0.attn.q.linear"] == 1 and calls["1.head"] == T
 

@@ -161,3 +161,80 @@ def test_the_readme_api_runs_and_bad_options_are_refused():
         PrepareConfig(keep_activations=("swish",))
     with pytest.raises(SnnConvertError, match="max_pool"):
         PrepareConfig(max_pool="min")
+
+
+class _Affine(nn.Module):
+    """β + α·x with parameters α, β (ResMLP's Affine), and a lerp towards a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.alpha, self.beta = nn.Parameter(torch.full((8,), 0.5)), nn.Parameter(torch.zeros(8))
+
+    def forward(self, x):
+        h = torch.addcmul(self.beta, self.alpha, x)
+        gated = torch.addcmul(self.beta, h, x)          # both factors stream: a product
+        mixed = torch.lerp(h, self.beta, 0.25)          # a + w·(b − a), w constant: linear
+        weighted = torch.lerp(self.beta, self.alpha, h)  # w streams, a and b do not: linear
+        both = h.lerp(x, torch.sigmoid(h))               # w and a, b stream: a product
+        return gated + mixed + weighted + both
+
+
+def test_linearity_comes_from_which_operands_stream():
+    from snnconvert.graph import ops
+
+    gm, _ = trace(_Affine(), torch.randn(2, 8))
+    dynamic = ops.dynamic_nodes(gm.graph)
+    kinds = [ops.kind(n, gm, dynamic.__contains__) for n in gm.graph.nodes if ops.describe(n, gm) in
+             ("addcmul", "lerp", ".lerp()")]
+    assert kinds == [ops.LINEAR, ops.PRODUCT, ops.LINEAR, ops.LINEAR, ops.PRODUCT]
+
+
+class _Unary(nn.Module):
+    """Elementwise unary ops, as functions and methods, between weight layers (StarReLU's square)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(28 * 28, 16), nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x.flatten(1)))
+        h = 0.8 * torch.square(h) + torch.expm1(h * 0.1) + (h + 1).log1p()
+        return self.fc2(h)
+
+
+def test_every_elementwise_unary_op_has_an_exact_compensated_form():
+    from snnconvert.convert import convert
+    from snnconvert.runtime import reset_states
+
+    x, _ = images(SPEC_28, 8)
+    model, report = calibrated(_Unary().eval(), x, PrepareConfig(levels=4))
+    assert not report.leaves
+    model64, x64 = model.double(), x.double()
+    snn = convert(model64, neuron="signed-burst-if")
+    with torch.no_grad():
+        target = model64(x64)
+        reset_states(snn)
+        rate = sum(snn(x64) for _ in range(4)) / 4
+    assert (rate - target).abs().max().item() <= 1e-9 * max(1.0, target.abs().max().item())
+
+
+class _Autocast(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+
+    def forward(self, x):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            h = self.fc(x.flatten(1).float())
+        return torch.relu(h).to(x.dtype)
+
+
+def test_precision_contexts_and_casts_are_dropped_and_reported():
+    x, _ = images(SPEC_28, 2)
+    prepared, report = prepare_with_report(_Autocast(), x)
+    whats = [c.what for c in report.changes]
+    assert "precision contexts dropped" in whats and "precision casts dropped" in whats
+    methods = {n.target for n in prepared.graph.nodes if n.op == "call_method"}
+    assert not methods & {"float", "to"}
+    with torch.no_grad():
+        assert prepared(x).dtype == x.dtype

@@ -25,6 +25,8 @@ import torch
 from torch import fx, nn
 from tqdm.auto import tqdm
 
+from snnconvert import checks
+from snnconvert.checks import check_fields
 from snnconvert.calibrate.observers import channel_rows
 from snnconvert.convert.prepare import qcfs_modules
 from snnconvert.convert.qcfs import QCFS
@@ -46,6 +48,7 @@ class CorrectionConfig:
     iterations: int = 1
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.method not in CORRECTIONS:
             raise SnnConvertError(f"unknown correction {self.method!r}; choose one of {', '.join(CORRECTIONS)}")
         if self.iterations < 1:
@@ -224,9 +227,13 @@ def correct(snn: fx.GraphModule, prepared: nn.Module, images: torch.Tensor, time
     Returns:
         μ per site (per channel where the site has channels), in the units of the site's input.
     """
+    call = "correct(snn, prepared, images, timesteps)"
+    checks.module(snn, "correct", "snn", call)
+    checks.module(prepared, "correct", "prepared", call)
+    checks.batch(images, "correct", "images", getattr(snn, "meta", {}).get("input_shape"), call)
+    checks.count(timesteps, "correct", "timesteps")
+    checks.count(batch_size, "correct", "batch_size")
     CorrectionConfig(method, iterations)  # names a bad method or count
-    if timesteps < 1:
-        raise SnnConvertError(f"corrections are for T >= 1 steps, got {timesteps}")
     coding, qcfs, sites = _coding(snn), qcfs_modules(prepared), _sites(snn, prepared)
     wanted = {n: _ChannelMean(qcfs[n].channel_axis) for n in sites}
     for batch in _batches(images, batch_size):

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from snnconvert import distributed
+from snnconvert import checks, distributed
+from snnconvert.checks import check_fields
+from snnconvert.errors import ArgumentError
 from snnconvert.calibrate.observers import METHODS, ActivationObserver
 from snnconvert.convert.prepare import qcfs_modules
 
@@ -36,29 +38,42 @@ class CalibrationConfig:
     num_samples: int = 256
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.method not in METHODS:
-            raise ValueError(f"unknown calibration method {self.method!r}; choose one of {', '.join(METHODS)}")
+            raise ArgumentError(f"unknown calibration method {self.method!r}; choose one of {', '.join(METHODS)}")
         if not 0 < self.percentile <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+            raise ArgumentError(f"percentile must be in (0, 100], got {self.percentile}")
         if self.granularity not in ("layer", "channel"):
-            raise ValueError(f"granularity must be 'layer' or 'channel', got {self.granularity!r}")
+            raise ArgumentError(f"granularity must be 'layer' or 'channel', got {self.granularity!r}")
         if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+            raise ArgumentError(f"num_samples must be >= 1, got {self.num_samples}")
 
 
-def _limited(loader: Iterable, num_samples: int, desc: str, progress: bool):
-    """The loader's first ``num_samples`` images (under torchrun: this process's share of them)."""
+def _check_arguments(model: nn.Module, loader: Iterable, num_samples: int, function: str) -> None:
+    checks.module(model, function, call=f"{function}(model, loader, …)")
+    checks.loader(loader, function)
+    checks.count(num_samples, function, "num_samples")
+
+
+def _limited(model: nn.Module, loader: Iterable, num_samples: int, function: str, desc: str, progress: bool):
+    """The loader's first ``num_samples`` images (under torchrun: this process's share of them),
+    each batch checked to be ``(images, labels)`` of the model's input size; none is an error."""
+    input_shape = getattr(model, "meta", {}).get("input_shape")
     num_samples = -(-num_samples // distributed.world_size())
     seen = 0
     bar = tqdm(total=num_samples, desc=desc, unit="img", disable=not progress or not distributed.is_main())
-    for images, _ in loader:
-        images = images[: num_samples - seen]
+    for item in loader:
+        checks.expect(isinstance(item, (tuple, list)) and len(item) == 2, function, "each batch of the loader",
+                      "an (images, labels) pair", item, "labels may be None")
+        checks.batch(item[0], function, "a batch of the loader", input_shape)
+        images = item[0][: num_samples - seen]
         yield images
         seen += len(images)
         bar.update(len(images))
         if seen >= num_samples:
             break
     bar.close()
+    checks.nonempty(seen, function, "loader")
 
 
 @torch.no_grad()
@@ -74,6 +89,7 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, num_samples: int = 2
         identity: new BatchNorms that must not change the model's function: they pass their input
             through during the pass, then get ``γ = √(σ²+ε)``, ``β = μ``: the identity in eval mode.
     """
+    _check_arguments(model, loader, num_samples, "calibrate_batchnorm")
     named = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     bns = [m for n, m in named.items() if only is None or n in only or n in identity]
     identity = [named[n] for n in identity]
@@ -81,6 +97,7 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, num_samples: int = 2
         return
     was_training = model.training
     momenta = [bn.momentum for bn in bns]
+    before = [{k: v.clone() for k, v in bn.state_dict().items()} for bn in bns]  # restored if the data is refused
     handles = [bn.register_forward_hook(lambda _m, inputs, _out: inputs[0]) for bn in identity]
     try:
         model.eval()
@@ -88,8 +105,13 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, num_samples: int = 2
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average
             bn.train()
-        for images in _limited(loader, num_samples, "BatchNorm statistics", progress):
-            model(images.to(device))
+        try:
+            for images in _limited(model, loader, num_samples, "calibrate_batchnorm", "BatchNorm statistics", progress):
+                model(images.to(device))
+        except ArgumentError:
+            for bn, state in zip(bns, before):
+                bn.load_state_dict(state)
+            raise
         for bn in bns:
             for stat in (bn.running_mean, bn.running_var):
                 stat.copy_(distributed.all_reduce(stat.clone()) / distributed.world_size())
@@ -113,8 +135,13 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, config: Calibration
     activations it would see without the thresholds being calibrated. Returns the new thresholds
     by layer name.
     """
+    checks.instance(config, CalibrationConfig, "calibrate_thresholds", "config")
     cfg = config or CalibrationConfig()
+    _check_arguments(model, loader, cfg.num_samples, "calibrate_thresholds")
     sites = qcfs_modules(model)
+    if not sites:
+        raise ArgumentError("calibrate_thresholds: the model has no QCFS sites to calibrate; run "
+                            "snnconvert.prepare(model, example) first")
     observers = {n: ActivationObserver(q.channel_axis if cfg.granularity == "channel" else None)
                  for n, q in sites.items()}
 
@@ -128,7 +155,8 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, config: Calibration
     was_training = model.training
     try:
         model.eval()
-        for images in _limited(loader, cfg.num_samples, "threshold calibration", progress):
+        for images in _limited(model, loader, cfg.num_samples, "calibrate_thresholds", "threshold calibration",
+                               progress):
             model(images.to(device))
     finally:
         for h in handles:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from snnconvert.errors import SnnConvertError
+from snnconvert.checks import check_fields
+from snnconvert.errors import ArgumentError, SnnConvertError
 from snnconvert.graph.ops import ACTIVATION_NAMES, RELU_FAMILY
 from snnconvert.runtime.coding import CODINGS
 from snnconvert.runtime.neurons import NEURONS
@@ -30,6 +31,7 @@ class MaskConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         unknown = sorted(set(self.ratios) - set(MASK_TARGETS))
         if unknown:
             raise SnnConvertError(f"unknown masking targets {unknown}; choose from {', '.join(MASK_TARGETS)}")
@@ -37,7 +39,7 @@ class MaskConfig:
         if bad:
             raise SnnConvertError(f"masking ratios must be in [0, 1), got {bad}")
         if self.blocks is not None and self.blocks < 0:
-            raise ValueError(f"blocks must be >= 0, got {self.blocks}")
+            raise ArgumentError(f"blocks must be >= 0, got {self.blocks}")
 
     def describe(self) -> str:
         """``attn 0.75, mlp 0.5 (first 2 blocks)``."""
@@ -91,10 +93,11 @@ class PrepareConfig:
         if isinstance(self.masks, dict):  # from a checkpoint's JSON
             object.__setattr__(self, "masks", MaskConfig(**self.masks))
         object.__setattr__(self, "keep_activations", tuple(self.keep_activations))
+        check_fields(self)
         if self.levels < 1:
-            raise ValueError(f"levels must be >= 1, got {self.levels}")
+            raise ArgumentError(f"levels must be >= 1, got {self.levels}")
         if self.threshold <= 0:
-            raise ValueError(f"threshold must be > 0, got {self.threshold}")
+            raise ArgumentError(f"threshold must be > 0, got {self.threshold}")
         unknown = sorted(set(self.keep_activations) - set(ACTIVATION_NAMES))
         if unknown:
             raise SnnConvertError(f"unknown activations {unknown} to keep; choose from {', '.join(ACTIVATION_NAMES)}")
@@ -134,6 +137,7 @@ class NeuronConfig:
     coding: str = "rate"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.neuron not in NEURONS:
             raise SnnConvertError(f"unknown neuron {self.neuron!r}; choose one of {', '.join(NEURONS)}")
         if self.neuron == "signed-burst-if":

@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from snnconvert import checks
 from snnconvert.convert.config import NeuronConfig
 from snnconvert.convert.fold import fold_batchnorms
 from snnconvert.convert.prepare import is_prepared
 from snnconvert.convert.qcfs import QCFS
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ArgumentError, SnnConvertError
 from snnconvert.graph import ops
 from snnconvert.graph.edit import add_module, bypass, finish, insert_after, join, owner
 from snnconvert.graph.shapes import annotate, example_input
@@ -61,6 +62,11 @@ def convert(model: fx.GraphModule, mode: str = "compensated", neuron: str | Neur
             ones) or ``"signed-burst-if"`` (signed, no bound on a step's spikes).
         inplace: modify ``model`` instead of a deep copy.
     """
+    checks.module(model, "convert", call="convert(model, mode, neuron)")
+    checks.expect(isinstance(mode, str), "convert", "mode", f"one of {', '.join(MODES)}", mode,
+                  "the arguments may be swapped: call convert(model, mode, neuron)")
+    checks.expect(isinstance(neuron, (str, dict, NeuronConfig)), "convert", "neuron",
+                  "a neuron name or a NeuronConfig", neuron)
     neuron = NeuronConfig.of(neuron)
     if mode not in MODES:
         raise SnnConvertError(f"unknown attention mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -68,8 +74,8 @@ def convert(model: fx.GraphModule, mode: str = "compensated", neuron: str | Neur
         raise SnnConvertError("the mst mode multiplies each step's spikes, which has no meaning for count coding: "
                               "use --mode compensated with --coding count")
     if not isinstance(model, fx.GraphModule) or not is_prepared(model):
-        raise SnnConvertError("the model has no QCFS activations: run snnconvert.prepare(model, example) "
-                              "(and train or calibrate it) before convert()")
+        raise ArgumentError("convert: the model has no QCFS activations: run snnconvert.prepare(model, example) "
+                            "(and train or calibrate it) before convert()")
     snn = model if inplace else copy.deepcopy(model)
     snn.eval()
     example = example_input(snn)

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from snnconvert import checks
 from snnconvert.convert.attention import decompose_attention
 from snnconvert.convert.config import PrepareConfig
 from snnconvert.convert.norm import layernorms_to_batchnorms
 from snnconvert.convert.qcfs import QCFS
 from snnconvert.convert.rsm import add_spike_masks
 from snnconvert.convert.sites import activations_to_qcfs, add_mlp_batchnorms, insert_mst_sites, max_pools_to_average
-from snnconvert.errors import SnnConvertError, UnsupportedLayersError
+from snnconvert.errors import ArgumentError, SnnConvertError, UnsupportedLayersError, first_line
 from snnconvert.graph import ops
 from snnconvert.graph.edit import bypass, finish, unshare_stateless
 from snnconvert.graph.rules import apply_module_rules
@@ -125,6 +126,10 @@ def _device_of(model: nn.Module) -> torch.device:
 def prepare_with_report(model: nn.Module, example: torch.Tensor, config: PrepareConfig | None = None,
                         inplace: bool = False) -> tuple[fx.GraphModule, PrepareReport]:
     """:func:`prepare`, also returning the :class:`PrepareReport` of what it did."""
+    call = "prepare(model, example, config)"
+    checks.module(model, "prepare", call=call)
+    checks.batch(example, "prepare", "example", call=call)
+    checks.instance(config, PrepareConfig, "prepare", "config")
     cfg = config or PrepareConfig()
     training = model.training
     if not inplace:
@@ -137,11 +142,20 @@ def prepare_with_report(model: nn.Module, example: torch.Tensor, config: Prepare
         report.changes.append(Change("module rewritten before tracing", list(rules), True,
                                      "; ".join(sorted(set(rules.values())))))
     with torch.no_grad():
-        expected = model.eval()(example)
+        try:
+            expected = model.eval()(example)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            raise ArgumentError(f"prepare: the model does not run on the example batch of shape {tuple(example.shape)} "
+                                f"({first_line(e, 160)}); pass a batch of the input size the model takes") from e
     gm, report.leaves = trace(model, example)
+    if gm.meta["dropped_contexts"]:
+        report.changes.append(Change("precision contexts dropped", gm.meta["dropped_contexts"], True,
+                                     "torch.autocast blocks traced as plain code: their ops run in the model's "
+                                     "dtype (the same function up to rounding)"))
     unshare_stateless(gm)
     annotate(gm, example)
     _remove_identities(gm, report)
+    _remove_precision_casts(gm, report)
     attention = decompose_attention(gm)
     if attention:
         report.changes.append(Change("fused attention → products and a softmax", attention, True,
@@ -193,6 +207,18 @@ def _remove_identities(gm: fx.GraphModule, report: PrepareReport) -> None:
 
 
 @torch.no_grad()
+def _remove_precision_casts(gm: fx.GraphModule, report: PrepareReport) -> None:
+    """Drop casts between floating-point dtypes (EfficientViT's attention sums in float32): the
+    SNN runs in one dtype, the model's."""
+    casts = [n for n in gm.graph.nodes if ops.is_precision_cast(n)]
+    for node in casts:
+        bypass(gm, node)
+    if casts:
+        report.changes.append(Change("precision casts dropped", [n.name for n in casts], True,
+                                     ", ".join(f"{op} ×{k}" for op, k in Counter(ops.describe(n, gm) for n in casts)
+                                               .items()) + " (the graph runs in the model's dtype)"))
+
+
 def _check_same(gm: fx.GraphModule, example: torch.Tensor, expected: torch.Tensor) -> None:
     got = gm.eval()(example)
     if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()) + 1e-6):

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from snnconvert.checks import check_fields
 from snnconvert.direct.dynamic_timesteps import check_groups, check_steps
 from snnconvert.direct.encoding import ENCODERS
 from snnconvert.direct.neurons import NODES, RESETS
@@ -51,13 +52,14 @@ class DirectConfig:
     mask_lr: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mask_loss", check_groups(self.mask_loss))  # a stored list, as a tuple
+        check_fields(self)
         for value, known, what in ((self.neuron, NODES, "neuron"), (self.surrogate, SURROGATES, "surrogate"),
                                    (self.encoding, ENCODERS, "encoding"), (self.reset, RESETS, "reset")):
             if value not in known:
                 raise SnnConvertError(f"unknown {what} {value!r}; choose one of {', '.join(known)}")
         if self.timesteps < 1:
             raise SnnConvertError(f"timesteps must be >= 1, got {self.timesteps}")
-        object.__setattr__(self, "mask_loss", check_groups(self.mask_loss))  # a stored list, as a tuple
         if not self.dynamic_timesteps:
             if self.initial_timesteps is not None or self.mask_lr is not None:
                 raise SnnConvertError("initial time steps and a mask learning rate need dynamic time steps: "

@@ -39,7 +39,7 @@ import onnx
 import torch
 from torch import fx, nn
 
-from snnconvert import __version__
+from snnconvert import __version__, checks
 from snnconvert.convert.convert import float_operations
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime.energy import OpAccounting
@@ -276,9 +276,19 @@ def _input(example: torch.Tensor, metadata: dict[str, Any]) -> dict[str, Any]:
     return {"name": "x", "shape": list(example.shape[1:]), "dtype": "float32", **metadata.get("input", {})}
 
 
+def _check_arguments(function: str, model: nn.Module, path: str | Path, example: torch.Tensor,
+                     metadata: dict[str, Any]) -> None:
+    call = f"{function}(model, path, example, metadata)"
+    checks.module(model, function, call=call)
+    checks.expect(isinstance(path, (str, Path)), function, "path", "a file path (str or Path)", path, f"call {call}")
+    checks.batch(example, function, "example", getattr(model, "meta", {}).get("input_shape"), call)
+    checks.expect(isinstance(metadata, dict), function, "metadata", "a dict", metadata)
+
+
 def export_ann(model: nn.Module, path: str | Path, example: torch.Tensor, metadata: dict[str, Any]) -> onnx.ModelProto:
     """Write ``model`` (an ANN: the original or its QCFS model) as ONNX: ``x [N, C, H, W] → y``,
     dynamic batch; ``metadata`` is added as ``snnconvert.*`` metadata_props."""
+    _check_arguments("export_ann", model, path, example, metadata)
     path = Path(path)
     model = copy.deepcopy(model).eval()
     _torch_export(model, (example,), path, ["x"], ["y"], {"x": "batch", "y": "batch"}, "the ANN")
@@ -292,6 +302,7 @@ def export_snn(snn: fx.GraphModule, path: str | Path, example: torch.Tensor, met
 
     ``metadata`` (the model's neurons, mode, T, input, classes …) is added to what the export
     itself records: the state entries, the spiking layers, the op table and the float ops."""
+    _check_arguments("export_snn", snn, path, example, metadata)
     if not isinstance(snn, fx.GraphModule) or "input_shape" not in snn.meta:
         raise SnnConvertError("export_snn takes a converted model (snnconvert.convert) or a directly trained "
                               "model's for_inference() graph")

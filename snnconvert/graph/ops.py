@@ -146,13 +146,38 @@ _LINEAR_FUNCTIONS = {
     torch.mean, torch.sum, torch.cumsum, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
     F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.interpolate, F.upsample, F.fold,
 }
-#: ops that multiply their operands: linear when at most one is dynamic, else a product; a matrix
-#: product with a constant matrix is a weight layer
-_MULTIPLY_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
-_MULTIPLY_METHODS = {"mul", "mul_"}
+
+
+@dataclass(frozen=True)
+class Algebra:
+    """How an op combines its operands, by position (for a method: the tensor is position 0):
+    ``factors`` are multiplied together, each a sum of the operands it names, ``divisors``
+    divide, ``addends`` are added. The op is linear in its dynamic operands when at most one
+    factor holds a dynamic operand and no divisor is dynamic: ``β + α·x`` (``addcmul``) is linear
+    in ``x`` for constant α and β, a product when α streams too; ``lerp(a, b, w) = a + w·(b − a)``
+    is a product when ``w`` and ``a`` or ``b`` stream."""
+
+    factors: tuple[tuple[int, ...], ...]
+    divisors: tuple[int, ...] = ()
+    addends: tuple[int, ...] = ()
+
+
+_ELEMENTWISE_PRODUCT, _QUOTIENT = Algebra(((0,), (1,))), Algebra(((0,),), (1,))
+#: ops whose linearity depends on which operands stream (functions, and method names)
+ALGEBRA: dict = {
+    **{f: _ELEMENTWISE_PRODUCT for f in (operator.mul, operator.imul, torch.mul, "mul", "mul_", operator.matmul,
+                                          torch.matmul, torch.bmm, "matmul", "bmm")},
+    **{f: _QUOTIENT for f in (operator.truediv, operator.itruediv, torch.div, torch.true_divide, "div", "div_",
+                               "true_divide")},
+    **{f: Algebra(((1,), (2,)), addends=(0,)) for f in (torch.addcmul, "addcmul", "addcmul_")},
+    **{f: Algebra(((1,),), (2,), addends=(0,)) for f in (torch.addcdiv, "addcdiv", "addcdiv_")},
+    **{f: Algebra(((0, 1), (2,)), addends=(0,)) for f in (torch.lerp, "lerp", "lerp_")},
+}
+#: matrix products: with a constant matrix, a weight layer
 MATRIX_PRODUCTS = {operator.matmul, torch.matmul, torch.bmm, "matmul", "bmm"}
-_DIVIDE_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div, torch.true_divide}
-_DIVIDE_METHODS = {"div", "div_", "true_divide"}
+#: linear ops that scale and add in one (a multiply and an add per output element)
+SCALED_ADDITIONS = {torch.addcmul, "addcmul", "addcmul_", torch.addcdiv, "addcdiv", "addcdiv_", torch.lerp, "lerp",
+                    "lerp_"}
 _WEIGHT_FUNCTIONS = {F.linear, F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d,
                      F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d}
 _NORM_FUNCTIONS = {F.layer_norm, F.group_norm, F.normalize, F.instance_norm, F.local_response_norm,
@@ -161,14 +186,24 @@ _SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax, F.log_softmax, torch.log_softmax
 _SOFTMAX_METHODS = {"softmax", "log_softmax"}
 _MAXPOOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
                       F.adaptive_max_pool3d}
-_NONLINEAR_FUNCTIONS = {
-    torch.exp, torch.log, torch.sqrt, torch.rsqrt, torch.pow, operator.pow, torch.reciprocal, torch.abs,
-    operator.abs, torch.sin, torch.cos, torch.erf, torch.amax, torch.amin, torch.max, torch.min, torch.std,
-    torch.var, torch.norm, torch.linalg.vector_norm, torch.where, torch.maximum, torch.minimum, torch.floor,
-    torch.round, torch.sign, torch.logsumexp,
+#: elementwise functions of one tensor (and torch's functions of a tensor and a number, such as
+#: pow): each has the compensated form ``f(running mean)``. Named once: the torch function, the
+#: ``torch.special`` one, the method and the in-place method of each name are looked up from here
+ELEMENTWISE = (
+    "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "square", "reciprocal", "abs",
+    "absolute", "sin", "cos", "tan", "sinh", "cosh", "asin", "acos", "atan", "asinh", "acosh", "atanh", "arcsin",
+    "arccos", "arctan", "erf", "erfc", "erfinv", "floor", "ceil", "round", "trunc", "fix", "frac", "sign", "sgn",
+    "signbit", "logit", "lgamma", "digamma", "sinc", "i0", "nan_to_num", "pow", "float_power", "deg2rad",
+    "rad2deg", "ndtr", "ndtri", "log_ndtr", "expit", "erfcx", "entr", "xlogy", "xlog1py", "exprel",
+)
+_ELEMENTWISE_FUNCTIONS = {getattr(module, name) for name in ELEMENTWISE for module in (torch, torch.special)
+                          if callable(getattr(module, name, None))} | {operator.pow, operator.abs}
+_ELEMENTWISE_METHODS = {m for name in ELEMENTWISE for m in (name, name + "_") if hasattr(torch.Tensor, m)}
+_NONLINEAR_FUNCTIONS = _ELEMENTWISE_FUNCTIONS | {
+    torch.amax, torch.amin, torch.max, torch.min, torch.std, torch.var, torch.norm, torch.linalg.vector_norm,
+    torch.where, torch.maximum, torch.minimum, torch.logsumexp,
 }
-_NONLINEAR_METHODS = {"exp", "log", "sqrt", "rsqrt", "pow", "reciprocal", "abs", "sin", "cos", "erf", "amax", "amin",
-                      "max", "min", "std", "var", "norm", "floor", "round", "sign", "logsumexp"}
+_NONLINEAR_METHODS = _ELEMENTWISE_METHODS | {"amax", "amin", "max", "min", "std", "var", "norm", "logsumexp"}
 #: ops that read only a tensor's shape, dtype or device: their results are static whatever the input
 SHAPE_METHODS = {"size", "dim", "numel", "new_zeros", "new_ones", "new_full", "new_empty"}
 SHAPE_FUNCTIONS = {torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like}
@@ -274,15 +309,11 @@ def kind(node: fx.Node, gm: fx.GraphModule, dynamic: Callable[[fx.Node], bool]) 
         return found if found is not None else UNKNOWN
     if node.op == "call_function" and target in _REGISTERED_FUNCTIONS:
         return _REGISTERED_FUNCTIONS[target]
-    if node.op in ("call_function", "call_method") and target in MATRIX_PRODUCTS:
-        return PRODUCT if len(dynamic_args) > 1 else WEIGHT
+    if node.op in ("call_function", "call_method") and target in ALGEBRA:
+        return _by_algebra(node, ALGEBRA[target], dynamic)
     if node.op == "call_function":
         if target is torch.einsum:
             return PRODUCT if len(dynamic_args) > 1 else LINEAR
-        if target in _MULTIPLY_FUNCTIONS:
-            return PRODUCT if len(dynamic_args) > 1 else LINEAR
-        if target in _DIVIDE_FUNCTIONS:
-            return LINEAR if not _divisor_dynamic(node, dynamic) else NONLINEAR
         for table, found in ((_STRUCTURAL_FUNCTIONS, STRUCTURAL), (_LINEAR_FUNCTIONS, LINEAR),
                              (_WEIGHT_FUNCTIONS, WEIGHT), (_NORM_FUNCTIONS, NORM), (_SOFTMAX_FUNCTIONS, SOFTMAX),
                              (_MAXPOOL_FUNCTIONS, MAXPOOL), (_NONLINEAR_FUNCTIONS, NONLINEAR)):
@@ -299,10 +330,6 @@ def kind(node: fx.Node, gm: fx.GraphModule, dynamic: Callable[[fx.Node], bool]) 
         if target is F.dropout:
             return IDENTITY if not _argument(node, 2, "training", True) else UNKNOWN
     elif node.op == "call_method":
-        if target in _MULTIPLY_METHODS:
-            return PRODUCT if len(dynamic_args) > 1 else LINEAR
-        if target in _DIVIDE_METHODS:
-            return LINEAR if not _divisor_dynamic(node, dynamic) else NONLINEAR
         for table, found in ((_STRUCTURAL_METHODS, STRUCTURAL), (_LINEAR_METHODS, LINEAR),
                              (_SOFTMAX_METHODS, SOFTMAX), (_NONLINEAR_METHODS, NONLINEAR)):
             if target in table:
@@ -310,6 +337,23 @@ def kind(node: fx.Node, gm: fx.GraphModule, dynamic: Callable[[fx.Node], bool]) 
         if target in _ACTIVATION_METHODS:
             return ACTIVATION
     return UNKNOWN
+
+
+_CASTS = {"float", "double", "half", "bfloat16", "to", "type", "type_as"}
+
+
+def is_precision_cast(node: fx.Node) -> bool:
+    """A cast from one floating-point dtype to another (``x.float()``, ``x.to(torch.float16)``,
+    ``x.to(dtype)``): it changes only the precision (needs ``annotate``'s dtypes)."""
+    if node.op != "call_method" or node.target not in _CASTS or not node.args:
+        return False
+    source = node.args[0]
+    dtypes = (source.meta.get("dtype"), node.meta.get("dtype")) if isinstance(source, fx.Node) else (None, None)
+    if not all(d is not None and d.is_floating_point for d in dtypes):
+        return False
+    others = [a for a in (*node.args[1:], *node.kwargs.values()) if not isinstance(a, (torch.dtype, bool))]
+    return node.target == "type_as" or not others or all(
+        isinstance(a, fx.Node) and isinstance(a.meta.get("value"), torch.dtype) for a in others)
 
 
 def reads_shape(node: fx.Node) -> bool:
@@ -324,9 +368,32 @@ def _argument(node: fx.Node, position: int, name: str, default):
     return node.args[position] if len(node.args) > position else node.kwargs.get(name, default)
 
 
-def _divisor_dynamic(node: fx.Node, dynamic: Callable[[fx.Node], bool]) -> bool:
-    divisor = _argument(node, 1, "other", None)
-    return isinstance(divisor, fx.Node) and dynamic(divisor)
+#: keyword names of the operands :class:`Algebra` numbers, by position
+_OPERAND_NAMES = ("input", "other", "tensor2")
+_KEYWORDS = {torch.addcmul: ("input", "tensor1", "tensor2"), "addcmul": ("self", "tensor1", "tensor2"),
+             torch.addcdiv: ("input", "tensor1", "tensor2"), "addcdiv": ("self", "tensor1", "tensor2"),
+             torch.lerp: ("input", "end", "weight"), "lerp": ("self", "end", "weight")}
+
+
+def _operand(node: fx.Node, position: int):
+    names = _KEYWORDS.get(node.target, _OPERAND_NAMES)
+    return _argument(node, position, names[position] if position < len(names) else "", None)
+
+
+def _by_algebra(node: fx.Node, algebra: Algebra, dynamic: Callable[[fx.Node], bool]) -> str:
+    """The kind of an op of known :class:`Algebra` from which of its operands stream."""
+    def streams(i: int) -> bool:
+        operand = _operand(node, i)
+        return isinstance(operand, fx.Node) and dynamic(operand)
+
+    if any(streams(i) for i in algebra.divisors):
+        return NONLINEAR
+    streaming_factors = sum(any(streams(i) for i in factor) for factor in algebra.factors)
+    if streaming_factors > 1:
+        return PRODUCT
+    if node.target in MATRIX_PRODUCTS and streaming_factors:
+        return WEIGHT  # times a constant matrix
+    return LINEAR
 
 
 def describe(node: fx.Node, gm: fx.GraphModule) -> str:

@@ -11,6 +11,10 @@ The tracer is torch.fx's symbolic tracer with three additions:
   error message if no op kind is known for it (see :mod:`snnconvert.graph.ops`).
 * **One input.** Extra ``forward`` parameters are fixed to their defaults (e.g. timm's
   ``attn_mask=None``), so the graph takes the image only.
+* **Precision contexts dropped.** ``torch.autocast`` blocks (EfficientViT's attention turns
+  autocast off around its sums) are traced through as plain code: they change only the precision
+  the ops inside run in, and the graph runs in the model's. The modules that had one are listed
+  in ``gm.meta["dropped_contexts"]``.
 """
 from __future__ import annotations
 
@@ -78,6 +82,7 @@ class GraphTracer(fx.Tracer):
         self.fixed = fixed or {}
         self.values: dict[fx.Node, Any] = {}
         self._evaluating = False  # computing a node's value: module calls and attributes run as Python
+        self.dropped_contexts: set[str] = set()
         self._placeholders = 0
         self.failures: dict[str, TraceFailure] = {}
         self._fallback_leaves: set[str] = set()
@@ -203,6 +208,29 @@ def _position(graph: fx.Graph, node: fx.Node) -> int:
     return next(i for i, n in enumerate(graph.nodes) if n is node)
 
 
+#: the precision contexts the tracer drops, as ``(module, attribute)``
+_PRECISION_CONTEXTS = [(torch, "autocast"), (torch.amp, "autocast"), (torch.cpu.amp, "autocast"),
+                       (torch.cuda.amp, "autocast")]
+
+
+@contextlib.contextmanager
+def _without_precision_contexts(tracer: GraphTracer):
+    """Within the block, ``torch.autocast(...)`` is a context that does nothing and records the
+    module being traced in ``tracer.dropped_contexts``."""
+    def dropped(*args, **kwargs):
+        tracer.dropped_contexts.add(next(reversed(tracer.module_stack), "") or "<model>")
+        return contextlib.nullcontext()
+
+    saved = [(owner, name, getattr(owner, name)) for owner, name in _PRECISION_CONTEXTS if hasattr(owner, name)]
+    for owner, name, _ in saved:
+        setattr(owner, name, dropped)
+    try:
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
 @contextlib.contextmanager
 def _through_wrapped_functions():
     """Trace into functions other libraries hide from fx with ``torch.fx.wrap`` (torchvision's Swin
@@ -254,7 +282,7 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> tuple[fx.Gra
     tracer = GraphTracer(example, fixed)
     reset_states(model)  # a stateful model (a spiking one) is traced from its initial state
     try:
-        with _through_wrapped_functions():
+        with _through_wrapped_functions(), _without_precision_contexts(tracer):
             graph = tracer.trace(model, concrete_args=fixed or None)
     except Exception as error:  # noqa: BLE001 - reported with the frame
         raise SnnConvertError(f"{type(model).__name__}.forward does not trace: {type(error).__name__}: "
@@ -268,6 +296,7 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> tuple[fx.Gra
         if node.op == "get_attr" and node.target.startswith("_tensor_constant"):
             gm._non_persistent_buffers_set.add(node.target)
     gm.train(training)
+    gm.meta["dropped_contexts"] = sorted(tracer.dropped_contexts)
     if example is not None:
         _check_same_function(model, gm, example)
     return gm, tracer.failures

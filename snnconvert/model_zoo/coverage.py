@@ -1,4 +1,4 @@
-"""The architectures conversion is checked on: 20 timm and 5 torchvision models at tiny widths.
+"""The architectures conversion is checked on: 23 timm and 5 torchvision models at tiny widths.
 
 Each is the real architecture class (its blocks, attention, norms, activations, shape-dependent
 code) with fewer and narrower layers, so that every one prepares, converts and simulates on a CPU
@@ -38,6 +38,22 @@ def _tv(factory: Callable[..., nn.Module], **kwargs: Any) -> Callable[[], nn.Mod
     return lambda: factory(num_classes=10, **kwargs)
 
 
+def _caformer() -> nn.Module:
+    """caformer_s18's blocks (separable-conv then attention token mixers, StarReLU, no-bias LayerNorms)."""
+    from timm.models.metaformer import Attention, LayerNorm2dNoBias, LayerNormNoBias, MetaFormer, SepConv
+
+    return MetaFormer(depths=(1, 1, 1, 1), dims=(16, 32, 64, 64), token_mixers=[SepConv, SepConv, Attention, Attention],
+                      norm_layers=[LayerNorm2dNoBias] * 2 + [LayerNormNoBias] * 2, num_classes=10)
+
+
+def _resmlp() -> nn.Module:
+    """resmlp_12_224's blocks (Affine norms: β + α·x, token-mixing Linear, GELU MLP)."""
+    from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
+
+    return MlpMixer(num_classes=10, img_size=32, patch_size=8, num_blocks=2, embed_dim=32, mlp_ratio=4,
+                    block_layer=ResBlock, norm_layer=Affine)
+
+
 def _tv_vgg() -> nn.Module:
     model = tv.VGG(tv.vgg.make_layers([16, "M", 32, "M", 32, "M"], batch_norm=True), num_classes=10)
     model.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -72,6 +88,10 @@ ARCHITECTURES: list[Architecture] = [
     Architecture("tf_efficientnet_lite0", _timm("tf_efficientnet_lite0")),
     Architecture("efficientnet_b0", _timm("efficientnet_b0")),
     Architecture("mobilenetv3_small_100", _timm("mobilenetv3_small_100")),
+    Architecture("efficientvit_b0", _timm("efficientvit_b0", widths=(8, 16, 32, 64, 128), depths=(1, 1, 1, 2, 2),
+                                          head_dim=16, head_widths=(256, 320)), (3, 64, 64)),
+    Architecture("caformer_s18", _caformer, (3, 64, 64)),
+    Architecture("resmlp_12_224", _resmlp),
     Architecture("torchvision.resnet18", _tv(tv.ResNet, block=tv.resnet.BasicBlock, layers=[1, 1, 1, 1])),
     Architecture("torchvision.vgg11_bn", _tv_vgg),
     Architecture("torchvision.mobilenet_v3_small", _tv(tv.mobilenet_v3_small)),

@@ -314,6 +314,8 @@ class OpAccounting(OpTable):
             return op
         if target in ops.SCALINGS:
             return _Op(_name(node), "elementwise", float_ops=out)
+        if target in ops.SCALED_ADDITIONS:  # a multiply and an add per element
+            return _Op(_name(node), "elementwise", float_ops=out, adds=out)
         if target in ops.AVERAGES or isinstance(module, ops.POOL_MODULES):
             return _Op(_name(node), "add", adds=per_sample(node.args[0]))
         if target in ops.NEGATIONS:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from snnconvert.checks import check_fields
+from snnconvert.errors import ArgumentError
 from snnconvert.graph.events import INPUT, classify
 from snnconvert.runtime.masking import reseed_masks
 from snnconvert.runtime.state import StatefulModule, reset_states, set_steps
@@ -51,12 +53,13 @@ class SimulationOptions:
     compile: bool | str = False
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.chunk is not None and self.chunk < 1:
-            raise ValueError(f"chunk must be >= 1 steps per call, got {self.chunk}")
+            raise ArgumentError(f"chunk must be >= 1 steps per call, got {self.chunk}")
         if self.metrics not in ("basic", "full"):
-            raise ValueError(f"metrics must be 'basic' or 'full', got {self.metrics!r}")
+            raise ArgumentError(f"metrics must be 'basic' or 'full', got {self.metrics!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+            raise ArgumentError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
 
 
 def keep_samples(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,9 @@ import torch
 from torch import fx, nn
 from tqdm.auto import tqdm
 
-from snnconvert import distributed
+from snnconvert import checks, distributed
 from snnconvert.checkpoint import atomic_save
-from snnconvert.errors import CheckpointError, first_line
+from snnconvert.errors import ArgumentError, CheckpointError, first_line
 from snnconvert.graph.shapes import annotate
 from snnconvert.graph.trace import trace
 from snnconvert.runtime.early_exit import ExitRule, ExitTrace, confidence
@@ -93,14 +93,24 @@ class SimulationResult:
         return costs.of(*(sum(getattr(o, f) for o in self.ops) for f in FIELDS)) / max(1, self.samples)
 
 
+def check_data(data, labels, timesteps: int, input_shape: tuple[int, ...] | None) -> None:
+    """Refuse data :func:`simulate` cannot run: a batch that is not ``[N, *input_shape]``, labels
+    that are not one class index per sample, labels beside a loader (it yields them), T < 1."""
+    checks.count(timesteps, "simulate", "timesteps")
+    if not isinstance(data, torch.Tensor):
+        checks.loader(data, "simulate", "data")
+        checks.expect(labels is None, "simulate", "labels", "None when data is a loader (it yields the labels)",
+                      labels)
+        return
+    checks.batch(data, "simulate", "data", input_shape, call="simulate(snn, images, labels, timesteps)")
+    checks.expect(isinstance(labels, torch.Tensor) and labels.shape == (len(data),) and not labels.is_floating_point(),
+                  "simulate", "labels", f"a tensor of {len(data)} class indices (one per image)", labels)
+
+
 def _batches(data, labels) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     if isinstance(data, torch.Tensor):
-        if labels is None:
-            raise ValueError("labels are required when data is a tensor")
         yield data, labels
     else:
-        if labels is not None:
-            raise ValueError("labels must be None when data is a DataLoader (it yields them)")
         yield from data
 
 
@@ -206,6 +216,8 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         trace: record every sample's confidence and prediction at every step (what every exit
             rule would give: :func:`~snnconvert.runtime.early_exit.exit_curve`).
     """
+    checks.module(snn, "simulate", "snn", call="simulate(snn, images, labels, timesteps)")
+    check_data(data, labels, timesteps, input_shape or getattr(snn, "meta", {}).get("input_shape"))
     options = SimulationOptions(chunk, metrics, precision, compile)
     snn = _as_graph(snn.eval().to(device), data, labels, device)
     accounting = OpAccounting(snn)
@@ -227,9 +239,8 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
     ``monitor`` and ``events`` read the spikes its neurons recorded, ``table`` costs the ops and
     ``signature`` names the model in progress files (see :func:`simulate` for the rest)."""
     if exit_rule is not None and trace is not None:
-        raise ValueError("a traced run (every rule's exits, offline) runs every sample T steps: drop exit_rule")
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        raise ArgumentError("a traced run (every rule's exits, offline) runs every sample T steps: drop exit_rule")
+    check_data(data, labels, timesteps, input_shape)
     if reference is not None:
         reference.to(device)
     correct = torch.zeros(timesteps, dtype=torch.long)
@@ -254,10 +265,7 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
     for index, (images, targets) in enumerate(batches):
         if index < done:
             continue
-        if input_shape is not None and tuple(images.shape[1:]) != tuple(input_shape):
-            raise ValueError(f"input batch has shape {tuple(images.shape)}, the model expects "
-                             f"[N, {', '.join(map(str, input_shape))}]: resize the data or pick "
-                             f"the matching model")
+        checks.batch(images, "simulate", "the input batch", input_shape)
         images, targets = images.to(device), targets.to(device)
         expected = _predictions(reference, images, index) if reference is not None else None
         execution.reset(index)
@@ -278,6 +286,8 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
     counts = distributed.all_reduce(torch.cat([correct, agreeing, torch.tensor([samples, *sample_steps.values()])]))
     correct, agreeing = counts[:timesteps], counts[timesteps:2 * timesteps]
     samples = int(counts[2 * timesteps])
+    if samples == 0:
+        raise ArgumentError("simulate: the data yielded no samples; pass a batch or a loader of at least one")
     sample_steps = dict(zip(sample_steps, counts[2 * timesteps + 1:].tolist()))
     names = sorted(events.totals)
     events.unflat(names, distributed.all_reduce(events.flat(names)))

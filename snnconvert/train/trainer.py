@@ -4,7 +4,9 @@ One loop serves training from scratch, training the original ANN, and fine-tunin
 model against a teacher (:class:`DistillationLoss`). Checkpoints are written atomically every
 ``checkpoint_every`` steps and at each epoch end, with the optimizer, schedule, position in the
 epoch and history, so a killed run resumes where it stopped: each epoch's shuffle order derives
-from ``seed + epoch`` and the finished batches are skipped.
+from ``seed + epoch`` and the finished batches are skipped. The last ``keep_checkpoints`` are kept
+while the run goes on (``NAME.previous.pt`` …), and a resume takes the newest one that reads: a
+newest file damaged by a crash costs the steps since the one before, not the run.
 
 Under torchrun every global batch of ``batch_size`` images is split evenly across the processes
 (DistributedDataParallel averages the gradients), so a run means the same with any number of
@@ -13,13 +15,13 @@ processes and can resume with another number; only rank 0 writes checkpoints.
 from __future__ import annotations
 
 import json
-
 import math
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -27,8 +29,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from snnconvert import distributed
-from snnconvert.checkpoint import load_checkpoint, save_checkpoint
-from snnconvert.errors import CheckpointError, first_line
+from snnconvert.checks import check_fields
+from snnconvert.checkpoint import load_newest, remove_previous, save_checkpoint
+from snnconvert.errors import ArgumentError, CheckpointError, first_line
 from snnconvert.runtime.simulator import evaluate
 from snnconvert.train.distill import DistillationLoss
 
@@ -46,6 +49,9 @@ class TrainConfig:
         warmup_epochs: linear warmup before the cosine decay (may be fractional).
         seed: seeds shuffling and initialization-free randomness.
         checkpoint_every: steps between mid-epoch checkpoints (0: epoch ends only).
+        keep_checkpoints: checkpoints kept while the run goes on, the newest and the ones before it
+            (``NAME.previous.pt`` …; a finished run keeps its last one only). Not a setting of the
+            run: a resume may change it.
         distill_alpha: weight α of distillation from the teacher (0: cross-entropy only).
         temperature: τ of the distillation softmax.
         train_samples: train on this many images of the training set (a subset fixed by ``seed``);
@@ -60,16 +66,26 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     seed: int = 0
     checkpoint_every: int = 200
+    keep_checkpoints: int = 2
     distill_alpha: float = 0.0
     temperature: float = 2.0
     train_samples: int | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+            raise ArgumentError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        if self.keep_checkpoints < 1:
+            raise ArgumentError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.train_samples is not None and self.train_samples < 1:
-            raise ValueError(f"train_samples must be >= 1, got {self.train_samples}")
+            raise ArgumentError(f"train_samples must be >= 1, got {self.train_samples}")
         DistillationLoss(self.distill_alpha, self.temperature)  # validates both
+
+    def same_run(self, stored: dict[str, Any]) -> bool:
+        """Whether ``stored`` (a checkpoint's ``asdict`` of a config) trains the same run: every
+        setting equal but ``keep_checkpoints`` (which files are kept changes no weight)."""
+        mine = {k: v for k, v in asdict(self).items() if k != "keep_checkpoints"}
+        return mine == {k: v for k, v in stored.items() if k != "keep_checkpoints"}
 
 
 @dataclass
@@ -167,11 +183,16 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
         if epoch_ < config.epochs:  # a finished run keeps no optimizer state: the file stays small
             state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), processes=processes)
         save_checkpoint(checkpoint, model.state_dict(), meta["stage"], meta["recipe"], meta.get("prepare"),
-                        train_state=state, **meta.get("extra", {}))
+                        config.keep_checkpoints, train_state=state, **meta.get("extra", {}))
+        if epoch_ >= config.epochs:
+            remove_previous(checkpoint, config.keep_checkpoints)
 
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, fix="start the run afresh with --no-resume (the file is then "
-                                                "overwritten), or pass another --out")
+    state, skipped = (load_newest(checkpoint, config.keep_checkpoints, "start the run afresh with --no-resume (the file is "
+                                  "then overwritten), or pass another --out", set_aside=main)
+                      if resume and checkpoint is not None else (None, []))
+    for said in skipped if main else ():
+        warnings.warn(said)
+    if state is not None:
         train_state = state.get("train_state")
         if train_state is None:
             raise CheckpointError(f"{checkpoint} exists but holds no training state; pass another --out, "
@@ -187,7 +208,7 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: D
         if state["prepare"] != json.loads(json.dumps(meta.get("prepare"))):  # as stored (tuples become lists)
             raise CheckpointError(f"{checkpoint} holds a model prepared otherwise ({state['prepare']}); pass another "
                                   "output path, or delete it to start afresh")
-        if train_state["config"] != asdict(config):
+        if not config.same_run(train_state["config"]):
             raise CheckpointError(f"{checkpoint} was written with other settings {train_state['config']}; "
                                   "use the same options to resume, or another output path")
         try:
