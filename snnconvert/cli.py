@@ -670,11 +670,12 @@ def convert_cmd(model, checkpoint, mode, out, device, threads, quiet, **options)
               help="torch (default), or onnxruntime: the SNN exported as one ONNX step and run by onnxruntime "
                    "on the CPU (the default for a MODEL.onnx file written by `snnconvert export`).")
 @click.option("--exit", "exit_rule", default=None, metavar="RULE",
-              help="Stop each image once RULE holds and drop it from the batch (its later steps cost nothing): C "
-                   "(the softmax of the running mean output reaches confidence C, e.g. 0.99) or stable:K (the "
-                   "prediction unchanged for K steps). Reports the mean steps run.")
+              help="Stop each image once RULE holds and drop it from the batch (its later steps cost nothing): "
+                   "quiet (count coding: no neuron fired for a step, so the output is final: exact), C (the "
+                   "softmax of the output's estimate reaches confidence C, e.g. 0.99) or stable:K (the "
+                   "prediction unchanged for K steps after the output's first event). Reports the mean steps run.")
 @click.option("--early-exit", "exit_curve", default=None, metavar="RULES",
-              help="Comma-separated rules (0.5,0.9,0.99,stable:4): from one pass of T steps, what each would give "
+              help="Comma-separated rules (quiet,0.5,0.9,0.99,stable:4): from one pass of T steps, what each would give "
                    "(accuracy, mean steps, against fixed T); with --out also early_exit.json/.md/.png.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch.")
@@ -782,15 +783,17 @@ def export_cmd(model, checkpoint, what, fmt, out, timesteps, mode, device, threa
 
 
 def _exit_rules(text: str, option: str) -> list[ExitRule]:
-    """``0.9,stable:4`` → exit rules."""
+    """``quiet,0.9,stable:4`` → exit rules."""
     rules = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
         kind, value = ("stable", item.removeprefix("stable:")) if item.startswith("stable:") else ("confidence", item)
+        if item == "quiet":
+            kind, value = "quiet", "0"
         try:
             rules.append(ExitRule(kind, float(value)))
         except (ValueError, SnnConvertError) as e:
-            raise click.BadParameter(f"{item!r}: {e}; a rule is a confidence C in (0, 1] or stable:K (K >= 1 steps)",
-                                     param_hint=option) from e
+            raise click.BadParameter(f"{item!r}: {e}; a rule is quiet, a confidence C in (0, 1] or stable:K "
+                                     "(K >= 1 steps)", param_hint=option) from e
     return rules
 
 

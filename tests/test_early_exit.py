@@ -7,7 +7,8 @@ from snnconvert.convert import NeuronConfig
 from snnconvert.errors import SnnConvertError
 from snnconvert.model_zoo import get_recipe, shipped_checkpoint
 from snnconvert.runtime import simulate
-from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve, exit_steps
+from snnconvert.runtime import reset_states
+from snnconvert.runtime.early_exit import ExitRule, ExitTrace, Quiescence, confidence, exit_curve, exit_steps
 
 from conftest import SPEC_28, DiesAfter, images
 
@@ -17,10 +18,16 @@ T = 16
 def test_exit_steps_by_hand():
     predictions = torch.tensor([[3, 3, 3, 3, 3], [1, 2, 2, 2, 4], [0, 1, 0, 1, 0]])
     confidences = torch.tensor([[0.2, 0.6, 0.9, 0.95, 0.99], [0.5, 0.5, 0.5, 0.5, 0.5], [0.1, 0.1, 0.1, 0.1, 0.1]])
-    assert exit_steps(ExitRule("confidence", 0.9), confidences, predictions).tolist() == [3, 5, 5]
-    assert exit_steps(ExitRule("confidence", 0.5), confidences, predictions).tolist() == [2, 1, 5]
-    assert exit_steps(ExitRule("stable", 2), confidences, predictions).tolist() == [3, 4, 5]
-    assert exit_steps(ExitRule("stable", 1), confidences, predictions).tolist() == [2, 3, 5]
+    counted = torch.ones_like(predictions, dtype=torch.bool)
+    assert exit_steps(ExitRule("confidence", 0.9), confidences, predictions, counted).tolist() == [3, 5, 5]
+    assert exit_steps(ExitRule("confidence", 0.5), confidences, predictions, counted).tolist() == [2, 1, 5]
+    assert exit_steps(ExitRule("stable", 2), confidences, predictions, counted).tolist() == [3, 4, 5]
+    assert exit_steps(ExitRule("stable", 1), confidences, predictions, counted).tolist() == [2, 3, 5]
+    # steps before the output's first event do not count towards stability
+    late = torch.tensor([[False, False, True, True, True], [False] * 5, [True] * 5])
+    assert exit_steps(ExitRule("stable", 2), confidences, predictions, late).tolist() == [4, 5, 5]
+    silences = torch.tensor([[False, True, True, True, True], [False] * 5, [False, False, True, True, True]])
+    assert exit_steps(ExitRule("quiet"), confidences, predictions, counted, silences).tolist() == [2, 5, 3]
     for kind, value in (("confidence", 0.0), ("confidence", 1.5), ("stable", 0), ("stable", 1.5), ("margin", 1)):
         with pytest.raises(SnnConvertError):
             ExitRule(kind, value)
@@ -87,3 +94,56 @@ def test_an_interrupted_traced_run_resumes_to_the_same_curve(tmp_path):
         simulate(snn, DiesAfter(batches, 2), timesteps=6, trace=ExitTrace(), checkpoint=progress)
     assert simulate(snn, batches, timesteps=6, trace=resumed, checkpoint=progress).resumed_from_batch == 2
     assert exit_curve(resumed, rules) == exit_curve(whole, rules)
+
+
+@pytest.fixture(scope="module")
+def counted_vit():
+    """The shipped vit_nano, count-coded signed IF (k = 1), in float64, on 32 test images."""
+    loaded = pipeline.load_snn("vit_nano", str(shipped_checkpoint(get_recipe("vit_nano"))), "compensated",
+                               NeuronConfig("signed-if", coding="count"))
+    x, y = images(SPEC_28, 32)
+    return loaded.snn.double(), x.double(), y
+
+
+def test_a_quiet_sample_sends_nothing_at_any_later_step(counted_vit):
+    snn, x, _ = counted_vit
+    watch, quiet_at, outputs = Quiescence(snn), torch.full((len(x),), 10 ** 6), []
+    reset_states(snn)
+    with torch.no_grad():
+        for t in range(1, 33):
+            outputs.append(snn(x))
+            settled = watch.settled(len(x))
+            quiet_at = torch.where(settled & (quiet_at > t), torch.full_like(quiet_at, t), quiet_at)
+    outputs = torch.stack(outputs, 1)  # [N, T, classes]
+    assert (quiet_at < 32).all() and quiet_at.min() > 1  # every sample settled, none at once
+    for sample, t in enumerate(quiet_at.tolist()):
+        assert torch.all(outputs[sample, t:] == 0)  # nothing after the quiet step: the total is final
+
+
+def test_quiet_exit_is_exact_and_stops_early(counted_vit):
+    snn, x, y = counted_vit
+    trace = ExitTrace()
+    full = simulate(snn, x, y, timesteps=32, trace=trace)
+    quiet = simulate(snn, x, y, timesteps=32, exit_rule=ExitRule("quiet"))
+    assert quiet.accuracy[-1] == full.accuracy[-1]
+    assert quiet.mean_steps < 24
+    (point,) = exit_curve(trace, [ExitRule("quiet")])
+    assert point.mean_steps == pytest.approx(quiet.mean_steps) and point.accuracy == pytest.approx(full.accuracy[-1])
+
+
+def test_count_coded_confidence_reads_the_total_as_the_estimate():
+    total = torch.tensor([[4.0, 0.0]])
+    assert float(confidence(total, 8, "count")) == pytest.approx(float(torch.softmax(total, -1).max()))
+    assert float(confidence(total, 8, "rate")) == pytest.approx(float(torch.softmax(total / 8, -1).max()))
+
+
+def test_quiet_exit_refuses_models_it_is_not_exact_on():
+    loaded = pipeline.load_snn("vit_nano", str(shipped_checkpoint(get_recipe("vit_nano"))), "compensated",
+                               NeuronConfig())
+    x, y = images(SPEC_28, 4)
+    with pytest.raises(SnnConvertError, match="rate coding"):
+        simulate(loaded.snn, x, y, timesteps=4, exit_rule=ExitRule("quiet"))
+    trace = ExitTrace()
+    simulate(loaded.snn, x, y, timesteps=4, trace=trace)
+    with pytest.raises(SnnConvertError, match="count coding"):
+        exit_curve(trace, [ExitRule("quiet")])

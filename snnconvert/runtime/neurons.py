@@ -135,6 +135,15 @@ class IFNeuron(SpikingNeuron):
             up.clamp_(max=self.max_spikes)
         return torch.minimum(up, self._room())
 
+    def pending(self) -> torch.Tensor | None:
+        """Per element, whether the neuron would fire at the next step on zero input (None before
+        a step): count coding's quiescence (:class:`~snnconvert.runtime.early_exit.Quiescence`)."""
+        if self.v is None:
+            return None
+        if not self.tracks_count:
+            return torch.ge(self.v, self.threshold)
+        return self._fire() != 0
+
     def step(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``v += x``; fire s; ``v −= θ·s``; return ``θ·s`` (into ``out`` if given)."""
         if self.v is None:

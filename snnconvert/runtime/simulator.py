@@ -24,7 +24,8 @@ from snnconvert.checkpoint import atomic_save
 from snnconvert.errors import ArgumentError, CheckpointError, first_line
 from snnconvert.graph.shapes import annotate
 from snnconvert.graph.trace import trace
-from snnconvert.runtime.early_exit import ExitRule, ExitTrace, confidence
+from snnconvert.runtime.early_exit import ExitRule, ExitTrace, Quiescence, coding_of, confidence, output_silent, \
+    quiet_problems, unchanged_steps
 from snnconvert.runtime.energy import FIELDS, EnergyCosts, EventCounts, LayerOps, OpAccounting, OpTable
 from snnconvert.runtime.execution import Execution, SimulationOptions
 from snnconvert.runtime.monitors import SpikeMonitor
@@ -215,17 +216,26 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
             see :mod:`snnconvert.runtime.early_exit`).
         trace: record every sample's confidence and prediction at every step (what every exit
             rule would give: :func:`~snnconvert.runtime.early_exit.exit_curve`).
+
+    Raises:
+        ArgumentError: bad arguments, or a ``quiet`` exit on a model it is not exact on.
     """
     checks.module(snn, "simulate", "snn", call="simulate(snn, images, labels, timesteps)")
     check_data(data, labels, timesteps, input_shape or getattr(snn, "meta", {}).get("input_shape"))
     options = SimulationOptions(chunk, metrics, precision, compile)
     snn = _as_graph(snn.eval().to(device), data, labels, device)
     accounting = OpAccounting(snn)
+    watch = None
+    if exit_rule is not None and exit_rule.kind == "quiet" or trace is not None and not quiet_problems(snn):
+        watch = Quiescence(snn)
+    elif trace is not None:
+        trace.quiet_problems = quiet_problems(snn)
     with Execution(snn, options, fold) as execution, SpikeMonitor(snn, metrics) as monitor, \
             EventCounts({n: snn.get_submodule(n) for n in accounting.sources}, accounting.mapped,
                         accounting.marks) as events:
         return run_simulation(execution, monitor, events, accounting, model_signature(snn), data, labels, timesteps,
-                              device, progress, input_shape, checkpoint, reference, exit_rule, trace)
+                              device, progress, input_shape, checkpoint, reference, exit_rule, trace,
+                              coding_of(snn), watch)
 
 
 @torch.no_grad()
@@ -233,13 +243,18 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
                    data, labels: torch.Tensor | None, timesteps: int, device: str | torch.device = "cpu",
                    progress: bool = False, input_shape: tuple[int, ...] | None = None,
                    checkpoint: str | Path | None = None, reference: nn.Module | None = None,
-                   exit_rule: ExitRule | None = None, trace: ExitTrace | None = None) -> SimulationResult:
+                   exit_rule: ExitRule | None = None, trace: ExitTrace | None = None, coding: str = "rate",
+                   watch: Quiescence | None = None) -> SimulationResult:
     """The simulation loop of :func:`simulate`, for any runtime: ``execution`` runs the steps of a
     batch (:class:`~snnconvert.runtime.execution.Execution`, or an exported model's runtime),
-    ``monitor`` and ``events`` read the spikes its neurons recorded, ``table`` costs the ops and
-    ``signature`` names the model in progress files (see :func:`simulate` for the rest)."""
+    ``monitor`` and ``events`` read the spikes its neurons recorded, ``table`` costs the ops,
+    ``signature`` names the model in progress files, ``coding`` is the model's and ``watch`` says
+    which samples are quiet (the ``quiet`` exit; see :func:`simulate` for the rest)."""
     if exit_rule is not None and trace is not None:
         raise ArgumentError("a traced run (every rule's exits, offline) runs every sample T steps: drop exit_rule")
+    if exit_rule is not None and exit_rule.kind == "quiet" and watch is None:
+        raise ArgumentError("the quiet exit needs the model's neurons watched: run it with snnconvert.simulate "
+                            "on the PyTorch model")
     check_data(data, labels, timesteps, input_shape)
     if reference is not None:
         reference.to(device)
@@ -270,7 +285,8 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
         expected = _predictions(reference, images, index) if reference is not None else None
         execution.reset(index)
         batch_correct, batch_agreeing, batch_steps = _run_batch(execution, events, images, targets, expected,
-                                                                timesteps, exit_rule, trace, table.marks)
+                                                                timesteps, exit_rule, trace, table.marks,
+                                                                coding, watch)
         sample_steps = {k: n + batch_steps[k] for k, n in sample_steps.items()}
         correct += batch_correct.cpu()
         agreeing += batch_agreeing.cpu()
@@ -302,20 +318,21 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
 
 def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, targets: torch.Tensor,
                expected: torch.Tensor | None, timesteps: int, exit_rule: ExitRule | None = None,
-               trace: ExitTrace | None = None,
-               marks: set[int] = frozenset()) -> tuple[torch.Tensor, torch.Tensor, dict[int | None, int]]:
+               trace: ExitTrace | None = None, marks: set[int] = frozenset(), coding: str = "rate",
+               watch: Quiescence | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[int | None, int]]:
     """Correct and agreeing predictions after each of ``timesteps`` steps on one batch, and the
     steps run in all (key None) and up to each of ``marks`` (samples that stop, under
     ``exit_rule``, keep their prediction and leave)."""
     correct = torch.zeros(timesteps, dtype=torch.long, device=images.device)
     agreeing = torch.zeros_like(correct)
     inputs = execution.inputs(images)
-    chunk = 1 if exit_rule is not None else execution.steps_per_call(images)
+    chunk = 1 if exit_rule is not None or watch is not None else execution.steps_per_call(images)
     predicted = None  # the prediction of every sample (one that stopped: its last)
     active = torch.arange(len(images), device=images.device)  # the samples still in the batch
     unchanged = torch.zeros_like(active)
+    started = torch.zeros_like(active, dtype=torch.bool)  # the output's first event has come
     traced = [] if trace is not None else None
-    total_out, t = None, 0
+    total_out, previous, t = None, None, 0
     sample_steps = {k: 0 for k in (None, *marks)}
     while t < timesteps:
         events.steps = min(chunk, timesteps - t)
@@ -323,23 +340,28 @@ def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, 
             total_out = out.clone() if total_out is None else total_out + out
             now = total_out.argmax(-1)
             if predicted is None:
-                if exit_rule is not None and now.dim() != 1:
+                if (exit_rule is not None or traced is not None) and now.dim() != 1:
                     raise ValueError(f"early exit needs outputs [N, classes], got {list(total_out.shape)}")
                 predicted = now.clone()
+                counted = started
             else:
-                if exit_rule is not None:
-                    unchanged = torch.where(now == predicted[active], unchanged + 1, torch.zeros_like(unchanged))
+                counted = started
+                unchanged = unchanged_steps(unchanged, now == predicted[active], counted)
                 predicted[active] = now
+                started = started | ~output_silent(out, previous, coding)
+            previous = out
+            silent = watch.settled(len(active)).to(active.device) if watch is not None else None
             t += 1
             for k in sample_steps:
                 if k is None or t <= k:
                     sample_steps[k] += len(active)
             if traced is not None:
-                traced.append((confidence(total_out, t), now))
+                traced.append((confidence(total_out, t, coding), now, counted, silent))
             if exit_rule is not None and t < timesteps:
-                stay = ~exit_rule.holds(total_out, t, unchanged)
+                stay = ~exit_rule.holds(total_out, t, unchanged, coding, silent)
                 if not bool(stay.all()):
                     active, total_out, unchanged = active[stay], total_out[stay], unchanged[stay]
+                    started, previous = started[stay], previous[stay]
                     inputs = execution.keep(inputs, stay)
                     events.keep(stay)
             correct[t - 1] += (predicted == targets).sum()
@@ -350,7 +372,9 @@ def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, 
             agreeing[t:] = agreeing[t - 1]
             break
     if traced is not None:
-        trace.add(torch.stack([c for c, _ in traced], 1), torch.stack([p for _, p in traced], 1), targets)
+        columns = list(zip(*traced))
+        trace.add(*(torch.stack(c, 1) for c in columns[:3]),
+                  torch.stack(columns[3], 1) if watch is not None else None, targets)
     return correct, agreeing, sample_steps
 
 

@@ -80,7 +80,7 @@ class NeuronRecord:
     it keeps the spikes sent so far: the ops that run for only the first k steps count those.
 
     Args:
-        like: one step's potential (shape, device).
+        like: one step's potential (shape, dtype, device).
         single: at most one spike per element and step.
         per_element: keep ``counts`` per element.
         full: record firing, negative and residual potential too.
@@ -91,19 +91,19 @@ class NeuronRecord:
 
     def __init__(self, like: torch.Tensor, single: bool, per_element: bool, full: bool, threshold: torch.Tensor,
                  marks: Iterable[int] = (1,)):
-        device = like.device
+        device, dtype = like.device, like.dtype
         self.single, self.full, self.threshold = single, full, threshold
         self.per_element_residual = full and threshold.numel() > 1
-        self.counts = torch.zeros(like.shape, device=device) if per_element else None
+        self.counts = torch.zeros(like.shape, dtype=dtype, device=device) if per_element else None
         self.totals_now = torch.zeros(len(STATS), dtype=torch.float64, device=device)
-        self.residual = torch.zeros(like.shape, device=device) if self.per_element_residual else None
+        self.residual = torch.zeros(like.shape, dtype=dtype, device=device) if self.per_element_residual else None
         self.neuron_steps = 0
         self.steps = 0
         self.marks = {1, *marks}
         # at each mark: (counts, total, retired) as they were
         self._at: dict[int, tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]] = {}
         self._retired: torch.Tensor | None = None  # per element, Σ over samples that left (keep)
-        self._scratch = torch.empty(like.shape, device=device) if full else None
+        self._scratch = torch.empty(like.shape, dtype=dtype, device=device) if full else None
 
     def add(self, sent: torch.Tensor, v: torch.Tensor, left: torch.Tensor | None = None) -> None:
         """One step: ``sent`` spikes per element (≥ 0, float), ``v`` the potential after the step,
