@@ -15,6 +15,7 @@ from snnconvert.data import InputSpec
 from snnconvert.model_zoo.coverage import ARCHITECTURES
 from snnconvert.runtime import Execution, SimulationOptions, reset_states, simulate
 from snnconvert.runtime.energy import OpAccounting
+from snnconvert.runtime.streams import watching
 
 from conftest import calibrated, images
 
@@ -52,6 +53,18 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
         single = _steps(net, x64, Execution(net, SimulationOptions(chunk=1), fold=False))
         batched = _steps(net, x64, Execution(net, SimulationOptions(chunk=3)))
         assert (batched - single).abs().max() <= 1e-12 * max(1.0, single.abs().max().item())
+
+    # event-driven (count coding): the watched run computes the same outputs, and no op costs more
+    # than it does densely; after the first step nothing is sent, so the whole run costs less
+    accounting = OpAccounting(counted, event_driven=True)
+    with watching(counted, accounting.streams):
+        watched = _steps(counted, x64, Execution(counted, SimulationOptions(chunk=1), fold=False))
+    assert torch.equal(watched, single)
+    dense, driven = (simulate(counted, x64[:4], y[:4], timesteps=3, event_driven=e) for e in (False, True))
+    assert dense.correct == driven.correct and [o.name for o in dense.ops] == [o.name for o in driven.ops]
+    for a, b in zip(dense.ops, driven.ops):
+        assert all(getattr(b, f) <= getattr(a, f) for f in ("sops", "macs", "float_ops", "adds")), (a, b)
+    assert driven.energy_per_sample_pj() < dense.energy_per_sample_pj()
     result = simulate(if_snn, x64[:4], y[:4], timesteps=3, chunk=2)  # input folded, 2 + 1 steps per call
     plain = simulate(if_snn, x64[:4], y[:4], timesteps=3, chunk=1, fold=False)
     assert (plain.correct, plain.ops) == (result.correct, result.ops)  # counts of events: integers

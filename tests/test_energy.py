@@ -1,4 +1,6 @@
 """Synaptic operations, MACs, float ops and additions, counted by hand on tiny graphs."""
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,10 +9,13 @@ from torch import nn
 from snnconvert.convert import PrepareConfig, convert, prepare
 from snnconvert.graph.events import EVENTS, REAL, classify
 from snnconvert.runtime import reset_states, simulate
+from snnconvert.errors import ArgumentError
+from snnconvert.runtime.coding import InputOnce
 from snnconvert.runtime.energy import EnergyCosts, EventCounts, OpAccounting
 from snnconvert.runtime.neurons import IFNeuron
 from snnconvert.runtime.operators import ExpectationCompensated, MatMul
 from snnconvert.runtime.simulator import _as_graph
+from snnconvert.runtime.streams import PREFIX, watching
 
 from conftest import SPEC_28, images, tiny_vit
 
@@ -164,3 +169,57 @@ def test_masks_count_only_the_spikes_they_let_through():
     a = _ops(convert(plain), x, timesteps=8)["blocks.0.mlp.fc2"].sops
     b = _ops(convert(masked.eval()), x, timesteps=8)["blocks.0.mlp.fc2"].sops
     assert a > 5000 and 0.05 < b / a < 0.15  # the mask lets 10 % of the hidden layer's spikes through
+
+
+class _CountCodedSoftmax(nn.Module):
+    """image once → IF (θ = 1, v0 = 0) → compensated softmax over rows (count coding) → Linear(4, 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.once, self.neuron = InputOnce(), IFNeuron(1.0, initial_potential=0.0)
+        self.softmax = ExpectationCompensated(nn.Softmax(dim=-1), coding="count")
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.softmax(self.neuron(self.once(x)))).sum(1)
+
+
+def test_event_driven_costs_only_what_the_sent_increments_reach():
+    # rows [2.5, 0, 0, 0] (spikes at steps 1, 2), [1.2, 0, 0, 1] (step 1), [0.5, 0, 0, 0] (never)
+    x = torch.tensor([[[2.5, 0, 0, 0], [1.2, 0, 0, 1.0], [0.5, 0, 0, 0]]])
+    model = _CountCodedSoftmax()
+    dense = _ops_of(model, x, 4, event_driven=False)
+    driven = _ops_of(model, x, 4, event_driven=True)
+    # dense: the softmax recomputes 3 rows × 4 every step, fc multiplies 12 values × 2 outputs
+    assert (dense["softmax"].float_ops, dense["fc"].macs) == (4 * 12, 4 * 12 * 2)
+    # event-driven: step 1 computes all 12 outputs and sends all 12 (softmax of a zero row is 1/4);
+    # step 2 recomputes and sends row 0 only (4 values); steps 3 and 4 send nothing
+    assert driven["softmax"].float_ops == 12 + 4
+    assert driven["fc"].macs == (12 + 4) * 2
+
+
+def _ops_of(model: nn.Module, x: torch.Tensor, timesteps: int, event_driven: bool) -> dict:
+    result = simulate(model, x, torch.zeros(len(x), dtype=torch.long), timesteps=timesteps, event_driven=event_driven)
+    return {o.name: o for o in result.ops}
+
+
+def test_event_driven_runs_leave_the_model_as_it_was():
+    x = torch.tensor([[[2.5, 0, 0, 0], [1.2, 0, 0, 1.0], [0.5, 0, 0, 0]]])
+    graph = _as_graph(_CountCodedSoftmax(), x, x, "cpu")
+    code = graph.code
+    accounting = OpAccounting(graph, event_driven=True)
+    assert set(accounting.streams) and set(accounting.streams) <= set(accounting.sources)
+    outputs = {}
+    for watched in (False, True):
+        reset_states(graph)
+        with (watching(graph, accounting.streams) if watched else contextlib.nullcontext()), torch.no_grad():
+            outputs[watched] = torch.stack([graph(x) for _ in range(4)])
+    assert torch.equal(outputs[False], outputs[True]) and graph.code == code
+    assert not any(name.startswith(PREFIX) for name, _ in graph.named_modules())
+
+
+def test_event_driven_needs_count_coding():
+    model = nn.Sequential(IFNeuron(1.0), nn.Linear(4, 2))
+    x = torch.rand(2, 4)
+    with pytest.raises(ArgumentError, match="count-coded"):
+        simulate(model, x, torch.zeros(2, dtype=torch.long), timesteps=2, event_driven=True)

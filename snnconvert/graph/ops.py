@@ -426,3 +426,30 @@ def dynamic_nodes(graph: fx.Graph) -> set[fx.Node]:
         if node.op == "placeholder" or any(n in dynamic for n in data_inputs(node)):
             dynamic.add(node)
     return dynamic
+
+
+def _is_last(dim, node: fx.Node) -> bool:
+    rank = len(node.meta.get("shape", ()))
+    return isinstance(dim, int) and rank > 0 and dim in (-1, rank - 1)
+
+
+def recomputed_by(fn, node: fx.Node) -> str | None:
+    """What one changed input element makes op ``fn`` (a module, function or method name, called
+    at ``node``) recompute: ``elements`` (the outputs it broadcasts to: an elementwise op),
+    ``rows`` (its row: a softmax or a norm over the last dimension only), or None (more: a
+    reduction, a pool, a norm or softmax over other dimensions)."""
+    def argument(position: int, name: str, default):
+        return node.kwargs.get(name, node.args[position] if len(node.args) > position else default)
+
+    if isinstance(fn, (nn.Softmax, nn.LogSoftmax)):
+        return "rows" if _is_last(fn.dim, node) else None
+    if fn in _SOFTMAX_FUNCTIONS or fn in _SOFTMAX_METHODS:
+        return "rows" if _is_last(argument(1, "dim", None), node) else None
+    if isinstance(fn, nn.LayerNorm):
+        return "rows" if len(fn.normalized_shape) == 1 else None
+    if fn is F.normalize:
+        return "rows" if _is_last(argument(2, "dim", 1), node) else None
+    if isinstance(fn, nn.Module):
+        return "elements" if module_kind(fn) in (ACTIVATION, BATCHNORM) else None
+    elementwise = (_ACTIVATION_FUNCTIONS, _ELEMENTWISE_FUNCTIONS, _ACTIVATION_METHODS, _ELEMENTWISE_METHODS, SCALINGS)
+    return "elements" if any(fn in table for table in elementwise) else None

@@ -26,6 +26,17 @@ Every op of the graph is accounted for, from the static classification of its op
 * rearrangements, shape arithmetic, values computed once from parameters, and the neurons' own
   updates (where the synaptic operations land) cost nothing here.
 
+**Event-driven** (count coding, :mod:`snnconvert.runtime.streams`): a value sends only its nonzero
+increments, and each op costs per step only what they reach: a weight layer or a product fed a real
+value one MAC per sent element × its fan-out (``Σ_i sent_i × fan-out_i``, as for spikes); a
+compensated product's emission, one float op per output element that changed; an elementwise op,
+every output at the first step (``g(0)`` need not be 0), then one op per sent input element (a
+binary op: the sum over its inputs, an upper bound of their union); a softmax over the last
+dimension, likewise, the whole row for each row with a sent element; real
+additions and averages, one addition per sent element. Ops whose work cannot be read from their
+inputs' increments (a norm over several dimensions, a softmax over another one, ops that stop early)
+stay dense.
+
 ``E = E_AC·(SOP + additions) + E_MAC·(MAC + float ops)`` with the 45 nm defaults ``E_AC = 0.9 pJ``
 (a 32-bit float addition), ``E_MAC = 4.6 pJ``. The ANN's figure counts the same ops densely.
 """
@@ -47,6 +58,7 @@ from snnconvert.runtime.execution import run_steps
 from snnconvert.runtime.operators import Call, ExpectationCompensated, MatMul
 from snnconvert.runtime.state import reset_states
 from snnconvert.runtime.statistics import NeuronRecord, Recorder
+from snnconvert.runtime.streams import probe_name
 
 FIELDS = ("sops", "macs", "float_ops", "adds")
 _ADDS = ops.ADDITIONS | ops.SUBTRACTIONS
@@ -97,6 +109,7 @@ class _Term:
     source: str
     fanout: torch.Tensor | float
     after_first: bool = False  # only steps after the first (the ``A_{t−1}·b_t`` term)
+    field: str = "sops"  # what each event costs (event-driven real values: macs, float_ops, adds)
 
 
 @dataclass
@@ -107,6 +120,7 @@ class _Op:
     float_ops: float = 0.0
     adds: float = 0.0
     first_step_macs: float = 0.0  # MACs the first step does not do
+    first_step_float_ops: float = 0.0  # float ops of the first step alone (event-driven: it computes all)
     once: bool = False  # on values that are zero after the first step: counted for that step only
     until: int | None = None  # the steps it runs for (None: all)
     terms: list[_Term] = field(default_factory=list)
@@ -169,16 +183,19 @@ class OpTable:
         results = []
         for op in self.ops:
             sent = counts if op.until is None else at[op.until]
-            sops = 0.0
+            driven = dict.fromkeys(FIELDS, 0.0)
             for term in op.terms:
                 if term.source not in sent:
                     continue
                 events = sent[term.source] - at[1][term.source] if term.after_first else sent[term.source]
-                sops += float((events.double() * term.fanout).sum()) if isinstance(term.fanout, torch.Tensor) \
-                    else float(events.double().sum()) * term.fanout
+                driven[term.field] += float((events.double() * term.fanout).sum()) \
+                    if isinstance(term.fanout, torch.Tensor) else float(events.double().sum()) * term.fanout
             steps = samples if op.once else sample_steps[op.until]
-            results.append(LayerOps(op.name, op.kind, round(sops), round(steps * op.macs - samples * op.first_step_macs),
-                                    round(steps * op.float_ops), round(steps * op.adds)))
+            results.append(LayerOps(op.name, op.kind, round(driven["sops"]),
+                                    round(steps * op.macs - samples * op.first_step_macs + driven["macs"]),
+                                    round(steps * op.float_ops + samples * op.first_step_float_ops
+                                          + driven["float_ops"]),
+                                    round(steps * op.adds + driven["adds"])))
         return results
 
     def per_sample(self) -> list[LayerOps]:
@@ -189,7 +206,7 @@ class OpTable:
         """The table as JSON-able data (fan-out maps as lists)."""
         def term(t: _Term) -> dict:
             fanout = t.fanout.tolist() if isinstance(t.fanout, torch.Tensor) else t.fanout
-            return {"source": t.source, "fanout": fanout, "after_first": t.after_first}
+            return {"source": t.source, "fanout": fanout, "after_first": t.after_first, "field": t.field}
         return {"sources": list(self.sources),
                 "ops": [{**{k: v for k, v in vars(op).items() if k != "terms"}, "terms": [term(t) for t in op.terms]}
                         for op in self.ops]}
@@ -199,7 +216,7 @@ class OpTable:
         def term(t: dict) -> _Term:
             fanout = t["fanout"]
             return _Term(t["source"], torch.tensor(fanout, dtype=torch.float64) if isinstance(fanout, list)
-                         else float(fanout), t["after_first"])
+                         else float(fanout), t["after_first"], t.get("field", "sops"))
         return cls([_Op(**{**op, "terms": [term(t) for t in op["terms"]]}) for op in d["ops"]], list(d["sources"]))
 
 
@@ -209,16 +226,22 @@ class OpAccounting(OpTable):
     Args:
         snn: a converted model (a GraphModule annotated by ``convert``).
         dense: count every value as real and every op once (the ANN's figure, per sample).
+        event_driven: charge what the values' sent increments reach (count coding; see the module
+            docstring): the run watches the values in :attr:`streams`
+            (:func:`~snnconvert.runtime.streams.watching`).
+
+    Attributes:
+        streams: the values an event-driven run watches: ``probe name: (node, by rows)``.
     """
 
-    def __init__(self, snn: fx.GraphModule, dense: bool = False):
-        self.gm, self.dense = snn, dense
+    def __init__(self, snn: fx.GraphModule, dense: bool = False, event_driven: bool = False):
+        self.gm, self.dense, self.event_driven = snn, dense, event_driven and not dense
         self.classes, self.kinds = classify(snn)
         if dense:
             self.classes = {n: (STATIC if c == STATIC else REAL) for n, c in self.classes.items()}
         self._source_nodes = {n.target: n for n in snn.graph.nodes if self.classes[n] == EVENTS
                               and (is_source(n, snn) or is_event_pool(n, snn, self.kinds, self.classes))}
-        self.sources = list(self._source_nodes)
+        self.streams: dict[str, tuple[fx.Node, bool]] = {}
         # (op, its events input, fan-out: a number, or the weight-layer node to compute it for, b-term)
         self._consumers: list[tuple[_Op, fx.Node, float | fx.Node, bool]] = []
         self.ops: list[_Op] = []
@@ -231,6 +254,7 @@ class OpAccounting(OpTable):
                 self.ops.append(op)
             elif node.op.startswith("call"):
                 self.free.setdefault(self._why_free(node), []).append(_name(node))
+        self.sources = [*self._source_nodes, *self.streams]
         if self._consumers:
             self._trace_fanouts()
 
@@ -253,14 +277,19 @@ class OpAccounting(OpTable):
                 inner, spec = math.prod(shape[1:]), node
             if self.classes[x] == EVENTS:
                 self._consumers.append((op, x, spec, False))
+            elif self._live(node):
+                self._sent(op, x, "macs", spec if isinstance(spec, float) else self._unit_fanout(spec, x))
             else:
                 op.macs = out * inner
             return op
         if isinstance(module, ExpectationCompensated) and module.bilinear:
-            op = _Op(_name(node), "product", float_ops=0.0 if self.dense else out)
+            live = self._live(node)
+            op = _Op(_name(node), "product", float_ops=0.0 if self.dense or live else out)
+            if live:  # its emission: one float op per output element that changed
+                self._sent(op, node, "float_ops", 1.0)
             a, b = (node.args[i] for i in module.dynamic)
             for operand, after_first in ((a, False), (b, True)):
-                self._operand(op, node, operand, after_first)
+                self._operand(op, node, operand, after_first, live)
             if self.dense:
                 op.macs = out * self._contracted(node, a)
             return op
@@ -275,7 +304,13 @@ class OpAccounting(OpTable):
             return op
         if isinstance(module, ExpectationCompensated) or kind in (ops.SOFTMAX, ops.NORM, ops.NONLINEAR,
                                                                    ops.ACTIVATION, ops.BATCHNORM):
-            return _Op(_name(node), "elementwise", float_ops=out)
+            op = _Op(_name(node), "elementwise", float_ops=out)
+            inner = module.fn if isinstance(module, ExpectationCompensated) else module
+            reach = ops.recomputed_by(inner.fn if isinstance(inner, Call) else inner or node.target, node)
+            if reach is not None and self._live(node):  # every output at the first step (g(0) need not be 0)
+                op.float_ops, op.first_step_float_ops = 0.0, out
+                self._per_input(op, node, "float_ops", reach == "rows", after_first=True)
+            return op
         if kind == ops.MAXPOOL:
             return None if cls == EVENTS else _Op(_name(node), "elementwise", float_ops=out)
         if kind == ops.LINEAR and cls in (REAL, INPUT, ONCE):
@@ -303,24 +338,35 @@ class OpAccounting(OpTable):
         return self.free.get("unaccounted", [])
 
     def _linear(self, node: fx.Node, module: nn.Module | None, out: float) -> _Op | None:
-        target = _target(node)
+        target, live = _target(node), self._live(node)
         if target in _ADDS:
             op = _Op(_name(node), "add")
             spikes = [a for a in node.args[:2] if isinstance(a, fx.Node) and self.classes.get(a) == EVENTS]
             if spikes:  # a real value plus events: one addition per event
                 self._consumers.append((op, spikes[0], 1.0, False))
+            elif live:
+                self._per_input(op, node, "adds")
             else:
                 op.adds = out
             return op
         if target in ops.SCALINGS:
-            return _Op(_name(node), "elementwise", float_ops=out)
-        if target in ops.SCALED_ADDITIONS:  # a multiply and an add per element
-            return _Op(_name(node), "elementwise", float_ops=out, adds=out)
-        if target in ops.AVERAGES or isinstance(module, ops.POOL_MODULES):
-            return _Op(_name(node), "add", adds=per_sample(node.args[0]))
-        if target in ops.NEGATIONS:
+            op = _Op(_name(node), "elementwise", float_ops=0.0 if live else out)
+        elif target in ops.SCALED_ADDITIONS:  # a multiply and an add per element
+            op = _Op(_name(node), "elementwise", float_ops=0.0 if live else out, adds=0.0 if live else out)
+            if live:
+                self._per_input(op, node, "adds")
+        elif target in ops.AVERAGES or isinstance(module, ops.POOL_MODULES):  # an addition per input element
+            op = _Op(_name(node), "add", adds=0.0 if live else per_sample(node.args[0]))
+            if live:
+                self._sent(op, node.args[0], "adds", 1.0)
+            return op
+        elif target in ops.NEGATIONS:
             return None
-        return _Op(_name(node), "add", adds=out)
+        else:
+            return _Op(_name(node), "add", adds=out)
+        if live:
+            self._per_input(op, node, "float_ops")
+        return op
 
     def _contracted(self, product: fx.Node, a: fx.Node) -> float:
         """Inner size of a product: k of ``[n, k] @ [k, m]``, 1 for an elementwise product."""
@@ -329,15 +375,46 @@ class OpAccounting(OpTable):
         op = inner.fn if isinstance(inner, Call) else _target(product)
         return float(a.meta["shape"][-1]) if isinstance(inner, MatMul) or op in ops.MATRIX_PRODUCTS else 1.0
 
-    def _operand(self, op: _Op, product: fx.Node, operand: fx.Node, after_first: bool) -> None:
+    def _operand(self, op: _Op, product: fx.Node, operand: fx.Node, after_first: bool, live: bool) -> None:
         fanout = self._operand_fanout(product, operand)
         if self.classes.get(operand) == EVENTS:
             self._consumers.append((op, operand, fanout, after_first))
+        elif live:
+            self._sent(op, operand, "macs", fanout, after_first)
         elif not self.dense:
             macs = per_sample(operand) * fanout
             op.macs += macs
             if after_first:
                 op.first_step_macs += macs
+
+    # -- event-driven: what the sent elements of real values reach ---------------------------
+
+    def _dynamic_inputs(self, node: fx.Node) -> list[fx.Node]:
+        return [a for a in ops.data_inputs(node) if self.classes.get(a, STATIC) != STATIC]
+
+    def _live(self, node: fx.Node) -> bool:
+        """Whether ``node``'s costs follow its inputs' sent increments: event-driven, an op of every
+        step (not one on the input alone), and every dynamic input a watched value of every step."""
+        return self.event_driven and self.classes[node] not in (INPUT, ONCE) and all(
+            self.classes.get(a) in (REAL, EVENTS, ONCE) and "shape" in a.meta for a in self._dynamic_inputs(node))
+
+    def _sent(self, op: _Op, x: fx.Node, field: str, fanout: torch.Tensor | float, after_first: bool = False,
+              rows: bool = False) -> None:
+        """Charge ``op`` ``fanout`` of ``field`` per element (row) of ``x`` sent at a step."""
+        name = probe_name(x, rows)
+        self.streams[name] = (x, rows)
+        op.terms.append(_Term(name, fanout, after_first, field))
+
+    def _per_input(self, op: _Op, node: fx.Node, field: str, rows: bool = False, after_first: bool = False) -> None:
+        """Charge one ``field`` per output element that a sent element (row) of an input reaches."""
+        for x in self._dynamic_inputs(node):
+            reach = float(node.meta["shape"][-1]) if rows else per_sample(node) / per_sample(x)
+            self._sent(op, x, field, reach, after_first, rows)
+
+    def _unit_fanout(self, layer: fx.Node, x: fx.Node) -> torch.Tensor | float:
+        """Connections per element of ``x`` into weight layer ``layer`` (a real value's fan-out)."""
+        with torch.enable_grad():
+            return _compact(self._fanout_of(layer, torch.ones(x.meta["shape"], dtype=torch.float64)).flatten())
 
     def _operand_fanout(self, product: fx.Node, operand: fx.Node) -> float:
         """Outputs (× inner products) one element of ``operand`` takes part in."""
@@ -490,7 +567,8 @@ class EventCounts:
     sources in ``mapped`` (default: all), whose fan-out differs between elements, otherwise one
     total per source; over all steps (``totals``) and by the end of each step in ``marks``
     (``at``). Neurons (any :class:`Recorder`) keep them in their step (their record); other
-    sources (spike encoders, per-step max-pools of spikes) through a hook, which reads ``steps``
+    sources (spike encoders, per-step max-pools of spikes, the probes of an event-driven run, whose
+    ``events`` say what they saw sent) through a hook, which reads ``steps``
     time steps from each call (set by the simulator when it runs K steps per call).
     ``end_batch`` adds a batch's counts to the totals.
 
@@ -520,8 +598,9 @@ class EventCounts:
         return self
 
     def _hook(self, name: str):
-        def record(_module, _inputs, out: torch.Tensor) -> None:
-            for events in (out != 0).to(torch.float32).unflatten(0, (self.steps, -1)):
+        def record(module, _inputs, out: torch.Tensor) -> None:
+            sent = module.events(out) if hasattr(module, "events") else (out != 0).to(torch.float32)
+            for events in sent.unflatten(0, (self.steps, -1)):
                 if self._hooked[name] is None:
                     self._hooked[name] = NeuronRecord(events, True, True, False, torch.ones(()), self.marks)
                 self._hooked[name].add(events, events)

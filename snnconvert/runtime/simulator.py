@@ -33,6 +33,7 @@ from snnconvert.runtime.masking import RandomSpikeMask, reseed_masks
 from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.runtime.statistics import LayerSpikes, layer_spikes
 from snnconvert.runtime.state import reset_states
+from snnconvert.runtime.streams import watching
 
 
 @dataclass
@@ -183,7 +184,7 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
              input_shape: tuple[int, ...] | None = None, checkpoint: str | Path | None = None,
              reference: nn.Module | None = None, metrics: str = "full", chunk: int | None = None, fold: bool = True,
              precision: str = "fp32", compile: bool | str = False, exit_rule: ExitRule | None = None,
-             trace: ExitTrace | None = None) -> SimulationResult:
+             trace: ExitTrace | None = None, event_driven: bool | None = None) -> SimulationResult:
     """Run a converted model for ``timesteps`` steps on a batch or a DataLoader.
 
     Under torchrun each process simulates its shard of the data and the counts are summed, so
@@ -216,6 +217,9 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
             see :mod:`snnconvert.runtime.early_exit`).
         trace: record every sample's confidence and prediction at every step (what every exit
             rule would give: :func:`~snnconvert.runtime.early_exit.exit_curve`).
+        event_driven: count each op's work from the increments its inputs sent (count coding:
+            :mod:`snnconvert.runtime.streams`); None: wherever the model is count-coded. The
+            outputs are the same either way.
 
     Raises:
         ArgumentError: bad arguments, or a ``quiet`` exit on a model it is not exact on.
@@ -224,18 +228,24 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
     check_data(data, labels, timesteps, input_shape or getattr(snn, "meta", {}).get("input_shape"))
     options = SimulationOptions(chunk, metrics, precision, compile)
     snn = _as_graph(snn.eval().to(device), data, labels, device)
-    accounting = OpAccounting(snn)
+    coding = coding_of(snn)
+    if event_driven and coding != "count":
+        raise ArgumentError("event-driven execution needs a count-coded model: under rate coding the image and every "
+                            "bias are presented at every step, so every value changes at every step; convert with "
+                            "count coding (--coding count) or drop --event-driven")
+    accounting = OpAccounting(snn, event_driven=coding == "count" if event_driven is None else event_driven)
     watch = None
     if exit_rule is not None and exit_rule.kind == "quiet" or trace is not None and not quiet_problems(snn):
         watch = Quiescence(snn)
     elif trace is not None:
         trace.quiet_problems = quiet_problems(snn)
-    with Execution(snn, options, fold) as execution, SpikeMonitor(snn, metrics) as monitor, \
+    with watching(snn, accounting.streams), Execution(snn, options, fold) as execution, \
+            SpikeMonitor(snn, metrics) as monitor, \
             EventCounts({n: snn.get_submodule(n) for n in accounting.sources}, accounting.mapped,
                         accounting.marks) as events:
         return run_simulation(execution, monitor, events, accounting, model_signature(snn), data, labels, timesteps,
                               device, progress, input_shape, checkpoint, reference, exit_rule, trace,
-                              coding_of(snn), watch)
+                              coding, watch)
 
 
 @torch.no_grad()
