@@ -89,6 +89,9 @@ def _common(f):
 
 def _simulation_options(f):
     """How the simulation runs (SimulationOptions): the same result, faster or leaner."""
+    f = click.option("--event-driven/--dense-energy", "event_driven", default=None,
+                     help="Count each op's work from what its inputs sent at each step (only changes cost; "
+                          "count coding, where it is the default) or densely, every op at every step.")(f)
     f = click.option("--compile", "compile_step", is_flag=True,
                      help="torch.compile the step graph (worth it on a GPU; minutes of compiling on a CPU).")(f)
     f = click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True,
@@ -102,8 +105,9 @@ def _simulation_options(f):
                              "a GPU, 1 step on a CPU (try 4-8 for a small CNN).")(f)
 
 
-def _simulation(chunk: int | None, metrics: str, precision: str, compile_step: bool, **_other_options) -> SimulationOptions:
-    return SimulationOptions(chunk, metrics, precision, compile_step)
+def _simulation(chunk: int | None, metrics: str, precision: str, compile_step: bool, event_driven: bool | None = None,
+                **_other_options) -> SimulationOptions:
+    return SimulationOptions(chunk, metrics, precision, compile_step, event_driven)
 
 
 def _energy_options(f):
@@ -449,7 +453,8 @@ def _print_summary(report: dict, out: str) -> None:
             cells = ", ".join(f"T={t}: {a:.2f}" for t, a in sim["agreement_at"].items())
             click.echo(f"  agreement with the {sim['agreement_with']} (%): {cells}")
     for mode, sim in report["simulations"].items():
-        click.echo(f"energy ({mode}, per image over T={sim['timesteps']}): {sim['energy_uj_per_sample']:.3f} µJ = "
+        click.echo(f"energy ({mode}, {sim.get('energy_accounting', 'dense')}, per image over T={sim['timesteps']}): "
+                   f"{sim['energy_uj_per_sample']:.3f} µJ = "
                    f"{sim['sops_per_sample']:.4g} SOPs + {sim['adds_per_sample']:.4g} additions + "
                    f"{sim['macs_per_sample']:.4g} MACs + {sim['float_ops_per_sample']:.4g} float ops; "
                    f"ANN {report['ann_energy_uj_per_sample']:.3f} µJ")
@@ -701,10 +706,11 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, e
                                  "them: pick one", param_hint="--exit")
     if backend == "onnxruntime":
         torch_only = {"--device": device != "cpu", "--chunk": simulation.chunk is not None,
-                      "--precision": simulation.precision != "fp32", "--compile": bool(simulation.compile)}
+                      "--precision": simulation.precision != "fp32", "--compile": bool(simulation.compile),
+                      "--event-driven": bool(simulation.event_driven)}
         given = [name for name, on in torch_only.items() if on]
         if given:
-            raise click.BadParameter(f"{', '.join(given)} set how PyTorch runs; the onnxruntime backend runs the "
+            raise click.BadParameter(f"{', '.join(given)} set how PyTorch runs or what it watches; the onnxruntime backend runs the "
                                      "exported float32 step on the CPU, one step per call: drop them",
                                      param_hint=given[0])
     progress_file = Path(out) / "simulation.progress.pt" if out else None
@@ -737,7 +743,7 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, e
     if exits.rule is not None:
         _echo(f"early exit ({sim['exit_rule']}): {sim['mean_steps']:.2f} steps per image on average of T={timesteps}")
     _echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s, "
-          f"{backend}); energy per sample: {sim['energy_uj_per_sample']:.3f} µJ")
+          f"{backend}); energy per sample: {sim['energy_uj_per_sample']:.3f} µJ ({sim['energy_accounting']})")
     header = pipeline.report_header(recipe, str(weights), data, None, timesteps, neuron)
     if exits.curve:
         exit_report = {**header, "samples": sim["samples"], "accuracy_per_step": sim["accuracy_per_step"],

@@ -103,6 +103,8 @@ class Case:
 CASES = [
     Case("unknown model", ["swin_tiny_oops"], "unknown model 'swin_tiny_oops'"),
     Case("T = 0", ["vit_nano", "-T", "0"], "0 is not in the range x>=1"),
+    Case("event-driven on a rate-coded model", ["simulate", "vit_nano", "-T", "2", "--limit", "4", "--event-driven"],
+         "needs a count-coded model"),
     Case("data path that does not exist", ["simulate", "vit_nano", "--data", "/nonexistent/path"], "unknown dataset"),
     Case("data folder with no dataset", ["simulate", "vit_nano", "--data", "{root}/empty-data"], "holds no dataset"),
     Case("image tree with files that are not images", ["simulate", "vit_nano", "--data", "{root}/tree", "-T", "2"],

@@ -1,5 +1,6 @@
 """The `snnconvert` command end to end on the embedded default, and its errors."""
 import json
+import re
 import subprocess
 import sys
 
@@ -318,3 +319,9 @@ def test_calibrate_corrects_reports_per_layer_and_writes_a_converted_checkpoint(
     assert ckpt["stage"] == "converted" and ckpt["neuron"]["coding"] == "count"
     r = _invoke("simulate", "resnet_nano", "--checkpoint", str(snn), "-T", "4", "--limit", "16", "--quiet")
     assert r.exit_code == 0 and "T=4" in r.output, r.output
+    dense = _invoke("simulate", "resnet_nano", "--checkpoint", str(snn), "-T", "4", "--limit", "16", "--quiet",
+                    "--dense-energy")
+    energy = {run: float(re.search(r"energy per sample: ([0-9.]+) µJ \((event-driven|dense)\)", run.output)[1])
+              for run in (r, dense)}
+    assert "(event-driven)" in r.output and "(dense)" in dense.output  # count coding: event-driven by default
+    assert energy[r] < energy[dense]

@@ -57,6 +57,7 @@ def simulation_summary(result: SimulationResult, ann_accuracy: float | None,
         **{f"{field}_per_sample": sum(getattr(o, field) for o in result.ops) / max(1, result.samples)
            for field in OP_FIELDS},
         "energy_uj_per_sample": result.energy_per_sample_pj(costs) / 1e6,
+        "energy_accounting": "event-driven" if result.event_driven else "dense",
         "ops": [{"name": o.name, "kind": o.kind,
                  **{f"{field}_per_sample": getattr(o, field) / max(1, result.samples) for field in OP_FIELDS}}
                 for o in result.ops],
@@ -109,7 +110,7 @@ def _markdown(report: dict[str, Any]) -> str:
             lines += [f"| {lay['name']} | {lay['spikes_per_sample']:.0f} | {lay['firing_rate']:.4f} | "
                       f"{_or_na(lay['spike_percent'], '.2f')} | {_or_na(lay['negative_potential_percent'], '.2f')} | "
                       f"{_or_na(lay['mean_residual_potential'], '.3f')} |" for lay in sim["layers"]]
-            energy = f"{sim['energy_uj_per_sample']:.3f} µJ"
+            energy = f"{sim['energy_uj_per_sample']:.3f} µJ ({sim.get('energy_accounting', 'dense')} accounting)"
             if report.get("ann_energy_uj_per_sample"):
                 energy += f" ({sim['energy_uj_per_sample'] / report['ann_energy_uj_per_sample']:.3f} × the ANN's " \
                           f"{report['ann_energy_uj_per_sample']:.3f} µJ)"

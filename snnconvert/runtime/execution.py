@@ -44,13 +44,14 @@ ROWS_PER_CALL = {"cuda": 8192}
 
 @dataclass(frozen=True)
 class SimulationOptions:
-    """How :func:`~snnconvert.runtime.simulate` runs, not what it computes (every choice but
-    ``metrics`` gives the same result; see its arguments)."""
+    """How :func:`~snnconvert.runtime.simulate` runs, not what it computes (every choice gives the
+    same outputs; ``metrics`` and ``event_driven`` choose what is measured; see its arguments)."""
 
     chunk: int | None = None
     metrics: str = "full"
     precision: str = "fp32"
     compile: bool | str = False
+    event_driven: bool | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)

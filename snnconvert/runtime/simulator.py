@@ -51,6 +51,7 @@ class SimulationResult:
         ops: SOPs, MACs and floating-point ops per op (see :mod:`snnconvert.runtime.energy`).
         sample_steps: steps run, summed over samples (``samples · T`` without early exit).
         exit_rule: the rule samples stopped by (None: every sample ran T steps).
+        event_driven: ``ops`` count what the inputs sent at each step (else every op densely).
     """
 
     timesteps: int
@@ -63,6 +64,7 @@ class SimulationResult:
     agreeing: list[int] | None = None
     sample_steps: int = 0
     exit_rule: ExitRule | None = None
+    event_driven: bool = False
 
     @property
     def mean_steps(self) -> float:
@@ -243,9 +245,11 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
             SpikeMonitor(snn, metrics) as monitor, \
             EventCounts({n: snn.get_submodule(n) for n in accounting.sources}, accounting.mapped,
                         accounting.marks) as events:
-        return run_simulation(execution, monitor, events, accounting, model_signature(snn), data, labels, timesteps,
-                              device, progress, input_shape, checkpoint, reference, exit_rule, trace,
-                              coding, watch)
+        result = run_simulation(execution, monitor, events, accounting, model_signature(snn), data, labels,
+                                timesteps, device, progress, input_shape, checkpoint, reference, exit_rule, trace,
+                                coding, watch)
+    result.event_driven = accounting.event_driven
+    return result
 
 
 @torch.no_grad()
