@@ -35,6 +35,7 @@ from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.model_zoo import direct_config, get_recipe, list_recipes, shipped_checkpoint
 from snnconvert.report import comparison, write_comparison
 from snnconvert.report.calibration import calibration_table
+from snnconvert.report.report import convention_table
 from snnconvert.report.early_exit import early_exit_table, write_early_exit_report
 from snnconvert.runtime.early_exit import ExitRule
 from snnconvert.train import TrainConfig
@@ -458,6 +459,8 @@ def _print_summary(report: dict, out: str) -> None:
                    f"{sim['sops_per_sample']:.4g} SOPs + {sim['adds_per_sample']:.4g} additions + "
                    f"{sim['macs_per_sample']:.4g} MACs + {sim['float_ops_per_sample']:.4g} float ops; "
                    f"ANN {report['ann_energy_uj_per_sample']:.3f} µJ")
+        for line in convention_table(sim["energy_conventions"]) if sim.get("energy_conventions") else ():
+            click.echo(f"  {line}")
     for mode, sim in report["simulations"].items():
         kinds = ", ".join(sorted({op["kind"] for op in sim["float_operations"]})) or "none"
         click.echo(f"floating-point ops ({mode}): {len(sim['float_operations'])} ({kinds})")
@@ -744,6 +747,8 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, e
         _echo(f"early exit ({sim['exit_rule']}): {sim['mean_steps']:.2f} steps per image on average of T={timesteps}")
     _echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s, "
           f"{backend}); energy per sample: {sim['energy_uj_per_sample']:.3f} µJ ({sim['energy_accounting']})")
+    for line in convention_table(sim["energy_conventions"]) if sim.get("energy_conventions") else ():
+        _echo(line)
     header = pipeline.report_header(recipe, str(weights), data, None, timesteps, neuron)
     if exits.curve:
         exit_report = {**header, "samples": sim["samples"], "accuracy_per_step": sim["accuracy_per_step"],

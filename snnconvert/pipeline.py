@@ -34,6 +34,7 @@ from snnconvert.report import simulation_summary, write_report, write_sweep_repo
 from snnconvert.report.early_exit import exit_rows
 from snnconvert.runtime import SimulationOptions, evaluate, simulate
 from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve
+from snnconvert.runtime.conventions import energy_conventions
 from snnconvert.runtime.energy import EnergyCosts, OpAccounting
 from snnconvert.runtime.execution import run_steps
 from snnconvert.train import TrainConfig, fit
@@ -346,6 +347,10 @@ def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: in
                       input_shape=recipe.input_size, checkpoint=progress_file, reference=model, **asdict(options),
                       exit_rule=exits.rule, trace=trace)
     summary = simulation_summary(result, ann_accuracy, costs, label)
+    neuron_steps = sum(layer.neuron_steps for layer in result.layers)
+    summary["energy_conventions"] = energy_conventions(
+        result.ops, OpAccounting(snn, dense=True).per_sample(), result.samples, neuron_steps / max(1, result.samples),
+        neuron_steps / max(1, result.sample_steps), getattr(snn, "meta", {}).get("levels"), costs)
     summary["float_operations"] = [asdict(op) for op in float_operations(snn)]
     if trace is not None:
         summary["early_exit"] = exit_rows(exit_curve(trace, exits.curve), result.accuracy)

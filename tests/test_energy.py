@@ -11,7 +11,8 @@ from snnconvert.graph.events import EVENTS, REAL, classify
 from snnconvert.runtime import reset_states, simulate
 from snnconvert.errors import ArgumentError
 from snnconvert.runtime.coding import InputOnce
-from snnconvert.runtime.energy import EnergyCosts, EventCounts, OpAccounting
+from snnconvert.runtime.conventions import TwinCosts, energy_conventions
+from snnconvert.runtime.energy import EnergyCosts, EventCounts, LayerOps, OpAccounting
 from snnconvert.runtime.neurons import IFNeuron
 from snnconvert.runtime.operators import ExpectationCompensated, MatMul
 from snnconvert.runtime.simulator import _as_graph
@@ -223,3 +224,23 @@ def test_event_driven_needs_count_coding():
     x = torch.rand(2, 4)
     with pytest.raises(ArgumentError, match="count-coded"):
         simulate(model, x, torch.zeros(2, dtype=torch.long), timesteps=2, event_driven=True)
+
+
+def test_energy_conventions_by_hand():
+    # per sample: an encoding conv of 100 MACs, a spike-fed linear of 40 SOPs (the ANN: 80 MACs), a
+    # softmax of 10 float ops, 5 additions; 2 samples; 30 neuron-steps on 10 neurons (3 steps)
+    snn = [LayerOps("conv", "linear", 0, 200, 0, 0, once=True), LayerOps("fc", "linear", 80, 0, 0, 0),
+           LayerOps("softmax", "elementwise", 0, 0, 20, 10)]
+    ann = [LayerOps("conv", "linear", 0, 100, 0, 0, once=True), LayerOps("fc", "linear", 0, 80, 0, 0),
+           LayerOps("softmax", "elementwise", 0, 0, 10, 5)]
+    out = energy_conventions(snn, ann, 2, 30, 10, 8, EnergyCosts(1.0, 4.0), TwinCosts(8, 0.2, 0.1, 5.0))
+    assert out["every_op"]["snn_uj"] * 1e6 == pytest.approx(40 + 5 + 4 * (100 + 10))
+    assert out["every_op"]["ann_uj"] * 1e6 == pytest.approx(5 + 4 * (180 + 10))
+    assert out["papers"]["snn_uj"] * 1e6 == pytest.approx(40 + 4 * 100) and out["papers"]["ann_uj"] * 1e6 == 4 * 180
+    assert out["memory"]["snn_uj"] * 1e6 == pytest.approx(5 * (40 + 100 + 2 * 30))
+    assert out["memory"]["ann_uj"] * 1e6 == pytest.approx(5 * (180 + 2 * 10))
+    assert out["quantized_twin_activation_bits"] == 4  # 9 values of L = 8
+    twin = 100 * (0.2 * 8 * 8 / 64 + 0.1) + 80 * (0.2 * 4 * 8 / 64 + 0.1) + 4 * 10 + 5  # the image is 8-bit
+    assert out["quantized_twin"]["ann_uj"] * 1e6 == pytest.approx(twin)
+    assert out["spikes_per_synapse"] == pytest.approx(40 / 80)
+    assert "quantized_twin" not in energy_conventions(snn, ann, 2, 30, 10, None)

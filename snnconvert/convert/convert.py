@@ -82,6 +82,7 @@ def convert(model: fx.GraphModule, mode: str = "compensated", neuron: str | Neur
     annotate(snn, example)
     fold_batchnorms(snn)
     _fold_constants(snn)
+    snn.meta["levels"] = max((m.levels for m in snn.modules() if isinstance(m, QCFS)), default=None)
     _to_neurons(snn, neuron)
     if mode == "compensated":
         _compensate(snn, neuron.coding)

@@ -124,9 +124,35 @@ def _markdown(report: dict[str, Any]) -> str:
                       "|---|---|---|---|---|---|"]
             lines += [f"| {op['name']} | {op['kind']} | {op['sops_per_sample']:.4g} | {op['macs_per_sample']:.4g} | "
                       f"{op['float_ops_per_sample']:.4g} | {op.get('adds_per_sample', 0):.4g} |" for op in sim["ops"]]
+            if sim.get("energy_conventions"):
+                lines += ["", "Energy under each convention, beside the ANN's under the same one "
+                              "(snnconvert.runtime.conventions):", "", *convention_table(sim["energy_conventions"])]
             lines += ["", f"Operations that run in floating point ({mode}):", ""]
             lines += [f"- {op['name']} ({op['kind']}): {op['why']}" for op in sim["float_operations"]] or ["- none"]
     return "\n".join(lines) + "\n"
+
+
+_CONVENTION_NAMES = {
+    "every_op": "every op (ours)", "papers": "papers' (E_AC × SOPs + E_MAC × encoding MACs)",
+    "memory": "memory (a 32-bit access per weight read and per potential read or write)",
+    "total": "every op + memory", "quantized_twin": "every op, against the QCFS ANN run quantized",
+}
+
+
+def convention_table(conventions: dict[str, Any]) -> list[str]:
+    """A Markdown table of :func:`~snnconvert.runtime.conventions.energy_conventions`, and the
+    spikes per synapse."""
+    lines = ["| convention | SNN (µJ) | ANN (µJ) | SNN ÷ ANN |", "|---|---|---|---|"]
+    for key, name in _CONVENTION_NAMES.items():
+        row = conventions.get(key)
+        if row is not None:
+            bits = conventions.get("quantized_twin_activation_bits")
+            name = f"{name} ({bits}-bit activations)" if key == "quantized_twin" else name
+            lines.append(f"| {name} | {row['snn_uj']:.3f} | {row['ann_uj']:.3f} | {_or_na(row['ratio'], '.3f')} |")
+    spikes = conventions.get("spikes_per_synapse")
+    lines += ["", f"Spikes per synapse per inference: {_or_na(spikes, '.3f')} (IF SNNs compete with efficient ANN "
+                  "hardware between 0.15 and 1.38: Dampfhoffer et al., IEEE TETCI 2023)"]
+    return lines
 
 
 def _dynamic_timesteps(steps: dict[str, Any] | None) -> list[str]:

@@ -92,6 +92,7 @@ class LayerOps:
         macs: multiply-accumulates with real-valued operands.
         float_ops: other floating-point ops.
         adds: additions of real values.
+        once: an op on the input alone (the encoding layer: counted once per sample).
     """
 
     name: str
@@ -100,6 +101,7 @@ class LayerOps:
     macs: float = 0
     float_ops: float = 0
     adds: float = 0
+    once: bool = False
 
 
 @dataclass
@@ -195,12 +197,12 @@ class OpTable:
                                     round(steps * op.macs - samples * op.first_step_macs + driven["macs"]),
                                     round(steps * op.float_ops + samples * op.first_step_float_ops
                                           + driven["float_ops"]),
-                                    round(steps * op.adds + driven["adds"])))
+                                    round(steps * op.adds + driven["adds"]), op.once))
         return results
 
     def per_sample(self) -> list[LayerOps]:
         """Per-op counts of one forward (with ``dense=True``: the ANN's dense figure)."""
-        return [LayerOps(op.name, op.kind, 0, op.macs, op.float_ops, op.adds) for op in self.ops]
+        return [LayerOps(op.name, op.kind, 0, op.macs, op.float_ops, op.adds, op.once) for op in self.ops]
 
     def to_dict(self) -> dict:
         """The table as JSON-able data (fan-out maps as lists)."""
