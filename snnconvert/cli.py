@@ -184,6 +184,10 @@ def _prepare_options(f):
                      help="Where QCFS goes: mst (default; activations with --no-finetune): every activation plus the "
                           "Masked Spiking Transformer's sites (after residual-branch norms, on Q/K/V, scores, "
                           "attention output, branch projections), or activations (only where the ANN has them).")(f)
+    f = click.option("--spike-probabilities", is_flag=True,
+                     help="A QCFS (λ ≤ 1, calibrated) on every softmax output that a product reads, so attention·V "
+                          "runs on spikes instead of MACs on real values (added to a prepared checkpoint too; "
+                          "costs some accuracy: see the preparation record, fine-tune to win it back).")(f)
     return click.option("--levels", type=click.IntRange(1), default=None,
                         help="QCFS levels L when preparing an ANN (default: the recipe's).")(f)
 
@@ -196,14 +200,14 @@ def _no_finetune_option(f):
 
 
 def _prepare_config(model: str, levels, sites, layernorm, keep_activations, max_pool, no_finetune=False,
-                    mlp_batchnorm=False, **_other_options) -> PrepareConfig:
+                    mlp_batchnorm=False, spike_probabilities=False, **_other_options) -> PrepareConfig:
     """The preparation options as a config: the route's defaults (fine-tuning, or calibration alone
     with --no-finetune) with the options given on top."""
     levels = levels or get_recipe(model).levels
     base = PrepareConfig.calibration_only(levels) if no_finetune else PrepareConfig(levels)
     given = {k: v for k, v in dict(sites=sites, layernorm=layernorm, max_pool=max_pool).items() if v is not None}
     return replace(base, **given, keep_activations=tuple(dict.fromkeys(base.keep_activations + keep_activations)),
-                   mlp_batchnorm=mlp_batchnorm)
+                   mlp_batchnorm=mlp_batchnorm, spike_probabilities=spike_probabilities)
 
 
 def _model_options(f):

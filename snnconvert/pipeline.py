@@ -19,7 +19,9 @@ from snnconvert.calibrate.corrections import CorrectionConfig, conversion_errors
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
 from snnconvert.convert import (MaskConfig, NeuronConfig, PrepareConfig, add_spike_masks, change_effects, convert,
                                 float_operations, mask_sites, prepare, prepare_with_report)
+from snnconvert.convert.prepare import probability_change
 from snnconvert.convert.qcfs import rate_limit_model
+from snnconvert.convert.sites import insert_probability_sites
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.data.fit import check_fit
 from snnconvert.direct import DirectConfig
@@ -70,10 +72,15 @@ def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConf
     the BatchNorms prepare added get statistics and every QCFS its λ from the training split (the
     ANN's own BatchNorms keep theirs), and each change's cost is measured on the calibration images.
 
-    Returns the model, its config and a record of the preparation (None for a prepared model).
+    A prepared model is kept as it is, but for the QCFS sites on attention probabilities that
+    ``config`` asks for and it lacks: they are added and calibrated.
+
+    Returns the model, its config and a record of the preparation (None for a prepared model kept as is).
     """
     if loaded.stage == "prepared":
-        return loaded.model, loaded.prepare_config, None
+        if config is None or not config.spike_probabilities or loaded.prepare_config.spike_probabilities:
+            return loaded.model, loaded.prepare_config, None
+        return add_probability_sites(loaded, data, calibration, device, progress)
     config = config or PrepareConfig(levels=loaded.recipe.levels)
     model, report = prepare_with_report(loaded.model.to(device), loaded.recipe.example_batch().to(device), config)
     loader = calibration_loader(loaded.recipe, data)
@@ -84,6 +91,29 @@ def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConf
     effects = change_effects(report, loaded.model, model, images.to(device), labels.to(device))
     record = {"calibration": asdict(calibration), "changes": report.lines(),
               "accuracy_on_calibration_images": {label: round(acc, 2) for label, acc in effects},
+              "calibration_images": len(labels)}
+    return model, config, record
+
+
+def add_probability_sites(loaded: LoadedModel, data: str, calibration: CalibrationConfig, device: str,
+                          progress: bool) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
+    """A prepared model with QCFS sites on its attention probabilities, calibrated like every other
+    site; the record gives what they cost the QCFS ANN on the calibration images."""
+    model = copy.deepcopy(loaded.model).to(device)
+    config = replace(loaded.prepare_config, spike_probabilities=True)
+    sites = insert_probability_sites(model, config)
+    if not sites:
+        raise SnnConvertError(f"{loaded.recipe.name} has no softmax whose output a product reads: there are no "
+                              "attention probabilities to spike; drop --spike-probabilities")
+    model.recompile()
+    loader = calibration_loader(loaded.recipe, data)
+    images, labels = calibration_batch(loader, calibration.num_samples)
+    before = evaluate(loaded.model.to(device), images.to(device), labels.to(device), device=device)
+    calibrate_thresholds(model, loader, calibration, device, progress, only=sites)
+    after = evaluate(model, images.to(device), labels.to(device), device=device)
+    record = {"calibration": asdict(calibration), "changes": [probability_change(sites).describe()],
+              "accuracy_on_calibration_images": {"QCFS ANN as loaded": round(before, 2),
+                                                 "with spiking attention probabilities": round(after, 2)},
               "calibration_images": len(labels)}
     return model, config, record
 
@@ -463,7 +493,7 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
         model, config, prepared = ensure_prepared(loaded, data, calibration, device, progress, prepare_config)
         if masks is not None:
             model, config = prepare_masked(model, masks), replace(config, masks=masks)
-        if loaded.stage == "ann" or masks is not None:
+        if prepared is not None or masks is not None:
             save_prepared(out_dir / "prepared.pt", model, recipe, config)
     ann_acc = {"QCFS ANN": evaluate(model, test, device=device)}
     if neuron.coding == "rate":

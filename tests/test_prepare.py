@@ -4,10 +4,12 @@ import timm
 import torch
 from torch import nn
 
-from snnconvert.convert import ChannelBatchNorm, PrepareConfig, change_effects, prepare, prepare_with_report, \
-    qcfs_modules
+from snnconvert.calibrate import CalibrationConfig
+from snnconvert.convert import ChannelBatchNorm, NeuronConfig, PrepareConfig, change_effects, convert, prepare, \
+    prepare_with_report, qcfs_modules
 from snnconvert.errors import SnnConvertError, UnsupportedLayersError
 from snnconvert.graph.trace import trace
+from snnconvert.runtime import simulate
 
 from conftest import SPEC_28, SPEC_32, calibrated, images, tiny_swin, tiny_timm_resnet, tiny_vit
 
@@ -238,3 +240,42 @@ def test_precision_contexts_and_casts_are_dropped_and_reported():
     assert not methods & {"float", "to"}
     with torch.no_grad():
         assert prepared(x).dtype == x.dtype
+
+
+def test_spiking_attention_probabilities_make_attention_v_a_product_of_spikes():
+    x, y = images(SPEC_28, 8)
+    plain, _ = calibrated(tiny_vit(), x)
+    spiked, report = calibrated(tiny_vit(), x, PrepareConfig(spike_probabilities=True))
+    sites = {name: q for name, q in qcfs_modules(spiked).items() if q.role == "probabilities"}
+    assert sorted(sites) == ["blocks.0.attn.softmax_act", "blocks.1.attn.softmax_act"]  # one per softmax
+    assert all(0 < float(q.effective_threshold().detach()) <= 1.0 for q in sites.values())  # probabilities: λ ≤ 1
+    assert report.function_changes[-1].what == "QCFS on attention probabilities"
+    costs = {}
+    for name, model in (("plain", plain), ("spiked", spiked)):
+        snn = convert(model, neuron=NeuronConfig("signed-if", coding="count"))
+        ops = {o.name: o for o in simulate(snn, x, y, timesteps=12).ops}
+        costs[name] = ops["blocks.0.attn.av"]
+    assert costs["plain"].macs > 0 and costs["plain"].sops > 0  # softmax output × V: MACs on real values
+    assert costs["spiked"].macs == 0 and costs["spiked"].sops > 0  # spikes × spikes: additions only
+
+
+def test_probability_sites_join_a_prepared_model_calibrated_alone(tmp_path):
+    from snnconvert import pipeline
+
+    loaded = pipeline.load("vit_nano", None)
+    before = {n: q.threshold.detach().clone() for n, q in qcfs_modules(loaded.model).items()}
+    model, config, record = pipeline.add_probability_sites(loaded, "embedded", CalibrationConfig(num_samples=32),
+                                                           "cpu", False)
+    after = qcfs_modules(model)
+    assert config.spike_probabilities and set(after) - set(before) == {f"blocks.{i}.attn.softmax_act" for i in range(4)}
+    assert all(torch.equal(after[n].threshold, lam) for n, lam in before.items())  # the trained sites untouched
+    assert set(record["accuracy_on_calibration_images"]) == {"QCFS ANN as loaded", "with spiking attention probabilities"}
+    path = tmp_path / "prepared.pt"
+    pipeline.save_prepared(path, model, loaded.recipe, config)
+    reloaded = pipeline.load("vit_nano", str(path))
+    x, _ = images(SPEC_28, 4)
+    with torch.no_grad():
+        assert torch.equal(reloaded.model.eval()(x), model.eval()(x))  # the config rebuilds the sites
+    cnn = pipeline.load("resnet_nano", None)
+    with pytest.raises(SnnConvertError, match="no softmax"):
+        pipeline.add_probability_sites(cnn, "embedded", CalibrationConfig(num_samples=8), "cpu", False)

@@ -128,8 +128,10 @@ def calibrate_batchnorm(model: nn.Module, loader: Iterable, num_samples: int = 2
 
 @torch.no_grad()
 def calibrate_thresholds(model: nn.Module, loader: Iterable, config: CalibrationConfig | None = None,
-                         device: str | torch.device = "cpu", progress: bool = False) -> dict[str, torch.Tensor]:
-    """Set every QCFS threshold λ from its input statistics over ``config.num_samples`` images.
+                         device: str | torch.device = "cpu", progress: bool = False,
+                         only: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """Set every QCFS threshold λ (or those of the sites named in ``only``) from its input
+    statistics over ``config.num_samples`` images.
 
     Sites run unquantized (as ReLU, or ReLU6 where capped) while observing, so each layer sees the
     activations it would see without the thresholds being calibrated. Returns the new thresholds
@@ -139,6 +141,8 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, config: Calibration
     cfg = config or CalibrationConfig()
     _check_arguments(model, loader, cfg.num_samples, "calibrate_thresholds")
     sites = qcfs_modules(model)
+    if only is not None:
+        sites = {name: site for name, site in sites.items() if name in set(only)}
     if not sites:
         raise ArgumentError("calibrate_thresholds: the model has no QCFS sites to calibrate; run "
                             "snnconvert.prepare(model, example) first")

@@ -78,6 +78,9 @@ class PrepareConfig:
             QCFS (the MST variant; they fold into the Linears at conversion).
         masks: Random Spike Masking after the QCFS sites it names (kept by conversion); a
             checkpoint's config carries them, so a masked model reloads masked.
+        spike_probabilities: a QCFS (capped at 1) on every softmax output that a product reads
+            (the attention probabilities, as SpikeZIP-TF and STA quantize them), so that
+            attention·V becomes a product of spikes instead of MACs on real values.
     """
 
     levels: int = 8
@@ -88,6 +91,7 @@ class PrepareConfig:
     max_pool: str = "keep"
     mlp_batchnorm: bool = False
     masks: MaskConfig | None = None
+    spike_probabilities: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.masks, dict):  # from a checkpoint's JSON

@@ -31,7 +31,8 @@ from snnconvert.convert.config import PrepareConfig
 from snnconvert.convert.norm import layernorms_to_batchnorms
 from snnconvert.convert.qcfs import QCFS
 from snnconvert.convert.rsm import add_spike_masks
-from snnconvert.convert.sites import activations_to_qcfs, add_mlp_batchnorms, insert_mst_sites, max_pools_to_average
+from snnconvert.convert.sites import activations_to_qcfs, add_mlp_batchnorms, insert_mst_sites, \
+    insert_probability_sites, max_pools_to_average
 from snnconvert.errors import ArgumentError, SnnConvertError, UnsupportedLayersError, first_line
 from snnconvert.graph import ops
 from snnconvert.graph.edit import bypass, finish, unshare_stateless
@@ -256,11 +257,21 @@ def _function_changes(gm: fx.GraphModule, cfg: PrepareConfig, report: PrepareRep
             added = add_mlp_batchnorms(gm, inserted)
             report.changes.append(Change("BatchNorm after MLP Linears", added, True,
                                          "MST's variant; the identity until trained, then folded at conversion"))
+    probabilities = insert_probability_sites(gm, cfg) if cfg.spike_probabilities else []
+    if probabilities:
+        report.changes.append(probability_change(probabilities))
     if cfg.max_pool == "avg":
         pools = max_pools_to_average(gm)
         if pools:
             report.changes.append(Change("max-pool → average pool", list(pools), False,
                                          "average instead of maximum over each window", pools))
+
+
+def probability_change(sites: list[str]) -> Change:
+    """The record of :func:`~snnconvert.convert.sites.insert_probability_sites`."""
+    return Change("QCFS on attention probabilities", sites, False,
+                  "softmax outputs quantized to L levels of [0, λ ≤ 1]: attention·V becomes spike-driven",
+                  {p: nn.Identity() for p in sites})
 
 
 def _refuse_unknown(gm: fx.GraphModule, report: PrepareReport) -> None:

@@ -39,7 +39,8 @@ def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: int, shift: float = 0
 #: what a QCFS site stands for: an ANN activation it replaced, or a site the MST recipe inserts
 #: (after a residual branch's norm, on Q, K, V, the attention scores and output, after a branch's
 #: last projection, on an operand or the output of another product)
-ROLES = ("activation", "norm", "q", "k", "v", "scores", "attention", "projection", "operand", "product")
+ROLES = ("activation", "norm", "q", "k", "v", "scores", "attention", "projection", "operand", "product",
+         "probabilities")
 
 
 class QCFS(nn.Module):

@@ -16,6 +16,9 @@
   - after a weight layer whose output is added to another dynamic tensor (a branch's last
     projection, or patch merging's reduction that starts a residual stream).
 
+With ``spike_probabilities`` (:func:`insert_probability_sites`), a QCFS capped at 1 also goes on
+every softmax output that a product reads (attention probabilities).
+
 Each inserted QCFS is named after what it follows (``blocks.0.norm1_act``, ``blocks.0.attn.proj_act``)
 and carries its role (:data:`snnconvert.convert.qcfs.ROLES`).
 """
@@ -223,6 +226,18 @@ def insert_mst_sites(gm: fx.GraphModule, config: PrepareConfig) -> dict[str, str
             site = insert_after(gm, node, _after(node, gm),
                                 _site(config, "projection", _channel_axis(node, gm, analysis)))
             inserted[site.target] = "projection"
+            analysis.refresh()
+    return inserted
+
+
+def insert_probability_sites(gm: fx.GraphModule, config: PrepareConfig) -> list[str]:
+    """A QCFS with λ ≤ 1 after every softmax whose output a product of two dynamic tensors reads
+    (attention probabilities), in place; returns the new sites' paths."""
+    analysis, inserted = Analysis(gm), []
+    for node in list(gm.graph.nodes):
+        if analysis.kinds.get(node) == ops.SOFTMAX and not analysis.settled(node) and any(
+                analysis.kinds.get(c) == ops.PRODUCT for c in analysis.consumers(node)):
+            inserted.append(insert_after(gm, node, _after(node, gm), _site(config, "probabilities", cap=1.0)).target)
             analysis.refresh()
     return inserted
 
