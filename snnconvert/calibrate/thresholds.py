@@ -142,7 +142,8 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, config: Calibration
     _check_arguments(model, loader, cfg.num_samples, "calibrate_thresholds")
     sites = qcfs_modules(model)
     if only is not None:
-        sites = {name: site for name, site in sites.items() if name in set(only)}
+        wanted = set(only)
+        sites = {name: site for name, site in sites.items() if name in wanted}
     if not sites:
         raise ArgumentError("calibrate_thresholds: the model has no QCFS sites to calibrate; run "
                             "snnconvert.prepare(model, example) first")

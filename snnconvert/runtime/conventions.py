@@ -31,9 +31,6 @@ from dataclasses import dataclass
 
 from snnconvert.runtime.energy import EnergyCosts, LayerOps
 
-CONVENTIONS = ("every_op", "papers", "memory", "total", "quantized_twin")
-
-
 @dataclass(frozen=True)
 class TwinCosts:
     """The integer datapath of the quantized twin and the memory access of the memory convention (pJ)."""

@@ -30,11 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
 from torch import nn
 
 from snnconvert.errors import ArgumentError, SnnConvertError
 from snnconvert.runtime.coding import estimate
+from snnconvert.runtime.neurons import SpikingNeuron
 
 EXIT_RULES = ("quiet", "confidence", "stable")
 
@@ -97,8 +97,6 @@ def coding_of(snn: nn.Module) -> str:
 
 def quiet_problems(snn: nn.Module) -> list[str]:
     """Why the ``quiet`` exit is not exact on ``snn`` (empty: it is)."""
-    from snnconvert.runtime.neurons import SpikingNeuron
-
     problems = []
     if coding_of(snn) != "count":
         problems.append("the image is presented at every step (rate coding), so the first neurons never fall "
@@ -128,8 +126,6 @@ class Quiescence:
     """
 
     def __init__(self, snn: nn.Module):
-        from snnconvert.runtime.neurons import SpikingNeuron
-
         problems = quiet_problems(snn)
         if problems:
             raise ArgumentError("the quiet exit is not exact on this model: " + "; ".join(problems))

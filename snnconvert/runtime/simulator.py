@@ -237,10 +237,11 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
                             "count coding (--coding count) or drop --event-driven")
     accounting = OpAccounting(snn, event_driven=coding == "count" if event_driven is None else event_driven)
     watch = None
-    if exit_rule is not None and exit_rule.kind == "quiet" or trace is not None and not quiet_problems(snn):
+    if exit_rule is not None and exit_rule.kind == "quiet":
         watch = Quiescence(snn)
     elif trace is not None:
         trace.quiet_problems = quiet_problems(snn)
+        watch = None if trace.quiet_problems else Quiescence(snn)
     with watching(snn, accounting.streams), Execution(snn, options, fold) as execution, \
             SpikeMonitor(snn, metrics) as monitor, \
             EventCounts({n: snn.get_submodule(n) for n in accounting.sources}, accounting.mapped,
@@ -353,13 +354,12 @@ def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, 
         for out in execution.run(inputs, events.steps):
             total_out = out.clone() if total_out is None else total_out + out
             now = total_out.argmax(-1)
+            counted = started
             if predicted is None:
                 if (exit_rule is not None or traced is not None) and now.dim() != 1:
                     raise ValueError(f"early exit needs outputs [N, classes], got {list(total_out.shape)}")
                 predicted = now.clone()
-                counted = started
             else:
-                counted = started
                 unchanged = unchanged_steps(unchanged, now == predicted[active], counted)
                 predicted[active] = now
                 started = started | ~output_silent(out, previous, coding)
