@@ -199,6 +199,54 @@ def test_event_driven_costs_only_what_the_sent_increments_reach():
     assert driven["fc"].macs == (12 + 4) * 2
 
 
+class _CountCodedScores(nn.Module):
+    """image once → two IF (θ = 1, v0 = 0) → compensated ``a @ bᵀ`` (count coding) × 0.5 → Linear(2, 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.once, self.a, self.b = InputOnce(), IFNeuron(1.0, initial_potential=0.0), IFNeuron(1.0, initial_potential=0.0)
+        self.product = ExpectationCompensated(MatMul(), bilinear=True, coding="count")
+        self.fc = nn.Linear(2, 1)
+
+    def forward(self, x):
+        x = self.once(x)
+        return self.fc(self.product(self.a(x), self.b(x).transpose(1, 2)) * 0.5).sum(1)
+
+
+def test_event_driven_products_emit_by_additions_and_fold_their_scaling():
+    x = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]]])  # a = b = x: 1 spike at step 1, 1 at steps 1 and 2
+    driven = _ops_of(_CountCodedScores(), x, 3, event_driven=True)
+    # A_1 = B_1 = [[1,0,0],[0,0,1]]: step 1 a_1·B_1ᵀ reaches 2 spikes × 2 rows; outputs that changed:
+    # (0, 0), (1, 1); step 2 (one spike at (1, 2) in a and in b): a_2·B_2ᵀ 1 × 2, A_1·b_2ᵀ 1 × 2,
+    # output (1, 1) changed; step 3 sends nothing
+    product = driven["product"]
+    assert (product.sops, product.float_ops, product.adds) == (4 + 2 + 2, 0, 2 + 1)
+    assert "mul" not in driven  # × 0.5 folded into the product: no float op per changed score
+    assert driven["fc"].macs == (2 + 1) * 1  # the 3 scores sent, 1 output each
+
+
+class _MixedStream(nn.Module):
+    """image once → Linear(2, 2) (real, once) + IF (θ = 1, v0 = 0) spikes → Linear(2, 3): a
+    residual stream's real part at the first step, then events."""
+
+    def __init__(self):
+        super().__init__()
+        self.once, self.neuron = InputOnce(), IFNeuron(1.0, initial_potential=0.0)
+        self.embed, self.fc = nn.Linear(2, 2, bias=False), nn.Linear(2, 3, bias=False)
+
+    def forward(self, x):
+        x = self.once(x)
+        return self.fc(self.embed(x) + self.neuron(x))
+
+
+def test_event_driven_weight_layers_take_a_mixed_stream_as_its_real_part_once_then_events():
+    x = torch.tensor([[2.5, 0.4]])  # element 0 spikes at steps 1 and 2, element 1 never
+    driven = _ops_of(_MixedStream(), x, 4, event_driven=True)
+    assert (driven["fc"].macs, driven["fc"].sops) == (2 * 3, 1 * 3)  # dense once; the step-2 spike × 3
+    dense = _ops_of(_MixedStream(), x, 4, event_driven=False)
+    assert (dense["fc"].macs, dense["fc"].sops) == (4 * 2 * 3, 0)
+
+
 def _ops_of(model: nn.Module, x: torch.Tensor, timesteps: int, event_driven: bool) -> dict:
     result = simulate(model, x, torch.zeros(len(x), dtype=torch.long), timesteps=timesteps, event_driven=event_driven)
     return {o.name: o for o in result.ops}

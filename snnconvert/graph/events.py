@@ -39,7 +39,7 @@ def _presents_once(node: fx.Node, gm: fx.GraphModule) -> bool:
     return node.op == "call_module" and bool(getattr(gm.get_submodule(node.target), "presents_once", False))
 
 
-def _keeps_events(node: fx.Node, gm: fx.GraphModule, kind: str) -> bool:
+def keeps_events(node: fx.Node, gm: fx.GraphModule, kind: str) -> bool:
     if kind in (ops.STRUCTURAL, ops.IDENTITY):
         return True
     if kind != ops.LINEAR:
@@ -66,9 +66,9 @@ def classify(gm: fx.GraphModule) -> tuple[dict[fx.Node, str], dict[fx.Node, str]
         elif _presents_once(node, gm) or inputs and all(c == ONCE for c in inputs):
             classes[node] = ONCE
         else:
-            adds_constant = kinds[node] == ops.LINEAR and _adds_static(node, dynamic)
+            adds_constant = kinds[node] == ops.LINEAR and adds_static(node, dynamic)
             classes[node] = EVENTS if (inputs and all(c == EVENTS for c in inputs) and not adds_constant
-                                       and _keeps_events(node, gm, kinds[node])) else REAL
+                                       and keeps_events(node, gm, kinds[node])) else REAL
     return classes, kinds
 
 
@@ -78,7 +78,7 @@ def is_event_pool(node: fx.Node, gm: fx.GraphModule, kinds: dict, classes: dict)
     return kinds.get(node) == ops.MAXPOOL and bool(inputs) and all(classes[n] == EVENTS for n in inputs)
 
 
-def _adds_static(node: fx.Node, dynamic: set[fx.Node]) -> bool:
+def adds_static(node: fx.Node, dynamic: set[fx.Node]) -> bool:
     """An addition or subtraction with an operand that does not depend on the input (a bias)."""
     if not ops.calls(node, ops.ADDITIONS | ops.SUBTRACTIONS):
         return False

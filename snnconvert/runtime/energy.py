@@ -29,7 +29,9 @@ Every op of the graph is accounted for, from the static classification of its op
 **Event-driven** (count coding, :mod:`snnconvert.runtime.streams`): a value sends only its nonzero
 increments, and each op costs per step only what they reach: a weight layer or a product fed a real
 value one MAC per sent element × its fan-out (``Σ_i sent_i × fan-out_i``, as for spikes); a
-compensated product's emission, one float op per output element that changed; an elementwise op,
+compensated product's emission, one addition (of its two terms) per output element that changed,
+and a scaling of its output by a constant nothing (folded into the stored operand it multiplies:
+each event adds ``c·θ`` to the totals instead of ``θ``); an elementwise op,
 every output at the first step (``g(0)`` need not be 0), then one op per sent input element (a
 binary op: the sum over its inputs, an upper bound of their union); a softmax over the last
 dimension, likewise, the whole row for each row with a sent element; real
@@ -52,8 +54,10 @@ from torch import fx, nn
 
 from snnconvert.graph import ops
 from snnconvert.graph.edit import join, owner
-from snnconvert.graph.events import EVENTS, INPUT, ONCE, REAL, STATIC, classify, is_event_pool, is_source
+from snnconvert.graph.events import (EVENTS, INPUT, ONCE, REAL, STATIC, adds_static, classify, is_event_pool,
+                                     is_source, keeps_events)
 from snnconvert.graph.shapes import example_input, per_sample
+from snnconvert.runtime.coding import OnceOffset
 from snnconvert.runtime.execution import run_steps
 from snnconvert.runtime.operators import Call, ExpectationCompensated, MatMul
 from snnconvert.runtime.state import reset_states
@@ -121,8 +125,10 @@ class _Op:
     macs: float = 0.0       # per sample and step
     float_ops: float = 0.0
     adds: float = 0.0
-    first_step_macs: float = 0.0  # MACs the first step does not do
-    first_step_float_ops: float = 0.0  # float ops of the first step alone (event-driven: it computes all)
+    # what the first step does beyond its share of ``macs`` / ``float_ops`` (negative: what it skips;
+    # event-driven: the first step computes every output, and a mixed stream's real part arrives)
+    first_step_macs: float = 0.0
+    first_step_float_ops: float = 0.0
     once: bool = False  # on values that are zero after the first step: counted for that step only
     until: int | None = None  # the steps it runs for (None: all)
     terms: list[_Term] = field(default_factory=list)
@@ -194,7 +200,7 @@ class OpTable:
                     if isinstance(term.fanout, torch.Tensor) else float(events.double().sum()) * term.fanout
             steps = samples if op.once else sample_steps[op.until]
             results.append(LayerOps(op.name, op.kind, round(driven["sops"]),
-                                    round(steps * op.macs - samples * op.first_step_macs + driven["macs"]),
+                                    round(steps * op.macs + samples * op.first_step_macs + driven["macs"]),
                                     round(steps * op.float_ops + samples * op.first_step_float_ops
                                           + driven["float_ops"]),
                                     round(steps * op.adds + driven["adds"]), op.once))
@@ -243,6 +249,7 @@ class OpAccounting(OpTable):
             self.classes = {n: (STATIC if c == STATIC else REAL) for n, c in self.classes.items()}
         self._source_nodes = {n.target: n for n in snn.graph.nodes if self.classes[n] == EVENTS
                               and (is_source(n, snn) or is_event_pool(n, snn, self.kinds, self.classes))}
+        self.mixed = mixed_streams(snn, self.classes, self.kinds) if self.event_driven else set()
         self.streams: dict[str, tuple[fx.Node, bool]] = {}
         # (op, its events input, fan-out: a number, or the weight-layer node to compute it for, b-term)
         self._consumers: list[tuple[_Op, fx.Node, float | fx.Node, bool]] = []
@@ -279,6 +286,9 @@ class OpAccounting(OpTable):
                 inner, spec = math.prod(shape[1:]), node
             if self.classes[x] == EVENTS:
                 self._consumers.append((op, x, spec, False))
+            elif x in self.mixed:  # its real part at the first step (densely), then its events
+                op.first_step_macs = out * inner
+                self._consumers.append((op, x, spec, True))
             elif self._live(node):
                 self._sent(op, x, "macs", spec if isinstance(spec, float) else self._unit_fanout(spec, x))
             else:
@@ -287,8 +297,8 @@ class OpAccounting(OpTable):
         if isinstance(module, ExpectationCompensated) and module.bilinear:
             live = self._live(node)
             op = _Op(_name(node), "product", float_ops=0.0 if self.dense or live else out)
-            if live:  # its emission: one float op per output element that changed
-                self._sent(op, node, "float_ops", 1.0)
+            if live:  # its emission: the sum of its two terms, one addition per output element that changed
+                self._sent(op, node, "adds", 1.0)
             a, b = (node.args[i] for i in module.dynamic)
             for operand, after_first in ((a, False), (b, True)):
                 self._operand(op, node, operand, after_first, live)
@@ -332,6 +342,8 @@ class OpAccounting(OpTable):
             return "on events (folded into the synaptic operations of the layers they reach)"
         if ops.calls(node, ops.NEGATIONS):
             return "sign change"
+        if self._live(node) and self._folded_scaling(node):
+            return "a constant scaling of a product's output (folded into the product's stored operand)"
         return "unaccounted"
 
     @property
@@ -352,6 +364,8 @@ class OpAccounting(OpTable):
                 op.adds = out
             return op
         if target in ops.SCALINGS:
+            if live and self._folded_scaling(node):
+                return None
             op = _Op(_name(node), "elementwise", float_ops=0.0 if live else out)
         elif target in ops.SCALED_ADDITIONS:  # a multiply and an add per element
             op = _Op(_name(node), "elementwise", float_ops=0.0 if live else out, adds=0.0 if live else out)
@@ -370,6 +384,17 @@ class OpAccounting(OpTable):
             self._per_input(op, node, "float_ops")
         return op
 
+    def _folded_scaling(self, node: fx.Node) -> bool:
+        """A scaling by a constant of the output of a compensated product of two streams that
+        nothing else reads: event-driven, the constant is folded into the product."""
+        if not ops.calls(node, ops.SCALINGS):
+            return False
+        inputs = self._dynamic_inputs(node)
+        if len(inputs) != 1 or len(inputs[0].users) != 1 or inputs[0].op != "call_module":
+            return False
+        product = self.gm.get_submodule(inputs[0].target)
+        return isinstance(product, ExpectationCompensated) and product.bilinear
+
     def _contracted(self, product: fx.Node, a: fx.Node) -> float:
         """Inner size of a product: k of ``[n, k] @ [k, m]``, 1 for an elementwise product."""
         module = self.gm.get_submodule(product.target) if product.op == "call_module" else None
@@ -387,7 +412,7 @@ class OpAccounting(OpTable):
             macs = per_sample(operand) * fanout
             op.macs += macs
             if after_first:
-                op.first_step_macs += macs
+                op.first_step_macs -= macs
 
     # -- event-driven: what the sent elements of real values reach ---------------------------
 
@@ -433,7 +458,7 @@ class OpAccounting(OpTable):
         nodes = dict(zip(self.gm.graph.nodes, twin.graph.nodes))
         back = {v: k for k, v in nodes.items()}
         with torch.enable_grad():
-            unit = _UnitRun(twin, {nodes[n]: c for n, c in self.classes.items()},
+            unit = _UnitRun(twin, {nodes[n]: MIXED if n in self.mixed else c for n, c in self.classes.items()},
                             {nodes[n]: k for n, k in self.kinds.items()},
                             {nodes[n] for n in self._source_nodes.values()}, {nodes[n] for n in inputs})
             unit.run(example_input(twin))  # the twin's neurons step once; the twin is dropped
@@ -473,6 +498,30 @@ class OpAccounting(OpTable):
         (grad,) = torch.autograd.grad(y.sum(), x)
         return grad.detach()
 
+MIXED = "mixed"
+
+
+def mixed_streams(gm: fx.GraphModule, classes: dict[fx.Node, str], kinds: dict[fx.Node, str]) -> set[fx.Node]:
+    """Real values of a count-coded graph that are a real value of the first step plus events:
+    sums, rearrangements, scalings and averages of ``once`` values and events (count coding's
+    residual stream: the patch embedding, then the spikes each branch adds), and once-counted
+    constants added to them. By linearity a weight layer fed one does its MACs on the real part
+    at the first step, then one accumulate per event and connection."""
+    mixed: set[fx.Node] = set()
+    dynamic = {n for n, c in classes.items() if c != STATIC}
+    for node in gm.graph.nodes:
+        if classes.get(node) != REAL:
+            continue
+        inputs = [n for n in ops.data_inputs(node) if classes.get(n, STATIC) != STATIC]
+        parts = [MIXED if n in mixed else classes[n] for n in inputs]
+        if not inputs or not set(parts) <= {ONCE, EVENTS, MIXED} or set(parts) == {ONCE}:
+            continue
+        if (keeps_events(node, gm, kinds[node]) and not adds_static(node, dynamic)) \
+                or isinstance(gm.get_submodule(node.target) if node.op == "call_module" else None, OnceOffset):
+            mixed.add(node)
+    return mixed
+
+
 def _compact(fanout: torch.Tensor) -> torch.Tensor | float:
     """A fan-out map as one number where it is uniform."""
     first = fanout[0]
@@ -495,7 +544,7 @@ class _UnitRun(fx.Interpreter):
         if node in self.sources:
             value = torch.ones(node.meta["shape"], dtype=torch.float64, requires_grad=True)
             self.leaves[node] = value
-        elif self.classes.get(node) == EVENTS and self.kinds.get(node) == ops.LINEAR:
+        elif self.classes.get(node) in (EVENTS, MIXED) and self.kinds.get(node) == ops.LINEAR:
             value = self._unit(node)
         else:
             value = super().run_node(node)
@@ -508,11 +557,11 @@ class _UnitRun(fx.Interpreter):
     def _unit(self, node: fx.Node) -> torch.Tensor:
         args, kwargs = self.fetch_args_kwargs_from_env(node)
         target = node.target if node.op != "call_module" else self.module.get_submodule(node.target)
-        dynamic = [a for a, n in zip(args, node.args) if isinstance(n, fx.Node) and self.classes.get(n) == EVENTS]
+        dynamic = [a for a, n in zip(args, node.args) if isinstance(n, fx.Node) and self.classes.get(n) in (EVENTS, MIXED)]
         if target in ops.SCALINGS or target in ops.NEGATIONS:
             return dynamic[0]
-        if target in _ADDS:
-            return dynamic[0] + dynamic[1]
+        if target in _ADDS:  # a mixed stream's real part is no connection
+            return dynamic[0] + dynamic[1] if len(dynamic) == 2 else dynamic[0]
         if target in (torch.mean, "mean"):
             return torch.sum(*args, **kwargs) if node.op == "call_function" else args[0].sum(*args[1:], **kwargs)
         if target in (torch.sum, "sum"):
@@ -529,7 +578,7 @@ class _UnitRun(fx.Interpreter):
                     found.append(current)
                     continue
                 for n in ops.data_inputs(current):
-                    if n not in seen and self.classes.get(n) == EVENTS:
+                    if n not in seen and self.classes.get(n) in (EVENTS, MIXED):
                         seen.add(n)
                         frontier.append(n)
             self._above[node] = found
