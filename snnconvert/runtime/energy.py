@@ -35,8 +35,10 @@ each event adds ``c·θ`` to the totals instead of ``θ``); an elementwise op,
 every output at the first step (``g(0)`` need not be 0), then one op per sent input element (a
 binary op: the sum over its inputs, an upper bound of their union); a softmax over the last
 dimension, likewise, the whole row for each row with a sent element; real
-additions and averages, one addition per sent element. Ops whose work cannot be read from their
-inputs' increments (a norm over several dimensions, a softmax over another one, ops that stop early)
+additions and averages, one addition per sent element. A weight layer fed a **mixed stream**
+(:func:`mixed_streams`: a real value of the first step plus events, count coding's residual stream)
+does, by linearity, its MACs on the whole value at the first step, then one accumulate per event
+and connection, as if fed events. Ops whose work cannot be read from their inputs' increments (a norm over several dimensions, a softmax over another one, ops that stop early)
 stay dense.
 
 ``E = E_AC·(SOP + additions) + E_MAC·(MAC + float ops)`` with the 45 nm defaults ``E_AC = 0.9 pJ``
