@@ -14,7 +14,7 @@ from snnconvert.convert import NeuronConfig, PrepareConfig, convert
 from snnconvert.data import InputSpec
 from snnconvert.model_zoo.coverage import ARCHITECTURES
 from snnconvert.runtime import Execution, SimulationOptions, reset_states, simulate
-from snnconvert.runtime.energy import EnergyCosts, OpAccounting
+from snnconvert.runtime.energy import FOLDED_SCALING, EnergyCosts, OpAccounting
 from snnconvert.runtime.streams import watching
 
 from conftest import calibrated, images
@@ -63,8 +63,7 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
     dense, driven = (simulate(counted, x64[:4], y[:4], timesteps=3, event_driven=e) for e in (False, True))
     assert dense.correct == driven.correct
     dense_ops = {o.name: o for o in dense.ops}
-    folded = set(accounting.free.get("a constant scaling of a product's output (folded into the product's stored "
-                                     "operand)", []))
+    folded = set(accounting.free.get(FOLDED_SCALING, []))
     assert {o.name for o in driven.ops} | folded == set(dense_ops) and not folded & {o.name for o in driven.ops}
     costs = EnergyCosts()
     for b in driven.ops:  # a weight layer fed a mixed stream trades MACs for SOPs: compare energies

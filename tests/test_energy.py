@@ -204,7 +204,8 @@ class _CountCodedScores(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.once, self.a, self.b = InputOnce(), IFNeuron(1.0, initial_potential=0.0), IFNeuron(1.0, initial_potential=0.0)
+        self.once = InputOnce()
+        self.a, self.b = IFNeuron(1.0, initial_potential=0.0), IFNeuron(1.0, initial_potential=0.0)
         self.product = ExpectationCompensated(MatMul(), bilinear=True, coding="count")
         self.fc = nn.Linear(2, 1)
 

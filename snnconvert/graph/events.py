@@ -25,6 +25,8 @@ from torch import fx
 from snnconvert.graph import ops
 
 STATIC, EVENTS, INPUT, ONCE, REAL = "static", "events", "input", "once", "real"
+#: a real value that is a ``once`` value plus events (:func:`mixed_streams`; not a class of :func:`classify`)
+MIXED = "mixed"
 #: linear ops that keep a sum of events a sum of events (with unit or constant weights)
 _KEEP_EVENTS = ops.ADDITIONS | ops.SUBTRACTIONS | ops.SCALINGS | ops.NEGATIONS | ops.AVERAGES
 
@@ -39,7 +41,12 @@ def _presents_once(node: fx.Node, gm: fx.GraphModule) -> bool:
     return node.op == "call_module" and bool(getattr(gm.get_submodule(node.target), "presents_once", False))
 
 
-def keeps_events(node: fx.Node, gm: fx.GraphModule, kind: str) -> bool:
+def _adds_once(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """Whether ``node`` is count coding's once-counted constant (an affine op's offset)."""
+    return node.op == "call_module" and bool(getattr(gm.get_submodule(node.target), "adds_once", False))
+
+
+def _keeps_events(node: fx.Node, gm: fx.GraphModule, kind: str) -> bool:
     if kind in (ops.STRUCTURAL, ops.IDENTITY):
         return True
     if kind != ops.LINEAR:
@@ -66,10 +73,34 @@ def classify(gm: fx.GraphModule) -> tuple[dict[fx.Node, str], dict[fx.Node, str]
         elif _presents_once(node, gm) or inputs and all(c == ONCE for c in inputs):
             classes[node] = ONCE
         else:
-            adds_constant = kinds[node] == ops.LINEAR and adds_static(node, dynamic)
-            classes[node] = EVENTS if (inputs and all(c == EVENTS for c in inputs) and not adds_constant
-                                       and keeps_events(node, gm, kinds[node])) else REAL
+            classes[node] = EVENTS if (inputs and all(c == EVENTS for c in inputs)
+                                       and _sums_inputs(node, gm, kinds[node], dynamic)) else REAL
     return classes, kinds
+
+
+def _sums_inputs(node: fx.Node, gm: fx.GraphModule, kind: str, dynamic: set[fx.Node]) -> bool:
+    """Whether ``node`` keeps a sum of its dynamic inputs a sum of them (a rearrangement, sum,
+    scaling or average that adds no constant of its own)."""
+    return _keeps_events(node, gm, kind) and not (kind == ops.LINEAR and _adds_static(node, dynamic))
+
+
+def mixed_streams(gm: fx.GraphModule, classes: dict[fx.Node, str], kinds: dict[fx.Node, str]) -> set[fx.Node]:
+    """Real values of a count-coded graph that are a real value of the first step plus events:
+    sums, rearrangements, scalings and averages of ``once`` values and events (count coding's
+    residual stream: the patch embedding, then the spikes each branch adds), and once-counted
+    constants added to them. By linearity a weight layer fed one does its MACs on the real part
+    at the first step, then one accumulate per event and connection."""
+    mixed: set[fx.Node] = set()
+    dynamic = {n for n, c in classes.items() if c != STATIC}
+    for node in gm.graph.nodes:
+        if classes.get(node) != REAL:
+            continue
+        parts = {MIXED if n in mixed else classes[n] for n in ops.data_inputs(node) if n in dynamic}
+        if not parts or not parts <= {ONCE, EVENTS, MIXED} or parts == {ONCE}:
+            continue
+        if _sums_inputs(node, gm, kinds[node], dynamic) or _adds_once(node, gm):
+            mixed.add(node)
+    return mixed
 
 
 def is_event_pool(node: fx.Node, gm: fx.GraphModule, kinds: dict, classes: dict) -> bool:
@@ -78,7 +109,7 @@ def is_event_pool(node: fx.Node, gm: fx.GraphModule, kinds: dict, classes: dict)
     return kinds.get(node) == ops.MAXPOOL and bool(inputs) and all(classes[n] == EVENTS for n in inputs)
 
 
-def adds_static(node: fx.Node, dynamic: set[fx.Node]) -> bool:
+def _adds_static(node: fx.Node, dynamic: set[fx.Node]) -> bool:
     """An addition or subtraction with an operand that does not depend on the input (a bias)."""
     if not ops.calls(node, ops.ADDITIONS | ops.SUBTRACTIONS):
         return False

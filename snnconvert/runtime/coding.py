@@ -55,6 +55,8 @@ class OnceOffset(StatefulModule):
             was stripped of it (add it at the first step: a Linear or Conv without its bias).
     """
 
+    adds_once = True  # a constant counted once (graph.events: a mixed stream stays one)
+
     def __init__(self, offset: torch.Tensor, included: bool):
         super().__init__()
         self.register_buffer("offset", offset.detach().clone())

@@ -38,8 +38,8 @@ dimension, likewise, the whole row for each row with a sent element; real
 additions and averages, one addition per sent element. A weight layer fed a **mixed stream**
 (:func:`mixed_streams`: a real value of the first step plus events, count coding's residual stream)
 does, by linearity, its MACs on the whole value at the first step, then one accumulate per event
-and connection, as if fed events. Ops whose work cannot be read from their inputs' increments (a norm over several dimensions, a softmax over another one, ops that stop early)
-stay dense.
+and connection, as if fed events. Ops whose work cannot be read from their inputs' increments (a
+norm over several dimensions, a softmax over another one, ops that stop early) stay dense.
 
 ``E = E_AC·(SOP + additions) + E_MAC·(MAC + float ops)`` with the 45 nm defaults ``E_AC = 0.9 pJ``
 (a 32-bit float addition), ``E_MAC = 4.6 pJ``. The ANN's figure counts the same ops densely.
@@ -56,10 +56,9 @@ from torch import fx, nn
 
 from snnconvert.graph import ops
 from snnconvert.graph.edit import join, owner
-from snnconvert.graph.events import (EVENTS, INPUT, ONCE, REAL, STATIC, adds_static, classify, is_event_pool,
-                                     is_source, keeps_events)
+from snnconvert.graph.events import (EVENTS, INPUT, MIXED, ONCE, REAL, STATIC, classify, is_event_pool, is_source,
+                                     mixed_streams)
 from snnconvert.graph.shapes import example_input, per_sample
-from snnconvert.runtime.coding import OnceOffset
 from snnconvert.runtime.execution import run_steps
 from snnconvert.runtime.operators import Call, ExpectationCompensated, MatMul
 from snnconvert.runtime.state import reset_states
@@ -67,6 +66,8 @@ from snnconvert.runtime.statistics import NeuronRecord, Recorder
 from snnconvert.runtime.streams import probe_name
 
 FIELDS = ("sops", "macs", "float_ops", "adds")
+#: why an event-driven scaling of a product's output costs nothing (:attr:`OpAccounting.free`)
+FOLDED_SCALING = "a constant scaling of a product's output (folded into the product's stored operand)"
 _ADDS = ops.ADDITIONS | ops.SUBTRACTIONS
 
 
@@ -345,7 +346,7 @@ class OpAccounting(OpTable):
         if ops.calls(node, ops.NEGATIONS):
             return "sign change"
         if self._live(node) and self._folded_scaling(node):
-            return "a constant scaling of a product's output (folded into the product's stored operand)"
+            return FOLDED_SCALING
         return "unaccounted"
 
     @property
@@ -460,7 +461,8 @@ class OpAccounting(OpTable):
         nodes = dict(zip(self.gm.graph.nodes, twin.graph.nodes))
         back = {v: k for k, v in nodes.items()}
         with torch.enable_grad():
-            unit = _UnitRun(twin, {nodes[n]: MIXED if n in self.mixed else c for n, c in self.classes.items()},
+            classes = {nodes[n]: MIXED if n in self.mixed else c for n, c in self.classes.items()}
+            unit = _UnitRun(twin, classes,
                             {nodes[n]: k for n, k in self.kinds.items()},
                             {nodes[n] for n in self._source_nodes.values()}, {nodes[n] for n in inputs})
             unit.run(example_input(twin))  # the twin's neurons step once; the twin is dropped
@@ -500,30 +502,6 @@ class OpAccounting(OpTable):
         (grad,) = torch.autograd.grad(y.sum(), x)
         return grad.detach()
 
-MIXED = "mixed"
-
-
-def mixed_streams(gm: fx.GraphModule, classes: dict[fx.Node, str], kinds: dict[fx.Node, str]) -> set[fx.Node]:
-    """Real values of a count-coded graph that are a real value of the first step plus events:
-    sums, rearrangements, scalings and averages of ``once`` values and events (count coding's
-    residual stream: the patch embedding, then the spikes each branch adds), and once-counted
-    constants added to them. By linearity a weight layer fed one does its MACs on the real part
-    at the first step, then one accumulate per event and connection."""
-    mixed: set[fx.Node] = set()
-    dynamic = {n for n, c in classes.items() if c != STATIC}
-    for node in gm.graph.nodes:
-        if classes.get(node) != REAL:
-            continue
-        inputs = [n for n in ops.data_inputs(node) if classes.get(n, STATIC) != STATIC]
-        parts = [MIXED if n in mixed else classes[n] for n in inputs]
-        if not inputs or not set(parts) <= {ONCE, EVENTS, MIXED} or set(parts) == {ONCE}:
-            continue
-        if (keeps_events(node, gm, kinds[node]) and not adds_static(node, dynamic)) \
-                or isinstance(gm.get_submodule(node.target) if node.op == "call_module" else None, OnceOffset):
-            mixed.add(node)
-    return mixed
-
-
 def _compact(fanout: torch.Tensor) -> torch.Tensor | float:
     """A fan-out map as one number where it is uniform."""
     first = fanout[0]
@@ -559,7 +537,8 @@ class _UnitRun(fx.Interpreter):
     def _unit(self, node: fx.Node) -> torch.Tensor:
         args, kwargs = self.fetch_args_kwargs_from_env(node)
         target = node.target if node.op != "call_module" else self.module.get_submodule(node.target)
-        dynamic = [a for a, n in zip(args, node.args) if isinstance(n, fx.Node) and self.classes.get(n) in (EVENTS, MIXED)]
+        dynamic = [a for a, n in zip(args, node.args)
+                   if isinstance(n, fx.Node) and self.classes.get(n) in (EVENTS, MIXED)]
         if target in ops.SCALINGS or target in ops.NEGATIONS:
             return dynamic[0]
         if target in _ADDS:  # a mixed stream's real part is no connection
