@@ -1,14 +1,20 @@
-"""Energy ÷ ANN under every convention, accuracy and gap for the shipped transformers, each part
-of the event-driven route on and off.
+"""Energy ÷ ANN under every convention, accuracy and gap for the shipped models, each part of the
+event-driven route on and off, for rate and count coding and for single and burst spikes.
 
-    python benchmarks/energy.py [--models swin_nano,vit_nano] [--timesteps 16] [--limit 500]
-                                [--percentile 99.9] [--out runs/energy]
+    python benchmarks/energy.py [--models swin_nano,vit_nano,resnet_nano] [--timesteps 16]
+                                [--limit 500] [--percentile 99.9] [--out runs/energy]
+                                [--extra NAME=CHECKPOINT ...] [--extra-options "..."]
 
-Each row is one run of the command line a user types (``snnconvert MODEL -T T --neuron signed-if
---coding count --limit N --threads 1`` and the variant's options; count coding, signed IF, k = 1),
-read back from its ``report.json``. Variants: the dense accounting, the event-driven one, and the
-event-driven one with spiking attention probabilities (``--spike-probabilities``, calibrated at
-``--percentile`` on 256 training images, no fine-tuning). Prints one Markdown table.
+Each row is one run of the command line a user types (``snnconvert MODEL -T T --limit N --threads 1``
+and the variant's options), read back from its ``report.json``. Variants: rate coding with IF
+neurons (dense accounting: every value changes at every step); count coding with signed IF, k = 1,
+under the dense accounting, the event-driven one, and the event-driven one with spiking attention
+probabilities (``--spike-probabilities``, calibrated at ``--percentile`` on 256 training images,
+no fine-tuning; transformers only); and count coding with burst signed IF (k unbounded: a neuron
+sends its whole count in one step, every spike of a burst one event), event-driven, with and
+without spiking probabilities. ``--extra NAME=CHECKPOINT`` adds a model of one's own (e.g. a
+MobileNetV2 trained with ``snnconvert train NAME --ann``), run with ``--extra-options`` (e.g.
+``--no-finetune --input-size 1,32,32 --num-classes 10``). Prints one Markdown table.
 """
 from __future__ import annotations
 
@@ -18,38 +24,53 @@ import subprocess
 import sys
 from pathlib import Path
 
+RATE, COUNT, BURST = (["--coding", "rate", "--neuron", "if"], ["--coding", "count", "--neuron", "signed-if"],
+                      ["--coding", "count", "--neuron", "signed-burst-if"])
 VARIANTS = {
-    "dense accounting": ["--dense-energy"],
-    "event-driven": ["--event-driven"],
-    "event-driven + spiking probabilities": ["--event-driven", "--spike-probabilities"],
+    "rate, IF, dense accounting": RATE,
+    "count, signed IF, dense accounting": COUNT + ["--dense-energy"],
+    "count, signed IF, event-driven": COUNT + ["--event-driven"],
+    "count, signed IF, event-driven + spiking probabilities": COUNT + ["--event-driven", "--spike-probabilities"],
+    "count, burst signed IF, event-driven": BURST + ["--event-driven"],
+    "count, burst signed IF, event-driven + spiking probabilities": BURST + ["--event-driven", "--spike-probabilities"],
 }
 
-
 def run(model: str, timesteps: int, limit: int, options: list[str], out: Path) -> dict:
-    command = [sys.executable, "-m", "snnconvert", model, "-T", str(timesteps), "--neuron", "signed-if",
-               "--coding", "count", "--limit", str(limit), "--threads", "1", "--quiet", "--out", str(out), *options]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    command = [sys.executable, "-m", "snnconvert", model, "-T", str(timesteps), "--limit", str(limit),
+               "--threads", "1", "--quiet", "--out", str(out), *options]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
     return json.loads((out / "report.json").read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="swin_nano,vit_nano")
+    parser.add_argument("--models", default="swin_nano,vit_nano,resnet_nano")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=CHECKPOINT",
+                        help="a model of one's own: its name and ANN checkpoint")
+    parser.add_argument("--extra-options", default="", help="options for the --extra models' runs")
     parser.add_argument("--timesteps", type=int, default=16)
     parser.add_argument("--limit", type=int, default=500)
     parser.add_argument("--percentile", type=float, default=99.9)
     parser.add_argument("--out", default="runs/energy")
     args = parser.parse_args()
-    print(f"T = {args.timesteps}, first {args.limit} test images, count coding, signed IF (k = 1); energy ÷ the "
-          "ANN's under the same convention\n")
+    print(f"T = {args.timesteps}, first {args.limit} test images; energy ÷ the ANN's under the same convention\n")
     print("| model | variant | QCFS ANN (%) | SNN (%) | gap (points) | every op (µJ) | every op | papers' | memory "
           "| every op + memory | vs quantized twin | spikes / synapse |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for model in args.models.split(","):
+    models = [(model, []) for model in args.models.split(",") if model]
+    models += [(name, ["--checkpoint", checkpoint, *args.extra_options.split()])
+               for name, _, checkpoint in (extra.partition("=") for extra in args.extra)]
+    for model, model_options in models:
         for name, options in VARIANTS.items():
             extra = ["--percentile", str(args.percentile)] if "--spike-probabilities" in options else []
-            out = Path(args.out) / model / name.replace(" ", "_").replace("+", "and")
-            report = run(model, args.timesteps, args.limit, options + extra, out)
+            out = Path(args.out) / model / name.replace(", ", "_").replace(" ", "_").replace("+", "and")
+            try:
+                report = run(model, args.timesteps, args.limit, model_options + options + extra, out)
+            except RuntimeError as e:  # an option that does not apply to the model says why
+                print(f"| {model} | {name} | {e} |" + " |" * 9, flush=True)
+                continue
             sim = next(iter(report["simulations"].values()))
             ann, snn = report["ann_accuracy"]["QCFS ANN"], sim["accuracy_per_step"][-1]
             conv = sim["energy_conventions"]

@@ -20,6 +20,11 @@ alike), median over the repeats:
   stepped one step per call, bare and with SpikingJelly's ``OutputMonitor`` counting spikes; whether
   it gets the same number of correct predictions as ``simulate()`` is printed (the same math).
 
+* The time to the answer under count coding (signed IF, k = 1, and its burst form, k unbounded),
+  each image stopped by the exact ``quiet`` exit (``--answer-timesteps`` steps at most): the whole
+  ``simulate()`` ÷ one ANN forward, mean steps per image, and whether it gets the same correct count
+  as the same SNN run for every step.
+
 ``--timm NAME …`` adds timm architectures at full size with random weights (nothing can be
 downloaded here), converted by calibration alone; the ANN timed is the original one.
 ``--memory MODEL`` adds the peak resident memory of ``simulate()`` at T = 32, 256 and 1024 (each in
@@ -45,7 +50,9 @@ from snnconvert.calibrate import CalibrationConfig, calibrate_thresholds
 from snnconvert.convert import PrepareConfig, convert, prepare_with_report
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.model_zoo import get_recipe, load_model
+from snnconvert.convert import NeuronConfig
 from snnconvert.runtime import IFNeuron, reset_states, simulate
+from snnconvert.runtime.early_exit import ExitRule
 
 
 def _zoo(name: str, batch: int, device: str):
@@ -113,6 +120,9 @@ def _spikingjelly_run(net: nn.Module, x: torch.Tensor, steps: int, monitored: bo
     return total.argmax(-1)
 
 
+ANSWER_NEURONS = ("signed-if", "signed-burst-if")
+
+
 def _variants(chunk: int) -> dict[str, dict]:
     return {"plain": dict(chunk=1, fold=False), "fold": dict(chunk=1), "fold+K (default)": {},
             f"fold+{chunk}": dict(chunk=chunk), "fold+K basic": dict(metrics="basic")}
@@ -141,9 +151,20 @@ def _cost(name: str, model: nn.Module, prepared: nn.Module, x: torch.Tensor, y: 
         jelly = None
     if jelly is not None:
         times.update({"spikingjelly": [], "spikingjelly+monitor": []})
+    counted = {neuron: convert(prepared, "compensated", NeuronConfig(neuron=neuron, coding="count"))
+               for neuron in ANSWER_NEURONS} if args.answer_timesteps else {}
+    times.update({f"answer {neuron}": [] for neuron in counted})
+    answers = {}
+
+    def answer(neuron: str) -> None:
+        answers[neuron] = simulate(counted[neuron], x, y, timesteps=args.answer_timesteps, device=args.device,
+                                   exit_rule=ExitRule("quiet"))
+
     T = args.timesteps
     for _ in range(args.repeats):
         times["ann"].append(_timed(lambda: [model(x) for _ in range(T)]) / T)
+        for neuron in counted:
+            times[f"answer {neuron}"].append(_timed(lambda: answer(neuron)))
         for key, options in variants.items():
             times[key].append(_timed(lambda: simulate(snn, x, y, timesteps=T, device=args.device, **options)))
             times[f"{key} T=1"].append(_timed(lambda: simulate(snn, x, y, timesteps=1, device=args.device, **options)))
@@ -156,6 +177,11 @@ def _cost(name: str, model: nn.Module, prepared: nn.Module, x: torch.Tensor, y: 
     for key in variants:
         row[f"{key}: step/ANN"] = (median[key] - median[f"{key} T=1"]) / (T - 1) / ann
         row[f"{key}: total/(T·ANN)"] = median[key] / (T * ann)
+    for neuron, counting in counted.items():
+        full = simulate(counting, x, y, timesteps=args.answer_timesteps, device=args.device)
+        row[f"count, {neuron}, quiet exit: total/ANN"] = median[f"answer {neuron}"] / ann
+        row[f"count, {neuron}, quiet exit: mean steps"] = answers[neuron].mean_steps
+        row[f"count, {neuron}, quiet exit: same correct count"] = answers[neuron].correct[-1] == full.correct[-1]
     if jelly is not None:
         row["spikingjelly: step/ANN"] = median["spikingjelly"] / T / ann
         row["spikingjelly+monitor: step/ANN"] = median["spikingjelly+monitor"] / T / ann
@@ -193,6 +219,8 @@ def main() -> None:
     parser.add_argument("--timm-batch", type=int, default=16)
     parser.add_argument("--timesteps", type=int, default=32)
     parser.add_argument("--chunk", type=int, default=8, help="K, steps per call for one more time-batched variant")
+    parser.add_argument("--answer-timesteps", type=int, default=48,
+                        help="T at most for the time to the answer under count coding (0: not measured)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -212,7 +240,7 @@ def main() -> None:
         row = _cost(name, *build(), args)
         print(f"\n{name}: one ANN forward {row.pop('model') and row.pop('ann_forward_ms'):.1f} ms")
         for key, value in row.items():
-            print(f"  {key:<36} {value:.2f}" if isinstance(value, float) else f"  {key:<36} {value}")
+            print(f"  {key:<48} {value:.2f}" if isinstance(value, float) else f"  {key:<48} {value}")
     if args.memory:
         print(f"\npeak RSS of simulate() on {args.memory}, batch 32, K = {args.chunk} (fresh process each):")
         for T in (1, 32, 256, 1024):

@@ -88,11 +88,18 @@ def _common(f):
     return f
 
 
+def _event_driven_option(f):
+    return click.option("--event-driven/--dense-energy", "event_driven", default=None,
+                        help="The event-driven route (count coding): each op's work counted from what its inputs "
+                             "sent at each step (only changes cost; the default under count coding), the attention "
+                             "probabilities made to spike where the model has them (unless --no-spike-probabilities) "
+                             "and, where it is exact, the quiet exit (each image stops once no neuron has anything "
+                             "left to send); --dense-energy: every op counted at every step, nothing else changed.")(f)
+
+
 def _simulation_options(f):
     """How the simulation runs (SimulationOptions): the same result, faster or leaner."""
-    f = click.option("--event-driven/--dense-energy", "event_driven", default=None,
-                     help="Count each op's work from what its inputs sent at each step (only changes cost; "
-                          "count coding, where it is the default) or densely, every op at every step.")(f)
+    f = _event_driven_option(f)
     f = click.option("--compile", "compile_step", is_flag=True,
                      help="torch.compile the step graph (worth it on a GPU; minutes of compiling on a CPU).")(f)
     f = click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True,
@@ -184,10 +191,11 @@ def _prepare_options(f):
                      help="Where QCFS goes: mst (default; activations with --no-finetune): every activation plus the "
                           "Masked Spiking Transformer's sites (after residual-branch norms, on Q/K/V, scores, "
                           "attention output, branch projections), or activations (only where the ANN has them).")(f)
-    f = click.option("--spike-probabilities", is_flag=True,
+    f = click.option("--spike-probabilities/--no-spike-probabilities", default=None,
                      help="A QCFS (λ ≤ 1, calibrated) on every softmax output that a product reads, so attention·V "
                           "runs on spikes instead of MACs on real values (added to a prepared checkpoint too; "
-                          "costs some accuracy: see the preparation record, fine-tune to win it back).")(f)
+                          "costs some accuracy: see the preparation record, fine-tune to win it back). Default: "
+                          "on with --event-driven where the model has attention probabilities, else off.")(f)
     return click.option("--levels", type=click.IntRange(1), default=None,
                         help="QCFS levels L when preparing an ANN (default: the recipe's).")(f)
 
@@ -200,9 +208,12 @@ def _no_finetune_option(f):
 
 
 def _prepare_config(model: str, levels, sites, layernorm, keep_activations, max_pool, no_finetune=False,
-                    mlp_batchnorm=False, spike_probabilities=False, **_other_options) -> PrepareConfig:
+                    mlp_batchnorm=False, spike_probabilities=None, event_driven=None, **_other_options) -> PrepareConfig:
     """The preparation options as a config: the route's defaults (fine-tuning, or calibration alone
-    with --no-finetune) with the options given on top."""
+    with --no-finetune) with the options given on top; --event-driven asks for spiking attention
+    probabilities where the model has them (None), unless --no-spike-probabilities."""
+    if spike_probabilities is None:
+        spike_probabilities = None if event_driven else False
     levels = levels or get_recipe(model).levels
     base = PrepareConfig.calibration_only(levels) if no_finetune else PrepareConfig(levels)
     given = {k: v for k, v in dict(sites=sites, layernorm=layernorm, max_pool=max_pool).items() if v is not None}
@@ -426,6 +437,8 @@ def _print_preparation(record: dict) -> None:
     """What prepare changed and the accuracy on the calibration images after each change."""
     for line in record["changes"]:
         _echo(f"  {line}")
+    if "calibration_images" not in record:  # nothing was changed
+        return
     effects = ", ".join(f"{label} {acc:.2f}" for label, acc in record["accuracy_on_calibration_images"].items())
     _echo(f"accuracy on {record['calibration_images']} calibration images (%): {effects}")
 
@@ -438,6 +451,15 @@ def _print_correction(mode: str, record: dict) -> None:
     _echo(f"{record['correction']['method']} correction ({mode}) for T={t} on {record['images']} images: mean |error| "
           f"of the {len(record['sites'])} layers {mean['errors_before']:.4g} → {mean['errors_after']:.4g} "
           f"(against the {record['reference']} reference; per layer in the report)")
+
+
+def _print_exit(sim: dict, timesteps: int, indent: str = "") -> None:
+    """The early exit a simulation ran with (its mean steps), and the route's notes."""
+    if sim.get("exit_rule"):
+        _echo(f"{indent}early exit ({sim['exit_rule']}): {sim['mean_steps']:.2f} steps per image on average of "
+              f"T={timesteps}")
+    for note in sim.get("notes", ()):
+        _echo(f"{indent}not applied: {note}")
 
 
 def _print_summary(report: dict, out: str) -> None:
@@ -457,6 +479,7 @@ def _print_summary(report: dict, out: str) -> None:
         if sim.get("agreement_at"):
             cells = ", ".join(f"T={t}: {a:.2f}" for t, a in sim["agreement_at"].items())
             click.echo(f"  agreement with the {sim['agreement_with']} (%): {cells}")
+        _print_exit(sim, sim["timesteps"], "  ")
     for mode, sim in report["simulations"].items():
         click.echo(f"energy ({mode}, {sim.get('energy_accounting', 'dense')}, per image over T={sim['timesteps']}): "
                    f"{sim['energy_uj_per_sample']:.3f} µJ = "
@@ -747,8 +770,7 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, e
         _echo(f"resumed after {sim['resumed_from_batch']} batches")
     for t, acc in sim["accuracy_at"].items():
         _echo(f"T={t:<5} accuracy {acc:6.2f} %")
-    if exits.rule is not None:
-        _echo(f"early exit ({sim['exit_rule']}): {sim['mean_steps']:.2f} steps per image on average of T={timesteps}")
+    _print_exit(sim, timesteps)
     _echo(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s, "
           f"{backend}); energy per sample: {sim['energy_uj_per_sample']:.3f} µJ ({sim['energy_accounting']})")
     for line in convention_table(sim["energy_conventions"]) if sim.get("energy_conventions") else ():
@@ -845,6 +867,7 @@ def _floats(text: str) -> list[float]:
               help="Warmup of that fine-tuning (default: the recipe's).")
 @click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default="runs/mask-sweep", show_default=True,
               help="Folder for sweep.json, sweep.md and sweep.png (and fine-tuned checkpoints); rerun to resume.")
+@_event_driven_option
 @_energy_options
 @_common
 def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, data, limit, batch_size, seed,
@@ -863,7 +886,7 @@ def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, d
     report = pipeline.mask_sweep(model, checkpoint, data, timesteps, targets, _floats(ratios), block_ratio,
                                  _neuron_config(**options),
                                  limit, batch_size, out, device, not quiet and distributed.is_main(), seed,
-                                 EnergyCosts(e_ac, e_mac), finetune)
+                                 EnergyCosts(e_ac, e_mac), finetune, SimulationOptions(event_driven=options["event_driven"]))
     for row in report["rows"]:
         _echo(f"{row['target']:<6} p={row['ratio']:.2f} blocks={row['blocks']!s:<4} "
               f"{'fine-tuned' if row['fine_tuned'] else 'as masked':<10} accuracy {row['accuracy']:6.2f} % "

@@ -19,9 +19,9 @@ from snnconvert.calibrate.corrections import CorrectionConfig, conversion_errors
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
 from snnconvert.convert import (MaskConfig, NeuronConfig, PrepareConfig, add_spike_masks, change_effects, convert,
                                 float_operations, mask_sites, prepare, prepare_with_report)
-from snnconvert.convert.prepare import probability_change
+from snnconvert.convert.prepare import probability_change, probability_note
 from snnconvert.convert.qcfs import rate_limit_model
-from snnconvert.convert.sites import insert_probability_sites
+from snnconvert.convert.sites import NO_PROBABILITIES, insert_probability_sites
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.data.fit import check_fit
 from snnconvert.direct import DirectConfig
@@ -35,7 +35,7 @@ from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.report import simulation_summary, write_report, write_sweep_report
 from snnconvert.report.early_exit import exit_rows
 from snnconvert.runtime import SimulationOptions, evaluate, simulate
-from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve
+from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve, quiet_problems
 from snnconvert.runtime.conventions import energy_conventions
 from snnconvert.runtime.energy import EnergyCosts, OpAccounting
 from snnconvert.runtime.execution import run_steps
@@ -73,14 +73,15 @@ def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConf
     ANN's own BatchNorms keep theirs), and each change's cost is measured on the calibration images.
 
     A prepared model is kept as it is, but for the QCFS sites on attention probabilities that
-    ``config`` asks for and it lacks: they are added and calibrated.
+    ``config`` asks for (``spike_probabilities`` True, or None: where the model has them) and it
+    lacks: they are added and calibrated.
 
     Returns the model, its config and a record of the preparation (None for a prepared model kept as is).
     """
     if loaded.stage == "prepared":
-        if config is None or not config.spike_probabilities or loaded.prepare_config.spike_probabilities:
+        if config is None or config.spike_probabilities is False or loaded.prepare_config.spike_probabilities:
             return loaded.model, loaded.prepare_config, None
-        return add_probability_sites(loaded, data, calibration, device, progress)
+        return add_probability_sites(loaded, data, calibration, device, progress, config.spike_probabilities)
     config = config or PrepareConfig(levels=loaded.recipe.levels)
     model, report = prepare_with_report(loaded.model.to(device), loaded.recipe.example_batch().to(device), config)
     loader = calibration_loader(loaded.recipe, data)
@@ -96,15 +97,17 @@ def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConf
 
 
 def add_probability_sites(loaded: LoadedModel, data: str, calibration: CalibrationConfig, device: str,
-                          progress: bool) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
+                          progress: bool, required: bool | None = True) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
     """A prepared model with QCFS sites on its attention probabilities, calibrated like every other
-    site; the record gives what they cost the QCFS ANN on the calibration images."""
+    site; the record gives what they cost the QCFS ANN on the calibration images. A model with no
+    attention probabilities is refused (``required``) or kept as it is (None: the record says so)."""
     model = copy.deepcopy(loaded.model).to(device)
     config = replace(loaded.prepare_config, spike_probabilities=True)
     sites = insert_probability_sites(model, config)
+    if not sites and not required:
+        return loaded.model, loaded.prepare_config, {"changes": [f"not applied: {probability_note()}"]}
     if not sites:
-        raise SnnConvertError(f"{loaded.recipe.name} has no softmax whose output a product reads: there are no "
-                              "attention probabilities to spike; drop --spike-probabilities")
+        raise SnnConvertError(f"{loaded.recipe.name} {NO_PROBABILITIES}; drop --spike-probabilities")
     model.recompile()
     loader = calibration_loader(loaded.recipe, data)
     images, labels = calibration_batch(loader, calibration.num_samples)
@@ -359,6 +362,16 @@ class Exits:
     rule: ExitRule | None = None
     curve: tuple[ExitRule, ...] = ()
 
+    def on_route(self, snn: nn.Module, options: SimulationOptions) -> tuple[Exits, list[str]]:
+        """These exits on the event-driven route (``options.event_driven`` True): with none chosen,
+        the quiet exit where it is exact; the notes say why it is not applied elsewhere."""
+        if not options.event_driven or self.rule is not None or self.curve:
+            return self, []
+        problems = quiet_problems(snn)
+        if problems:
+            return self, ["quiet exit: not exact on this model: " + "; ".join(problems)]
+        return replace(self, rule=ExitRule("quiet")), []
+
 
 def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: int, ann_accuracy: float | None,
                            device: str, progress: bool, progress_file: Path | None = None,
@@ -372,11 +385,14 @@ def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: in
     With ``progress_file`` the simulation resumes from it after an interruption (see :func:`simulate`).
     """
     label, model = reference if reference is not None else (None, None)
+    exits, notes = exits.on_route(snn, options)
     trace = ExitTrace() if exits.curve else None
     result = simulate(snn, loader, timesteps=timesteps, device=device, progress=progress and distributed.is_main(),
                       input_shape=recipe.input_size, checkpoint=progress_file, reference=model, **asdict(options),
                       exit_rule=exits.rule, trace=trace)
     summary = simulation_summary(result, ann_accuracy, costs, label)
+    if notes:
+        summary["notes"] = notes
     neuron_steps = sum(layer.neuron_steps for layer in result.layers)
     summary["energy_conventions"] = energy_conventions(
         result.ops, OpAccounting(snn, dense=True).per_sample(), result.samples, neuron_steps / max(1, result.samples),
@@ -529,7 +545,8 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
 def mask_sweep(model_name: str, checkpoint: str | None, data: str, timesteps: int | None, targets: list[str],
                ratios: list[float], block_ratio: float | None, neuron: NeuronConfig, limit: int | None, batch_size: int,
                out: str, device: str, progress: bool, seed: int = 0, costs: EnergyCosts = EnergyCosts(),
-               finetune_config: TrainConfig | None = None) -> dict[str, Any]:
+               finetune_config: TrainConfig | None = None,
+               simulation: SimulationOptions = SimulationOptions()) -> dict[str, Any]:
     """Random Spike Masking sweep of a prepared model: for each target, each ratio on every block,
     and (with ``block_ratio``) that ratio on the first k blocks for every k; each simulated for T
     steps against the unmasked SNN (accuracy at T, spikes, MST power ratio, energy).
@@ -570,7 +587,7 @@ def mask_sweep(model_name: str, checkpoint: str | None, data: str, timesteps: in
             progress_files.append(path)
             qcfs_acc = evaluate(variant, test, device=device)
             sim = simulate_and_summarize(convert(variant, "compensated", neuron), recipe, test, timesteps, qcfs_acc,
-                                         device, progress, path, costs)
+                                         device, progress, path, costs, options=simulation)
             rows.append({"sweep": sweep, "target": target, "ratio": ratio,
                          "blocks": "all" if masks is None or masks.blocks is None else masks.blocks,
                          "fine_tuned": fine_tuned, "qcfs_accuracy": qcfs_acc, "accuracy": sim["accuracy_per_step"][-1],

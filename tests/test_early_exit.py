@@ -147,3 +147,27 @@ def test_quiet_exit_refuses_models_it_is_not_exact_on():
     simulate(loaded.snn, x, y, timesteps=4, trace=trace)
     with pytest.raises(SnnConvertError, match="count coding"):
         exit_curve(trace, [ExitRule("quiet")])
+
+
+def test_the_event_driven_route_adds_the_quiet_exit_and_says_what_does_not_apply(tmp_path):
+    from click.testing import CliRunner
+
+    from snnconvert.cli import main
+
+    common = ["resnet_nano", "-T", "6", "--limit", "16", "--neuron", "signed-burst-if", "--coding", "count", "--quiet"]
+    plain = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "plain")])
+    route = CliRunner().invoke(main, [*common, "--event-driven", "--out", str(tmp_path / "route")])
+    assert plain.exit_code == 0 and route.exit_code == 0, route.output
+    assert "not applied: spiking attention probabilities: the model has no softmax" in route.output
+    sims = [next(iter(_report(tmp_path / name)["simulations"].values())) for name in ("plain", "route")]
+    assert sims[0]["exit_rule"] is None and sims[1]["exit_rule"].startswith("quiet")
+    assert sims[1]["mean_steps"] == 1 and sims[1]["accuracy_per_step"] == sims[0]["accuracy_per_step"]  # exact
+    assert sims[1]["energy_uj_per_sample"] == pytest.approx(sims[0]["energy_uj_per_sample"])  # quiet steps cost 0
+    chosen = CliRunner().invoke(main, ["simulate", "vit_nano", "-T", "2", "--limit", "4", "--coding", "count",
+                                       "--neuron", "signed-if", "--event-driven", "--early-exit", "quiet"])
+    assert chosen.exit_code == 0 and "early exit (quiet" not in chosen.output  # a chosen exit is kept
+
+
+def _report(out) -> dict:
+    import json
+    return json.loads((out / "report.json").read_text())

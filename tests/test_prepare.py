@@ -279,3 +279,20 @@ def test_probability_sites_join_a_prepared_model_calibrated_alone(tmp_path):
     cnn = pipeline.load("resnet_nano", None)
     with pytest.raises(SnnConvertError, match="no softmax"):
         pipeline.add_probability_sites(cnn, "embedded", CalibrationConfig(num_samples=8), "cpu", False)
+    # where the model has them (the event-driven route): a CNN is kept as it is, and the record says why
+    kept, kept_config, note = pipeline.add_probability_sites(cnn, "embedded", CalibrationConfig(num_samples=8),
+                                                             "cpu", False, required=None)
+    assert kept is cnn.model and not kept_config.spike_probabilities and "no softmax" in note["changes"][0]
+
+
+def test_probabilities_where_the_model_has_them_are_added_or_noted_never_silently_dropped():
+    x, _ = images(SPEC_28, 4)
+    _, vit = prepare_with_report(tiny_vit(), x, PrepareConfig(spike_probabilities=None))
+    assert vit.function_changes[-1].what == "QCFS on attention probabilities" and not vit.notes
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    cnn(x)
+    _, report = prepare_with_report(cnn, x, PrepareConfig(spike_probabilities=None))
+    assert len(report.notes) == 1 and "no softmax" in report.notes[0] and "not applied" in report.lines()[-1]
+    with pytest.raises(SnnConvertError, match="no softmax"):  # asked for outright: refused
+        prepare_with_report(cnn, x, PrepareConfig(spike_probabilities=True))
+    assert not prepare_with_report(cnn, x, PrepareConfig())[1].notes  # not asked for: nothing to say

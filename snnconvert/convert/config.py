@@ -80,7 +80,9 @@ class PrepareConfig:
             checkpoint's config carries them, so a masked model reloads masked.
         spike_probabilities: a QCFS (capped at 1) on every softmax output that a product reads
             (the attention probabilities, as SpikeZIP-TF and STA quantize them), so that
-            attention·V becomes a product of spikes instead of MACs on real values.
+            attention·V becomes a product of spikes instead of MACs on real values: True (a model
+            without such a softmax is refused), None (where the model has them: the event-driven
+            route's default; the report says when it has none) or False.
     """
 
     levels: int = 8
@@ -91,7 +93,7 @@ class PrepareConfig:
     max_pool: str = "keep"
     mlp_batchnorm: bool = False
     masks: MaskConfig | None = None
-    spike_probabilities: bool = False
+    spike_probabilities: bool | None = False
 
     def __post_init__(self) -> None:
         if isinstance(self.masks, dict):  # from a checkpoint's JSON

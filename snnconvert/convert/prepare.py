@@ -32,7 +32,7 @@ from snnconvert.convert.norm import layernorms_to_batchnorms
 from snnconvert.convert.qcfs import QCFS
 from snnconvert.convert.rsm import add_spike_masks
 from snnconvert.convert.sites import activations_to_qcfs, add_mlp_batchnorms, insert_mst_sites, \
-    insert_probability_sites, max_pools_to_average
+    NO_PROBABILITIES, insert_probability_sites, max_pools_to_average
 from snnconvert.errors import ArgumentError, SnnConvertError, UnsupportedLayersError, first_line
 from snnconvert.graph import ops
 from snnconvert.graph.edit import bypass, finish, unshare_stateless
@@ -73,11 +73,13 @@ class PrepareReport:
         float_ops: ``(node, op)`` of the nonlinear ops kept in floating point (softmax, kept
             activations, products of real values …): expectation-compensated after conversion.
         leaves: modules traced as leaves because their forward did not trace.
+        notes: options that did not apply to the model, each with the reason.
     """
 
     changes: list[Change] = field(default_factory=list)
     float_ops: list[tuple[str, str]] = field(default_factory=list)
     leaves: dict[str, TraceFailure] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def function_changes(self) -> list[Change]:
@@ -105,6 +107,7 @@ class PrepareReport:
 
     def lines(self) -> list[str]:
         out = [("exact  " if c.exact else "changes ") + c.describe() for c in self.changes]
+        out += [f"not applied: {note}" for note in self.notes]
         if self.float_ops:
             counts = Counter(op for _, op in self.float_ops)
             out.append("floating-point ops after conversion: " + ", ".join(f"{op} ×{n}" for op, n in counts.items()))
@@ -257,14 +260,23 @@ def _function_changes(gm: fx.GraphModule, cfg: PrepareConfig, report: PrepareRep
             added = add_mlp_batchnorms(gm, inserted)
             report.changes.append(Change("BatchNorm after MLP Linears", added, True,
                                          "MST's variant; the identity until trained, then folded at conversion"))
-    probabilities = insert_probability_sites(gm, cfg) if cfg.spike_probabilities else []
+    probabilities = [] if cfg.spike_probabilities is False else insert_probability_sites(gm, cfg)
     if probabilities:
         report.changes.append(probability_change(probabilities))
+    elif cfg.spike_probabilities:
+        raise SnnConvertError(f"the model {NO_PROBABILITIES}; drop spike_probabilities (--spike-probabilities)")
+    elif cfg.spike_probabilities is None:
+        report.notes.append(probability_note())
     if cfg.max_pool == "avg":
         pools = max_pools_to_average(gm)
         if pools:
             report.changes.append(Change("max-pool → average pool", list(pools), False,
                                          "average instead of maximum over each window", pools))
+
+
+def probability_note() -> str:
+    """Why a model's attention probabilities were not made to spike (it has none)."""
+    return f"spiking attention probabilities: the model {NO_PROBABILITIES}"
 
 
 def probability_change(sites: list[str]) -> Change:

@@ -230,6 +230,10 @@ def insert_mst_sites(gm: fx.GraphModule, config: PrepareConfig) -> dict[str, str
     return inserted
 
 
+#: why a model gets no probability sites
+NO_PROBABILITIES = "has no softmax whose output a product reads: there are no attention probabilities to spike"
+
+
 def insert_probability_sites(gm: fx.GraphModule, config: PrepareConfig) -> list[str]:
     """A QCFS with λ ≤ 1 after every softmax whose output a product of two dynamic tensors reads
     (attention probabilities), in place; returns the new sites' paths."""

@@ -173,10 +173,12 @@ def _preparation(prepared: dict[str, Any] | None) -> list[str]:
     """What ``prepare`` changed, and the accuracy after each change on the calibration images."""
     if not prepared:
         return []
+    lines = ["## Preparation", ""] + [f"- {line}" for line in prepared["changes"]]
+    if "calibration" not in prepared:  # nothing was changed, so nothing was calibrated
+        return lines + [""]
     calibration = prepared["calibration"]
-    lines = ["## Preparation", "", f"Calibration: {calibration['num_samples']} training images, "
-             f"{calibration['method']} ({calibration['granularity']}-wise) thresholds.", ""]
-    lines += [f"- {line}" for line in prepared["changes"]]
+    lines[2:2] = [f"Calibration: {calibration['num_samples']} training images, "
+                  f"{calibration['method']} ({calibration['granularity']}-wise) thresholds.", ""]
     lines += ["", f"Accuracy on the {prepared['calibration_images']} calibration images as the changes are applied "
               "(after calibration, before training):", "", "| step | accuracy (%) |", "|---|---|"]
     lines += [f"| {label} | {acc:.2f} |" for label, acc in prepared["accuracy_on_calibration_images"].items()]
