@@ -8,11 +8,12 @@ event-driven route on and off, for rate and count coding and for single and burs
 Each row is one run of the command line a user types (``snnconvert MODEL -T T --limit N --threads 1``
 and the variant's options), read back from its ``report.json``. Variants: rate coding with IF
 neurons (dense accounting: every value changes at every step); count coding with signed IF, k = 1,
-under the dense accounting, the event-driven one, and the event-driven one with spiking attention
+under the dense accounting, the event-driven route without and with spiking attention
 probabilities (``--spike-probabilities``, calibrated at ``--percentile`` on 256 training images,
-no fine-tuning; transformers only); and count coding with burst signed IF (k unbounded: a neuron
-sends its whole count in one step, every spike of a burst one event), event-driven, with and
-without spiking probabilities. ``--extra NAME=CHECKPOINT`` adds a model of one's own (e.g. a
+no fine-tuning; a model without them says so); and count coding with burst signed IF (k unbounded: a neuron
+sends its whole count in one step, every spike of a burst one event), event-driven, without and
+with spiking probabilities. The event-driven route stops each image by the exact quiet exit: its
+mean steps are the time to the answer. ``--extra NAME=CHECKPOINT`` adds a model of one's own (e.g. a
 MobileNetV2 trained with ``snnconvert train NAME --ann``), run with ``--extra-options`` (e.g.
 ``--no-finetune --input-size 1,32,32 --num-classes 10``). Prints one Markdown table.
 """
@@ -29,9 +30,9 @@ RATE, COUNT, BURST = (["--coding", "rate", "--neuron", "if"], ["--coding", "coun
 VARIANTS = {
     "rate, IF, dense accounting": RATE,
     "count, signed IF, dense accounting": COUNT + ["--dense-energy"],
-    "count, signed IF, event-driven": COUNT + ["--event-driven"],
+    "count, signed IF, event-driven": COUNT + ["--event-driven", "--no-spike-probabilities"],
     "count, signed IF, event-driven + spiking probabilities": COUNT + ["--event-driven", "--spike-probabilities"],
-    "count, burst signed IF, event-driven": BURST + ["--event-driven"],
+    "count, burst signed IF, event-driven": BURST + ["--event-driven", "--no-spike-probabilities"],
     "count, burst signed IF, event-driven + spiking probabilities": BURST + ["--event-driven", "--spike-probabilities"],
 }
 
@@ -57,8 +58,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"T = {args.timesteps}, first {args.limit} test images; energy ÷ the ANN's under the same convention\n")
     print("| model | variant | QCFS ANN (%) | SNN (%) | gap (points) | every op (µJ) | every op | papers' | memory "
-          "| every op + memory | vs quantized twin | spikes / synapse |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| every op + memory | vs quantized twin | spikes / synapse | mean steps |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     models = [(model, []) for model in args.models.split(",") if model]
     models += [(name, ["--checkpoint", checkpoint, *args.extra_options.split()])
                for name, _, checkpoint in (extra.partition("=") for extra in args.extra)]
@@ -69,7 +70,7 @@ def main() -> None:
             try:
                 report = run(model, args.timesteps, args.limit, model_options + options + extra, out)
             except RuntimeError as e:  # an option that does not apply to the model says why
-                print(f"| {model} | {name} | {e} |" + " |" * 9, flush=True)
+                print(f"| {model} | {name} | {e} |" + " |" * 10, flush=True)
                 continue
             sim = next(iter(report["simulations"].values()))
             ann, snn = report["ann_accuracy"]["QCFS ANN"], sim["accuracy_per_step"][-1]
@@ -77,7 +78,7 @@ def main() -> None:
             ratios = " | ".join(f"{conv[k]['ratio']:.3f}" for k in ("every_op", "papers", "memory", "total",
                                                                      "quantized_twin"))
             print(f"| {model} | {name} | {ann:.2f} | {snn:.2f} | {ann - snn:+.2f} | {conv['every_op']['snn_uj']:.2f} | "
-                  f"{ratios} | {conv['spikes_per_synapse']:.2f} |", flush=True)
+                  f"{ratios} | {conv['spikes_per_synapse']:.2f} | {sim['mean_steps']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

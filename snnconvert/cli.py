@@ -573,17 +573,18 @@ def train_cmd(model, checkpoint, ann, **options):
 def finetune_cmd(model, checkpoint, **options):
     """Prepare a trained ANN MODEL (LayerNorm→BatchNorm, GELU/ReLU→QCFS), calibrate it and fine-tune
     it with distillation from the original ANN (the MST recipe). With --mask the student gets Random
-    Spike Masks; starting from a prepared checkpoint, the unmasked model is the teacher (MST §4.3).
+    Spike Masks, with --spike-probabilities spiking attention probabilities; starting from a prepared
+    checkpoint, the model as it came is the teacher (MST §4.3).
     Unset hyper-parameters come from the recipe (`snnconvert zoo show MODEL`). Runs under torchrun
     too (one process per core or GPU)."""
     device = _setup(options["threads"], options["device"])
     masks = _mask_config(**options)
     loaded = pipeline.load(model, checkpoint, pretrained=True, shipped=False, **_model_adaptation(**options))
     _print_loading(loaded)
-    if loaded.stage != "ann" and masks is None:
+    if loaded.stage != "ann" and masks is None and not options["spike_probabilities"]:
         raise SnnConvertError(f"finetune starts from a trained ANN, but {loaded.source} is {loaded.stage}: pass the "
-                              "ANN's checkpoint, add --mask to fine-tune a masked copy against it, or "
-                              "`snnconvert train MODEL --checkpoint FILE` to keep training it")
+                              "ANN's checkpoint, add --mask or --spike-probabilities to fine-tune a changed copy "
+                              "against it, or `snnconvert train MODEL --checkpoint FILE` to keep training it")
     config = _train_config(get_recipe(model).finetune_settings, options)
     torch.manual_seed(config.seed)
     _, _, record = pipeline.finetune(loaded, options["data"], config, _calibration(**options), options["out"], device,

@@ -201,17 +201,20 @@ def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibrat
              masks: MaskConfig | None = None) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
     """The MST recipe's training steps: prepare (with ``prepare_config``) and calibrate ``loaded`` (if it is an ANN), add
     Random Spike Masks (if ``masks``), then train, distilling from ``loaded``'s model as it came
-    when ``train_config.distill_alpha`` > 0: the original ANN, or — for masks on a prepared model —
-    the unmasked prepared model (MST §4.3).
+    when ``train_config.distill_alpha`` > 0: the original ANN, or — for masks or spiking attention
+    probabilities added to a prepared model — the prepared model as it came (MST §4.3).
 
     The student starts from the teacher's weights; its accuracy before training is recorded next
     to the teacher's.
     """
     distill = train_config.distill_alpha > 0
-    if distill and loaded.stage != "ann" and masks is None:
+    adds_probabilities = (loaded.stage == "prepared" and prepare_config is not None
+                          and prepare_config.spike_probabilities is not False
+                          and not loaded.prepare_config.spike_probabilities)
+    if distill and loaded.stage != "ann" and masks is None and not adds_probabilities:
         raise SnnConvertError(f"distillation needs a teacher, but {loaded.source} is already prepared: pass the ANN "
-                              "checkpoint, add spike masks (the unmasked model then teaches the masked one), or "
-                              "--alpha 0 to train without a teacher")
+                              "checkpoint, add spike masks or spiking attention probabilities (the model as it "
+                              "came then teaches the changed one), or --alpha 0 to train without a teacher")
     masked_already = loaded.prepare_config.masks if loaded.prepare_config is not None else None
     if masks is not None and masked_already is not None:
         raise SnnConvertError(f"{loaded.source} is masked already ({masked_already.describe()}): start from the "
@@ -225,8 +228,9 @@ def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibrat
     before = evaluate(model, test, device=device)
     record = train(model, loaded.recipe, config, data, train_config, checkpoint, device, progress, resume,
                    val_samples, teacher=loaded.model if distill else None)
-    record.update(started_from=loaded.source, teacher=("original ANN" if loaded.stage == "ann" else
-                                                       "unmasked prepared model") if distill else None,
+    teacher = ("original ANN" if loaded.stage == "ann" else "unmasked prepared model" if masks is not None
+               else "prepared model with real-valued attention probabilities")
+    record.update(started_from=loaded.source, teacher=teacher if distill else None,
                   teacher_accuracy=teacher_acc, accuracy_before_training=before,
                   preparation=prepared, prepare=asdict(config))
     write_record(Path(checkpoint).with_suffix(".json"), record)

@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 
 from snnconvert import pipeline
 from snnconvert.calibrate import CalibrationConfig
-from snnconvert.convert import MaskConfig, PrepareConfig, convert, spike_masks
+from snnconvert.convert import MaskConfig, PrepareConfig, convert, qcfs_modules, spike_masks
 from snnconvert.convert.norm import ChannelBatchNorm
 from snnconvert.model_zoo import get_recipe
 from snnconvert.model_zoo.build import LoadedModel
@@ -109,6 +109,21 @@ def test_finetune_starts_from_the_teacher_and_records_it(tmp_path):
     on_disk = json.loads((tmp_path / "ft.json").read_text())
     assert on_disk["config"]["distill_alpha"] == 0.5 and on_disk["resumed_from"] is None
     assert pipeline.load("swin_nano", str(tmp_path / "ft.pt")).stage == "prepared"
+
+
+def test_spiking_probabilities_are_fine_tuned_against_the_prepared_model_as_it_came(tmp_path):
+    loaded = pipeline.load("vit_nano", None)  # the shipped prepared model: real-valued probabilities
+    config = TrainConfig(epochs=1, batch_size=100, lr=5e-4, warmup_epochs=0, distill_alpha=0.5, train_samples=200)
+    torch.manual_seed(0)
+    student, prep, record = pipeline.finetune(loaded, "embedded", config, CalibrationConfig(num_samples=32),
+                                              tmp_path / "p.pt", "cpu", False,
+                                              PrepareConfig(spike_probabilities=True), val_samples=100)
+    assert record["teacher"] == "prepared model with real-valued attention probabilities" and record["distilled"]
+    assert prep.spike_probabilities and record["preparation"]["changes"][0].startswith("QCFS on attention")
+    sites = [n for n, q in qcfs_modules(student).items() if q.role == "probabilities"]
+    assert len(sites) == 4 and not any(q.role == "probabilities" for q in qcfs_modules(loaded.model).values())
+    assert not torch.equal(student.head.weight, loaded.model.head.weight)  # the student trained
+    assert pipeline.load("vit_nano", str(tmp_path / "p.pt")).prepare_config.spike_probabilities
 
 
 def test_masked_finetune_distills_from_the_unmasked_model(tmp_path):

@@ -264,7 +264,7 @@ def _function_changes(gm: fx.GraphModule, cfg: PrepareConfig, report: PrepareRep
     if probabilities:
         report.changes.append(probability_change(probabilities))
     elif cfg.spike_probabilities:
-        raise SnnConvertError(f"the model {NO_PROBABILITIES}; drop spike_probabilities (--spike-probabilities)")
+        raise SnnConvertError(f"the model {NO_PROBABILITIES}; drop --spike-probabilities (spike_probabilities=True)")
     elif cfg.spike_probabilities is None:
         report.notes.append(probability_note())
     if cfg.max_pool == "avg":
