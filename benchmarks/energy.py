@@ -36,6 +36,7 @@ VARIANTS = {
     "count, burst signed IF, event-driven + spiking probabilities": BURST + ["--event-driven", "--spike-probabilities"],
 }
 
+
 def run(model: str, timesteps: int, limit: int, options: list[str], out: Path) -> dict:
     command = [sys.executable, "-m", "snnconvert", model, "-T", str(timesteps), "--limit", str(limit),
                "--threads", "1", "--quiet", "--out", str(out), *options]

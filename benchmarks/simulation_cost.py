@@ -49,10 +49,9 @@ import torch
 from torch import nn
 
 from snnconvert.calibrate import CalibrationConfig, calibrate_thresholds
-from snnconvert.convert import PrepareConfig, convert, prepare_with_report
+from snnconvert.convert import NeuronConfig, PrepareConfig, convert, prepare_with_report
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.model_zoo import get_recipe, load_model
-from snnconvert.convert import NeuronConfig
 from snnconvert.runtime import IFNeuron, reset_states, simulate
 from snnconvert.runtime.early_exit import ExitRule
 

@@ -19,7 +19,7 @@ from snnconvert.calibrate.corrections import CorrectionConfig, conversion_errors
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
 from snnconvert.convert import (MaskConfig, NeuronConfig, PrepareConfig, add_spike_masks, change_effects, convert,
                                 float_operations, mask_sites, prepare, prepare_with_report)
-from snnconvert.convert.prepare import probability_change, probability_note
+from snnconvert.convert.prepare import PrepareReport, probability_change, probability_note
 from snnconvert.convert.qcfs import rate_limit_model
 from snnconvert.convert.sites import NO_PROBABILITIES, insert_probability_sites
 from snnconvert.data import load_dataset, make_loader
@@ -79,7 +79,7 @@ def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConf
     Returns the model, its config and a record of the preparation (None for a prepared model kept as is).
     """
     if loaded.stage == "prepared":
-        if config is None or config.spike_probabilities is False or loaded.prepare_config.spike_probabilities:
+        if not needs_probability_sites(loaded, config):
             return loaded.model, loaded.prepare_config, None
         return add_probability_sites(loaded, data, calibration, device, progress, config.spike_probabilities)
     config = config or PrepareConfig(levels=loaded.recipe.levels)
@@ -96,6 +96,13 @@ def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConf
     return model, config, record
 
 
+def needs_probability_sites(loaded: LoadedModel, config: PrepareConfig | None) -> bool:
+    """Whether ``config`` asks for QCFS sites on attention probabilities that the prepared model
+    ``loaded`` lacks (:func:`ensure_prepared` adds them)."""
+    return (loaded.stage == "prepared" and config is not None and config.spike_probabilities is not False
+            and not loaded.prepare_config.spike_probabilities)
+
+
 def add_probability_sites(loaded: LoadedModel, data: str, calibration: CalibrationConfig, device: str,
                           progress: bool, required: bool | None = True) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
     """A prepared model with QCFS sites on its attention probabilities, calibrated like every other
@@ -105,7 +112,7 @@ def add_probability_sites(loaded: LoadedModel, data: str, calibration: Calibrati
     config = replace(loaded.prepare_config, spike_probabilities=True)
     sites = insert_probability_sites(model, config)
     if not sites and not required:
-        return loaded.model, loaded.prepare_config, {"changes": [f"not applied: {probability_note()}"]}
+        return loaded.model, loaded.prepare_config, {"changes": PrepareReport(notes=[probability_note()]).lines()}
     if not sites:
         raise SnnConvertError(f"{loaded.recipe.name} {NO_PROBABILITIES}; drop --spike-probabilities")
     model.recompile()
@@ -208,10 +215,7 @@ def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibrat
     to the teacher's.
     """
     distill = train_config.distill_alpha > 0
-    adds_probabilities = (loaded.stage == "prepared" and prepare_config is not None
-                          and prepare_config.spike_probabilities is not False
-                          and not loaded.prepare_config.spike_probabilities)
-    if distill and loaded.stage != "ann" and masks is None and not adds_probabilities:
+    if distill and loaded.stage != "ann" and masks is None and not needs_probability_sites(loaded, prepare_config):
         raise SnnConvertError(f"distillation needs a teacher, but {loaded.source} is already prepared: pass the ANN "
                               "checkpoint, add spike masks or spiking attention probabilities (the model as it "
                               "came then teaches the changed one), or --alpha 0 to train without a teacher")

@@ -140,8 +140,8 @@ class Quiescence:
             if pending is not None:
                 pending = pending.reshape(samples, -1).any(1)
                 busy = pending if busy is None else busy | pending
-                if bool(busy.all()):  # no sample can be quiet: the other neurons need not be asked
-                    break
+                if busy.device.type == "cpu" and bool(busy.all()):  # no sample can be quiet: the other
+                    break  # neurons need not be asked (on a GPU the check would cost a sync per neuron)
         return torch.ones(samples, dtype=torch.bool) if busy is None else ~busy
 
 
