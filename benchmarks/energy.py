@@ -8,14 +8,17 @@ event-driven route on and off, for rate and count coding and for single and burs
 Each row is one run of the command line a user types (``snnconvert MODEL -T T --limit N --threads 1``
 and the variant's options), read back from its ``report.json``. Variants: rate coding with IF
 neurons (dense accounting: every value changes at every step); count coding with signed IF, k = 1,
-under the dense accounting, the event-driven route without and with spiking attention
-probabilities (``--spike-probabilities``, calibrated at ``--percentile`` on 256 training images,
-no fine-tuning; a model without them says so); and count coding with burst signed IF (k unbounded: a neuron
-sends its whole count in one step, every spike of a burst one event), event-driven, without and
-with spiking probabilities. The event-driven route stops each image by the exact quiet exit: its
-mean steps are the time to the answer. ``--extra NAME=CHECKPOINT`` adds a model of one's own (e.g. a
-MobileNetV2 trained with ``snnconvert train NAME --ann``), run with ``--extra-options`` (e.g.
-``--no-finetune --input-size 1,32,32 --num-classes 10``). Prints one Markdown table.
+under the dense accounting, then the event-driven route without and with its sites (spiking
+attention probabilities and signed sites on the real-valued streams into weight layers, where the
+model has them: ``--event-driven`` alone; calibrated at ``--percentile`` on 256 training images, no
+fine-tuning); and count coding with burst signed IF (k unbounded: a neuron sends its whole count
+in one step, every spike of a burst one event), event-driven, without and with the route's sites.
+The "sites" column says which the run added (p: probabilities, s: streams). The event-driven route
+stops each image by the exact quiet exit: its mean steps are the time to the answer. ``--extra
+NAME=CHECKPOINT`` adds a model of one's own (e.g. a MobileNetV2 trained with ``snnconvert train NAME
+--ann``, or a prepared checkpoint fine-tuned with its stream sites), run with ``--extra-options``
+(e.g. ``--no-finetune --input-size 1,32,32 --num-classes 10 --stream-levels 16``). Prints one
+Markdown table.
 """
 from __future__ import annotations
 
@@ -27,14 +30,17 @@ from pathlib import Path
 
 RATE, COUNT, BURST = (["--coding", "rate", "--neuron", "if"], ["--coding", "count", "--neuron", "signed-if"],
                       ["--coding", "count", "--neuron", "signed-burst-if"])
+WITHOUT_SITES = ["--event-driven", "--no-spike-probabilities", "--no-spike-streams"]
 VARIANTS = {
     "rate, IF, dense accounting": RATE,
     "count, signed IF, dense accounting": COUNT + ["--dense-energy"],
-    "count, signed IF, event-driven": COUNT + ["--event-driven", "--no-spike-probabilities"],
-    "count, signed IF, event-driven + spiking probabilities": COUNT + ["--event-driven", "--spike-probabilities"],
-    "count, burst signed IF, event-driven": BURST + ["--event-driven", "--no-spike-probabilities"],
-    "count, burst signed IF, event-driven + spiking probabilities": BURST + ["--event-driven", "--spike-probabilities"],
+    "count, signed IF, event-driven": COUNT + WITHOUT_SITES,
+    "count, signed IF, event-driven + the route's sites": COUNT + ["--event-driven"],
+    "count, burst signed IF, event-driven": BURST + WITHOUT_SITES,
+    "count, burst signed IF, event-driven + the route's sites": BURST + ["--event-driven"],
 }
+#: the route's sites by the words of the preparation record, as the "sites" column abbreviates them
+SITES = {"p": "QCFS on attention probabilities", "s": "QCFS on real-valued streams"}
 
 
 def run(model: str, timesteps: int, limit: int, options: list[str], out: Path) -> dict:
@@ -59,27 +65,29 @@ def main() -> None:
     args = parser.parse_args()
     print(f"T = {args.timesteps}, first {args.limit} test images; energy ÷ the ANN's under the same convention\n")
     print("| model | variant | QCFS ANN (%) | SNN (%) | gap (points) | every op (µJ) | every op | papers' | memory "
-          "| every op + memory | vs quantized twin | spikes / synapse | mean steps |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| every op + memory | vs quantized twin | spikes / synapse | mean steps | sites |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     models = [(model, []) for model in args.models.split(",") if model]
     models += [(name, ["--checkpoint", checkpoint, *args.extra_options.split()])
                for name, _, checkpoint in (extra.partition("=") for extra in args.extra)]
     for model, model_options in models:
         for name, options in VARIANTS.items():
-            extra = ["--percentile", str(args.percentile)] if "--spike-probabilities" in options else []
+            extra = ["--percentile", str(args.percentile)] if options[-1] == "--event-driven" else []
             out = Path(args.out) / model / name.replace(", ", "_").replace(" ", "_").replace("+", "and")
             try:
                 report = run(model, args.timesteps, args.limit, model_options + options + extra, out)
             except RuntimeError as e:  # an option that does not apply to the model says why
-                print(f"| {model} | {name} | {e} |" + " |" * 10, flush=True)
+                print(f"| {model} | {name} | {e} |" + " |" * 11, flush=True)
                 continue
             sim = next(iter(report["simulations"].values()))
             ann, snn = report["ann_accuracy"]["QCFS ANN"], sim["accuracy_per_step"][-1]
             conv = sim["energy_conventions"]
             ratios = " | ".join(f"{conv[k]['ratio']:.3f}" for k in ("every_op", "papers", "memory", "total",
                                                                      "quantized_twin"))
+            changes = " ".join((report.get("preparation") or {}).get("changes", []))
+            sites = "".join(k for k, words in SITES.items() if f"changes {words}" in changes) or "–"
             print(f"| {model} | {name} | {ann:.2f} | {snn:.2f} | {ann - snn:+.2f} | {conv['every_op']['snn_uj']:.2f} | "
-                  f"{ratios} | {conv['spikes_per_synapse']:.2f} | {sim['mean_steps']:.2f} |", flush=True)
+                  f"{ratios} | {conv['spikes_per_synapse']:.2f} | {sim['mean_steps']:.2f} | {sites} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from snnconvert.calibrate import (CORRECTIONS, METHODS, REFERENCES, CalibrationC
 from snnconvert.convert import (MASK_TARGETS, MODES, MaskConfig, NeuronConfig, PrepareConfig, convert,
                                 float_operations, prepare_with_report, qcfs_modules)
 from snnconvert.convert.config import DEFAULT_KEPT_ACTIVATIONS, LAYERNORM_CHOICES, MAX_POOL_CHOICES, SITE_POLICIES
+from snnconvert.convert.prepare import ROUTE_SITES
 from snnconvert.data import DATASET_NAMES
 from snnconvert.data.datasets import SKIP_BAD_FILES
 from snnconvert.direct import ENCODERS, NODES, SURROGATES
@@ -92,8 +93,8 @@ def _event_driven_option(f):
     return click.option("--event-driven/--dense-energy", "event_driven", default=None,
                         help="The event-driven route (count coding): each op's work counted from what its inputs "
                              "sent at each step (only changes cost; the default under count coding), the attention "
-                             "probabilities made to spike where the model has them (unless --no-spike-probabilities) "
-                             "and, where it is exact, the quiet exit (each image stops once no neuron has anything "
+                             "probabilities and the real-valued streams into weight layers made to spike where the "
+                             "model has them (unless --no-spike-probabilities / --no-spike-streams) and, where it is exact, the quiet exit (each image stops once no neuron has anything "
                              "left to send); --dense-energy: every op counted at every step, nothing else changed.")(f)
 
 
@@ -196,6 +197,14 @@ def _prepare_options(f):
                           "runs on spikes instead of MACs on real values (added to a prepared checkpoint too; "
                           "costs some accuracy: see the preparation record, fine-tune to win it back). Default: "
                           "on with --event-driven where the model has attention probabilities, else off.")(f)
+    f = click.option("--spike-streams/--no-spike-streams", default=None,
+                     help="A signed QCFS (values in [-λ, λ], calibrated) on every real value a weight layer reads "
+                          "that is not a sum of spikes (a linear bottleneck's residual stream, a kept norm's "
+                          "output), so the layer runs on spikes instead of MACs (added to a prepared checkpoint "
+                          "too; costs some accuracy: see the preparation record). Default: on with --event-driven "
+                          "where the model has such streams, else off.")(f)
+    f = click.option("--stream-levels", type=click.IntRange(1), default=None,
+                     help="L of the signed stream sites (default: --levels): fewer levels, fewer spikes per value.")(f)
     return click.option("--levels", type=click.IntRange(1), default=None,
                         help="QCFS levels L when preparing an ANN (default: the recipe's).")(f)
 
@@ -208,17 +217,18 @@ def _no_finetune_option(f):
 
 
 def _prepare_config(model: str, levels, sites, layernorm, keep_activations, max_pool, no_finetune=False,
-                    mlp_batchnorm=False, spike_probabilities=None, event_driven=None, **_other_options) -> PrepareConfig:
+                    mlp_batchnorm=False, event_driven=None, stream_levels=None, **options) -> PrepareConfig:
     """The preparation options as a config: the route's defaults (fine-tuning, or calibration alone
-    with --no-finetune) with the options given on top; --event-driven asks for spiking attention
-    probabilities where the model has them (None), unless --no-spike-probabilities."""
-    if spike_probabilities is None:
-        spike_probabilities = None if event_driven else False
+    with --no-finetune) with the options given on top; --event-driven asks for each of the route's
+    sites (spiking attention probabilities and streams) where the model has them (None), unless
+    --no-spike-probabilities or --no-spike-streams."""
+    route = {kind.option: options.get(kind.option) for kind in ROUTE_SITES}
+    route = {option: (None if event_driven else False) if asked is None else asked for option, asked in route.items()}
     levels = levels or get_recipe(model).levels
     base = PrepareConfig.calibration_only(levels) if no_finetune else PrepareConfig(levels)
     given = {k: v for k, v in dict(sites=sites, layernorm=layernorm, max_pool=max_pool).items() if v is not None}
     return replace(base, **given, keep_activations=tuple(dict.fromkeys(base.keep_activations + keep_activations)),
-                   mlp_batchnorm=mlp_batchnorm, spike_probabilities=spike_probabilities)
+                   mlp_batchnorm=mlp_batchnorm, stream_levels=stream_levels, **route)
 
 
 def _model_options(f):
@@ -573,7 +583,7 @@ def train_cmd(model, checkpoint, ann, **options):
 def finetune_cmd(model, checkpoint, **options):
     """Prepare a trained ANN MODEL (LayerNorm→BatchNorm, GELU/ReLU→QCFS), calibrate it and fine-tune
     it with distillation from the original ANN (the MST recipe). With --mask the student gets Random
-    Spike Masks, with --spike-probabilities spiking attention probabilities; starting from a prepared
+    Spike Masks, with --spike-probabilities / --spike-streams spiking attention probabilities / streams; starting from a prepared
     checkpoint, the model as it came is the teacher (MST §4.3).
     Unset hyper-parameters come from the recipe (`snnconvert zoo show MODEL`). Runs under torchrun
     too (one process per core or GPU)."""
@@ -581,10 +591,11 @@ def finetune_cmd(model, checkpoint, **options):
     masks = _mask_config(**options)
     loaded = pipeline.load(model, checkpoint, pretrained=True, shipped=False, **_model_adaptation(**options))
     _print_loading(loaded)
-    if loaded.stage != "ann" and masks is None and not options["spike_probabilities"]:
+    if loaded.stage != "ann" and masks is None and not any(options[kind.option] for kind in ROUTE_SITES):
         raise SnnConvertError(f"finetune starts from a trained ANN, but {loaded.source} is {loaded.stage}: pass the "
-                              "ANN's checkpoint, add --mask or --spike-probabilities to fine-tune a changed copy "
-                              "against it, or `snnconvert train MODEL --checkpoint FILE` to keep training it")
+                              "ANN's checkpoint, add --mask, --spike-probabilities or --spike-streams to fine-tune a "
+                              "changed copy against it, or `snnconvert train MODEL --checkpoint FILE` to keep "
+                              "training it")
     config = _train_config(get_recipe(model).finetune_settings, options)
     torch.manual_seed(config.seed)
     _, _, record = pipeline.finetune(loaded, options["data"], config, _calibration(**options), options["out"], device,

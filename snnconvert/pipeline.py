@@ -19,9 +19,8 @@ from snnconvert.calibrate.corrections import CorrectionConfig, conversion_errors
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
 from snnconvert.convert import (MaskConfig, NeuronConfig, PrepareConfig, add_spike_masks, change_effects, convert,
                                 float_operations, mask_sites, prepare, prepare_with_report)
-from snnconvert.convert.prepare import PrepareReport, probability_change, probability_note
+from snnconvert.convert.prepare import ROUTE_SITES, PrepareReport, RouteSites
 from snnconvert.convert.qcfs import rate_limit_model
-from snnconvert.convert.sites import NO_PROBABILITIES, insert_probability_sites
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.data.fit import check_fit
 from snnconvert.direct import DirectConfig
@@ -72,16 +71,17 @@ def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConf
     the BatchNorms prepare added get statistics and every QCFS its λ from the training split (the
     ANN's own BatchNorms keep theirs), and each change's cost is measured on the calibration images.
 
-    A prepared model is kept as it is, but for the QCFS sites on attention probabilities that
-    ``config`` asks for (``spike_probabilities`` True, or None: where the model has them) and it
-    lacks: they are added and calibrated.
+    A prepared model is kept as it is, but for the event-driven route's sites (attention
+    probabilities, real-valued streams: :data:`~snnconvert.convert.prepare.ROUTE_SITES`) that
+    ``config`` asks for (True, or None: where the model has them) and it lacks: they are added
+    and calibrated.
 
     Returns the model, its config and a record of the preparation (None for a prepared model kept as is).
     """
     if loaded.stage == "prepared":
-        if not needs_probability_sites(loaded, config):
+        if not missing_route_sites(loaded, config):
             return loaded.model, loaded.prepare_config, None
-        return add_probability_sites(loaded, data, calibration, device, progress, config.spike_probabilities)
+        return add_route_sites(loaded, config, data, calibration, device, progress)
     config = config or PrepareConfig(levels=loaded.recipe.levels)
     model, report = prepare_with_report(loaded.model.to(device), loaded.recipe.example_batch().to(device), config)
     loader = calibration_loader(loaded.recipe, data)
@@ -96,34 +96,42 @@ def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConf
     return model, config, record
 
 
-def needs_probability_sites(loaded: LoadedModel, config: PrepareConfig | None) -> bool:
-    """Whether ``config`` asks for QCFS sites on attention probabilities that the prepared model
-    ``loaded`` lacks (:func:`ensure_prepared` adds them)."""
-    return (loaded.stage == "prepared" and config is not None and config.spike_probabilities is not False
-            and not loaded.prepare_config.spike_probabilities)
+def missing_route_sites(loaded: LoadedModel, config: PrepareConfig | None) -> list[RouteSites]:
+    """The event-driven route's sites that ``config`` asks for and the prepared model ``loaded``
+    lacks (:func:`ensure_prepared` adds them). A model that was asked for them where it has them
+    (None) and had none is not asked again, unless they are required (True: it is refused)."""
+    if loaded.stage != "prepared":
+        return []
+    return [kind for kind in ROUTE_SITES
+            if (asked := kind.asked(config)) is not False and kind.asked(loaded.prepare_config) in (False, None)
+            and not (asked is None and kind.asked(loaded.prepare_config) is None)]
 
 
-def add_probability_sites(loaded: LoadedModel, data: str, calibration: CalibrationConfig, device: str,
-                          progress: bool, required: bool | None = True) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
-    """A prepared model with QCFS sites on its attention probabilities, calibrated like every other
-    site; the record gives what they cost the QCFS ANN on the calibration images. A model with no
-    attention probabilities is refused (``required``) or kept as it is (None: the record says so)."""
-    model = copy.deepcopy(loaded.model).to(device)
-    config = replace(loaded.prepare_config, spike_probabilities=True)
-    sites = insert_probability_sites(model, config)
-    if not sites and not required:
-        return loaded.model, loaded.prepare_config, {"changes": PrepareReport(notes=[probability_note()]).lines()}
-    if not sites:
-        raise SnnConvertError(f"{loaded.recipe.name} {NO_PROBABILITIES}; drop --spike-probabilities")
+def add_route_sites(loaded: LoadedModel, config: PrepareConfig, data: str, calibration: CalibrationConfig,
+                    device: str, progress: bool) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
+    """A prepared model with the event-driven route's sites that ``config`` asks for and it lacks
+    (:func:`missing_route_sites`), each calibrated like every other site; the record gives what
+    they cost the QCFS ANN on the calibration images. A model with none of a kind is refused where
+    it is required (True), else the record says why."""
+    missing = missing_route_sites(loaded, config)
+    levels = {"stream_levels": config.stream_levels} if any(k.option == "spike_streams" for k in missing) else {}
+    asked = replace(loaded.prepare_config, **levels, **{kind.option: kind.asked(config) for kind in missing})
+    model, report = copy.deepcopy(loaded.model).to(device), PrepareReport()
+    added = {kind.option: kind.add(model, asked, report) for kind in missing}
+    sites = [site for paths in added.values() for site in paths]
+    if not sites:  # the config records that they were looked for
+        return loaded.model, asked, {"changes": report.lines()}
     model.recompile()
+    config = replace(asked, **{option: True for option, paths in added.items() if paths})
     loader = calibration_loader(loaded.recipe, data)
     images, labels = calibration_batch(loader, calibration.num_samples)
     before = evaluate(loaded.model.to(device), images.to(device), labels.to(device), device=device)
     calibrate_thresholds(model, loader, calibration, device, progress, only=sites)
     after = evaluate(model, images.to(device), labels.to(device), device=device)
-    record = {"calibration": asdict(calibration), "changes": [probability_change(sites).describe()],
+    record = {"calibration": asdict(calibration), "changes": report.lines(),
               "accuracy_on_calibration_images": {"QCFS ANN as loaded": round(before, 2),
-                                                 "with spiking attention probabilities": round(after, 2)},
+                                                 "with QCFS on " + " and ".join(
+                                                     k.what for k in ROUTE_SITES if added.get(k.option)): round(after, 2)},
               "calibration_images": len(labels)}
     return model, config, record
 
@@ -209,16 +217,17 @@ def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibrat
     """The MST recipe's training steps: prepare (with ``prepare_config``) and calibrate ``loaded`` (if it is an ANN), add
     Random Spike Masks (if ``masks``), then train, distilling from ``loaded``'s model as it came
     when ``train_config.distill_alpha`` > 0: the original ANN, or — for masks or spiking attention
-    probabilities added to a prepared model — the prepared model as it came (MST §4.3).
+    probabilities or streams added to a prepared model — the prepared model as it came (MST §4.3).
 
     The student starts from the teacher's weights; its accuracy before training is recorded next
     to the teacher's.
     """
     distill = train_config.distill_alpha > 0
-    if distill and loaded.stage != "ann" and masks is None and not needs_probability_sites(loaded, prepare_config):
+    added = missing_route_sites(loaded, prepare_config)
+    if distill and loaded.stage != "ann" and masks is None and not added:
         raise SnnConvertError(f"distillation needs a teacher, but {loaded.source} is already prepared: pass the ANN "
-                              "checkpoint, add spike masks or spiking attention probabilities (the model as it "
-                              "came then teaches the changed one), or --alpha 0 to train without a teacher")
+                              "checkpoint, add spike masks, spiking attention probabilities or spiking streams (the "
+                              "model as it came then teaches the changed one), or --alpha 0 to train without a teacher")
     masked_already = loaded.prepare_config.masks if loaded.prepare_config is not None else None
     if masks is not None and masked_already is not None:
         raise SnnConvertError(f"{loaded.source} is masked already ({masked_already.describe()}): start from the "
@@ -233,7 +242,7 @@ def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibrat
     record = train(model, loaded.recipe, config, data, train_config, checkpoint, device, progress, resume,
                    val_samples, teacher=loaded.model if distill else None)
     teacher = ("original ANN" if loaded.stage == "ann" else "unmasked prepared model" if masks is not None
-               else "prepared model with real-valued attention probabilities")
+               else "prepared model without QCFS on " + " and ".join(kind.what for kind in added))
     record.update(started_from=loaded.source, teacher=teacher if distill else None,
                   teacher_accuracy=teacher_acc, accuracy_before_training=before,
                   preparation=prepared, prepare=asdict(config))

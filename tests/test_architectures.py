@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from snnconvert.calibrate import CalibrationConfig
-from snnconvert.convert import NeuronConfig, PrepareConfig, convert
+from snnconvert.convert import NeuronConfig, PrepareConfig, convert, qcfs_modules
 from snnconvert.data import InputSpec
 from snnconvert.model_zoo.coverage import ARCHITECTURES
 from snnconvert.runtime import Execution, SimulationOptions, reset_states, simulate
-from snnconvert.runtime.energy import FOLDED_SCALING, EnergyCosts, OpAccounting
+from snnconvert.runtime.energy import FOLDED_SCALING, EnergyCosts, OpAccounting, op_name
 from snnconvert.runtime.streams import watching
 
 from conftest import calibrated, images
@@ -94,3 +94,30 @@ def _steps(snn, x, execution: Execution, timesteps: int = 5) -> torch.Tensor:
             outputs.extend(execution.run(inputs, min(chunk, timesteps - len(outputs))))
     execution.close()
     return torch.stack(outputs)
+
+
+ROUTE = PrepareConfig(levels=LEVELS, spike_probabilities=None, spike_streams=None)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=[a.name for a in ARCHITECTURES])
+def test_the_event_driven_routes_sites_keep_the_count_coded_snn_its_qcfs_ann(arch):
+    """With signed sites on the real-valued streams into weight layers (and spiking attention
+    probabilities) where the model has them, the count-coded burst SNN is still its QCFS ANN, and
+    every layer such a site feeds runs on spikes alone: no MACs."""
+    spec = InputSpec(arch.input_size, (0.3,) * 3, (0.35,) * 3)
+    x, y = images(spec, 8)
+    model, report = calibrated(arch.build().eval(), x, ROUTE, CalibrationConfig("percentile", 99.9, "layer", 8))
+    streams = [path for path, site in qcfs_modules(model).items() if site.signed]
+    assert bool(streams) != any("streams" in note for note in report.notes)  # added, or said why not
+    model64 = model.double()
+    counted = convert(model64, neuron=NeuronConfig("signed-burst-if", coding="count"))
+    with torch.no_grad():
+        target = model64(x.double())
+        reset_states(counted)
+        first = counted(x.double())
+        total = first + counted(x.double())
+    for out in (first, total):
+        assert (out - target).abs().max().item() <= 1e-9 * max(1.0, target.abs().max().item())
+    ops = {o.name: o for o in simulate(counted, x.double()[:4], y[:4], timesteps=2, event_driven=True).ops}
+    fed = [ops[op_name(user)] for node in counted.graph.nodes if node.target in streams for user in node.users]
+    assert len(fed) >= len(streams) and all(op.macs == 0 for op in fed), fed

@@ -158,7 +158,7 @@ def test_the_event_driven_route_adds_the_quiet_exit_and_says_what_does_not_apply
     plain = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "plain")])
     route = CliRunner().invoke(main, [*common, "--event-driven", "--out", str(tmp_path / "route")])
     assert plain.exit_code == 0 and route.exit_code == 0, route.output
-    assert "not applied: spiking attention probabilities: the model has no softmax" in route.output
+    assert "not applied: QCFS on attention probabilities: the model has no softmax" in route.output
     sims = [next(iter(_report(tmp_path / name)["simulations"].values())) for name in ("plain", "route")]
     assert sims[0]["exit_rule"] is None and sims[1]["exit_rule"].startswith("quiet")
     assert sims[1]["mean_steps"] == 1 and sims[1]["accuracy_per_step"] == sims[0]["accuracy_per_step"]  # exact

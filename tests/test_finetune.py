@@ -118,8 +118,8 @@ def test_spiking_probabilities_are_fine_tuned_against_the_prepared_model_as_it_c
     student, prep, record = pipeline.finetune(loaded, "embedded", config, CalibrationConfig(num_samples=32),
                                               tmp_path / "p.pt", "cpu", False,
                                               PrepareConfig(spike_probabilities=True), val_samples=100)
-    assert record["teacher"] == "prepared model with real-valued attention probabilities" and record["distilled"]
-    assert prep.spike_probabilities and record["preparation"]["changes"][0].startswith("QCFS on attention")
+    assert record["teacher"] == "prepared model without QCFS on attention probabilities" and record["distilled"]
+    assert prep.spike_probabilities and record["preparation"]["changes"][0].startswith("changes QCFS on attention")
     sites = [n for n, q in qcfs_modules(student).items() if q.role == "probabilities"]
     assert len(sites) == 4 and not any(q.role == "probabilities" for q in qcfs_modules(loaded.model).values())
     assert not torch.equal(student.head.weight, loaded.model.head.weight)  # the student trained

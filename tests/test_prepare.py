@@ -264,12 +264,12 @@ def test_probability_sites_join_a_prepared_model_calibrated_alone(tmp_path):
 
     loaded = pipeline.load("vit_nano", None)
     before = {n: q.threshold.detach().clone() for n, q in qcfs_modules(loaded.model).items()}
-    model, config, record = pipeline.add_probability_sites(loaded, "embedded", CalibrationConfig(num_samples=32),
-                                                           "cpu", False)
+    model, config, record = pipeline.add_route_sites(loaded, PrepareConfig(spike_probabilities=True), "embedded",
+                                                     CalibrationConfig(num_samples=32), "cpu", False)
     after = qcfs_modules(model)
     assert config.spike_probabilities and set(after) - set(before) == {f"blocks.{i}.attn.softmax_act" for i in range(4)}
     assert all(torch.equal(after[n].threshold, lam) for n, lam in before.items())  # the trained sites untouched
-    assert set(record["accuracy_on_calibration_images"]) == {"QCFS ANN as loaded", "with spiking attention probabilities"}
+    assert set(record["accuracy_on_calibration_images"]) == {"QCFS ANN as loaded", "with QCFS on attention probabilities"}
     path = tmp_path / "prepared.pt"
     pipeline.save_prepared(path, model, loaded.recipe, config)
     reloaded = pipeline.load("vit_nano", str(path))
@@ -278,10 +278,11 @@ def test_probability_sites_join_a_prepared_model_calibrated_alone(tmp_path):
         assert torch.equal(reloaded.model.eval()(x), model.eval()(x))  # the config rebuilds the sites
     cnn = pipeline.load("resnet_nano", None)
     with pytest.raises(SnnConvertError, match="no softmax"):
-        pipeline.add_probability_sites(cnn, "embedded", CalibrationConfig(num_samples=8), "cpu", False)
+        pipeline.add_route_sites(cnn, PrepareConfig(spike_probabilities=True), "embedded", CalibrationConfig(num_samples=8),
+                                 "cpu", False)
     # where the model has them (the event-driven route): a CNN is kept as it is, and the record says why
-    kept, kept_config, note = pipeline.add_probability_sites(cnn, "embedded", CalibrationConfig(num_samples=8),
-                                                             "cpu", False, required=None)
+    kept, kept_config, note = pipeline.add_route_sites(cnn, PrepareConfig(spike_probabilities=None), "embedded",
+                                                       CalibrationConfig(num_samples=8), "cpu", False)
     assert kept is cnn.model and not kept_config.spike_probabilities and "no softmax" in note["changes"][0]
 
 
@@ -296,3 +297,86 @@ def test_probabilities_where_the_model_has_them_are_added_or_noted_never_silentl
     with pytest.raises(SnnConvertError, match="no softmax"):  # asked for outright: refused
         prepare_with_report(cnn, x, PrepareConfig(spike_probabilities=True))
     assert not prepare_with_report(cnn, x, PrepareConfig())[1].notes  # not asked for: nothing to say
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2's block: expand (ReLU6), depthwise (ReLU6), linear projection, residual add."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv_pw, self.bn1, self.act1 = nn.Conv2d(channels, 2 * channels, 1), nn.BatchNorm2d(2 * channels), nn.ReLU6()
+        self.conv_dw = nn.Conv2d(2 * channels, 2 * channels, 3, padding=1, groups=2 * channels)
+        self.bn2, self.act2 = nn.BatchNorm2d(2 * channels), nn.ReLU6()
+        self.conv_pwl, self.bn3 = nn.Conv2d(2 * channels, channels, 1), nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return x + self.bn3(self.conv_pwl(self.act2(self.bn2(self.conv_dw(self.act1(self.bn1(self.conv_pw(x))))))))
+
+
+def _mbconv() -> nn.Module:
+    stem = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU6())
+    return nn.Sequential(stem, nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4), _InvertedResidual(4), _InvertedResidual(4),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+
+
+def test_signed_stream_sites_go_on_the_edges_into_weight_layers_and_the_residual_stream_stays_exact(tmp_path):
+    x, _ = images(SPEC_28, 32)
+    config = PrepareConfig.calibration_only(8, spike_streams=True, stream_levels=3)
+    model, report = calibrated(_mbconv(), x, config)
+    streams = {path: site for path, site in qcfs_modules(model).items() if site.signed}
+    # each block's expansion reads the linear bottleneck (the projection's output plus the shortcut),
+    # the head reads the pooled stream; the stem's activation already spikes
+    assert set(streams) == {"3.conv_pw_in", "4.conv_pw_in", "7_in"}
+    assert all(s.role == "stream" and s.levels == 3 and s.cap is None for s in streams.values())
+    assert report.function_changes[-1].what == "QCFS on real-valued streams into weight layers"
+    for add in (n for n in model.graph.nodes if n.op == "call_function" and "add" in str(n.target)):
+        assert not any(a.op == "call_module" and a.target in streams for a in add.all_input_nodes)  # the sum stays real
+    # what the sites cost is measured change by change, and a plain CNN of spiking layers has none
+    effects = dict(change_effects(report, _mbconv(), model, x, torch.zeros(32, dtype=torch.long)))
+    assert "+ QCFS on real-valued streams into weight layers" in effects
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    cnn(x)
+    assert "real-valued stream" in prepare_with_report(cnn, x, PrepareConfig(spike_streams=None))[1].notes[0]
+    with pytest.raises(SnnConvertError, match="--spike-streams"):
+        prepare_with_report(cnn, x, PrepareConfig(spike_streams=True))
+    with pytest.raises(SnnConvertError, match="stream_levels"):
+        PrepareConfig(stream_levels=0)
+    # the SNN: signed neurons whatever the neuron asked for, sending negative spikes
+    snn = convert(model, neuron=NeuronConfig("if", coding="count"))
+    result = simulate(snn, x, torch.zeros(32, dtype=torch.long), timesteps=4)
+    negative = {layer.name: layer.negative for layer in result.layers}
+    assert all(type(snn.get_submodule(p)).__name__ == "SignedIFNeuron" and snn.get_submodule(p).symmetric
+               for p in streams)
+    assert any(negative[p] > 0 for p in streams)
+
+
+def test_stream_sites_join_a_prepared_checkpoint_with_their_levels_and_reload(tmp_path):
+    from snnconvert import pipeline
+
+    adapt = {"adapt": {"num_classes": 10, "input_size": (1, 32, 32), "classes": None}}
+    ann = pipeline.load("mobilenetv2_050", None, pretrained=False, **adapt)
+    prepared, config, _ = pipeline.ensure_prepared(ann, "embedded", CalibrationConfig(num_samples=8), "cpu", False,
+                                                   PrepareConfig.calibration_only(8))
+    path = tmp_path / "prepared.pt"
+    pipeline.save_prepared(path, prepared, ann.recipe, config)
+    loaded = pipeline.load("mobilenetv2_050", str(path), **adapt)
+    before = {n: q.threshold.detach().clone() for n, q in qcfs_modules(loaded.model).items()}
+    asked = PrepareConfig(spike_streams=None, spike_probabilities=None, stream_levels=3)
+    model, new_config, record = pipeline.add_route_sites(loaded, asked, "embedded", CalibrationConfig(num_samples=8),
+                                                         "cpu", False)
+    added = {n: q for n, q in qcfs_modules(model).items() if n not in before}
+    assert added and all(q.signed and q.levels == 3 for q in added.values())
+    assert new_config.spike_streams is True and new_config.stream_levels == 3 and new_config.spike_probabilities is None
+    assert "with QCFS on real-valued streams into weight layers" in record["accuracy_on_calibration_images"]
+    assert any(line.startswith("not applied: QCFS on attention probabilities") for line in record["changes"])
+    pipeline.save_prepared(path, model, loaded.recipe, new_config)
+    reloaded = pipeline.load("mobilenetv2_050", str(path), **adapt)
+    x, _ = images(SPEC_32, 4)
+    with torch.no_grad():
+        assert torch.equal(reloaded.model.eval()(x), model.eval()(x))  # the config rebuilds the sites
+    assert not pipeline.missing_route_sites(reloaded, asked)  # nothing left to add, none looked for twice
+    assert pipeline.missing_route_sites(reloaded, PrepareConfig(spike_probabilities=True))  # required: refused
+    resnet = pipeline.load("resnet_nano", None)
+    with pytest.raises(SnnConvertError, match="real-valued stream"):  # every layer of a ResNet reads spikes
+        pipeline.add_route_sites(resnet, PrepareConfig(spike_streams=True), "embedded",
+                                 CalibrationConfig(num_samples=8), "cpu", False)

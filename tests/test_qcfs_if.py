@@ -114,3 +114,28 @@ def test_signed_if_rejects_bad_burst_limit():
 
     with pytest.raises(ValueError, match="max_spikes"):
         SignedIFNeuron(torch.tensor(1.0), max_spikes=0)
+
+
+@pytest.mark.parametrize("levels", [None, 6])
+def test_a_symmetric_signed_neuron_tracks_a_signed_qcfs(levels):
+    """What a signed (stream) site becomes: its net count follows ``round(S_t/θ)`` below zero as
+    above, within ``[−t, t]`` (rate coding) or ``[−L, L]`` (count coding): at count coding's end,
+    the signed QCFS of the total input."""
+    from snnconvert.runtime import SignedIFNeuron
+
+    g = torch.Generator().manual_seed(2)
+    theta = torch.tensor(0.5)
+    neuron = SignedIFNeuron(theta, max_spikes=None, levels=levels, symmetric=True)
+    total_in = total_out = torch.zeros(400)
+    for t in range(1, 17):
+        x = (torch.rand(400, generator=g) - 0.5) * 3.0
+        total_in, total_out = total_in + x, total_out + neuron(x)
+        bound = t if levels is None else levels
+        expected = torch.clamp(torch.floor(total_in / theta + 0.5), -bound, bound) * theta
+        assert torch.allclose(total_out, expected, atol=1e-4)
+    assert neuron.net.min() < 0  # it went below zero, as a plain signed neuron cannot
+    if levels is not None:
+        assert torch.allclose(total_out, qcfs(total_in, theta * levels, levels, signed=True), atol=1e-4)
+    site = QCFS(levels=4, threshold=2.0, signed=True, role="stream")
+    assert torch.equal(site(torch.tensor([-3.0, -0.3, 0.3, 3.0])), torch.tensor([-2.0, -0.5, 0.5, 2.0]))
+    assert torch.equal(site.relu_form(torch.tensor([-3.0])), torch.tensor([-3.0]))  # the ANN passes it on as is

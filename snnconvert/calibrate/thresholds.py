@@ -133,8 +133,9 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, config: Calibration
     """Set every QCFS threshold λ (or those of the sites named in ``only``) from its input
     statistics over ``config.num_samples`` images.
 
-    Sites run unquantized (as ReLU, or ReLU6 where capped) while observing, so each layer sees the
-    activations it would see without the thresholds being calibrated. Returns the new thresholds
+    Sites run unquantized (as ReLU, or ReLU6 where capped; a signed site as the identity, observing
+    magnitudes) while observing, so each layer sees the activations it would see without the
+    thresholds being calibrated. Returns the new thresholds
     by layer name.
     """
     checks.instance(config, CalibrationConfig, "calibrate_thresholds", "config")
@@ -152,7 +153,7 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, config: Calibration
 
     def observe_and_pass(name):
         def hook(module, inputs, _output):
-            observers[name].observe(inputs[0])
+            observers[name].observe(inputs[0].abs() if module.signed else inputs[0])
             return module.relu_form(inputs[0])
         return hook
 

@@ -83,6 +83,12 @@ class PrepareConfig:
             attention·V becomes a product of spikes instead of MACs on real values: True (a model
             without such a softmax is refused), None (where the model has them: the event-driven
             route's default; the report says when it has none) or False.
+        spike_streams: a signed QCFS (values in [−λ, λ]) on every real value a weight layer reads
+            that is not a sum of spikes (a linear bottleneck's residual stream into the next
+            expansion, a kept norm's output), so the layer is driven by spikes instead of MACs:
+            True, None or False as for ``spike_probabilities``.
+        stream_levels: L of those signed sites (None: ``levels``); fewer levels send fewer spikes
+            per value (a burst of up to L), so a stream costs less than the MACs it replaces.
     """
 
     levels: int = 8
@@ -94,6 +100,8 @@ class PrepareConfig:
     mlp_batchnorm: bool = False
     masks: MaskConfig | None = None
     spike_probabilities: bool | None = False
+    spike_streams: bool | None = False
+    stream_levels: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.masks, dict):  # from a checkpoint's JSON
@@ -102,6 +110,8 @@ class PrepareConfig:
         check_fields(self)
         if self.levels < 1:
             raise ArgumentError(f"levels must be >= 1, got {self.levels}")
+        if self.stream_levels is not None and self.stream_levels < 1:
+            raise ArgumentError(f"stream_levels must be >= 1, got {self.stream_levels}")
         if self.threshold <= 0:
             raise ArgumentError(f"threshold must be > 0, got {self.threshold}")
         unknown = sorted(set(self.keep_activations) - set(ACTIVATION_NAMES))

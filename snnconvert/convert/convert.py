@@ -6,7 +6,9 @@ Passes over the graph, in order:
 2. values computed from parameters alone (relative-position biases, continuous position MLPs,
    rotary tables) computed once and stored as buffers;
 3. QCFS → IF neuron with reset by subtraction (θ = λ, or λ/L under count coding; v(0) = θ/2),
-   taking a following random spike mask into the neuron (it masks the spikes the neuron sends);
+   taking a following random spike mask into the neuron (it masks the spikes the neuron sends); a
+   signed site becomes a symmetric signed neuron whatever the neuron asked for (its value needs
+   negative spikes);
 4. in the ``compensated`` mode every op that does not commute with the running mean — products of
    two dynamic tensors, softmax, norms, kept activations, max-pooling, any other nonlinear op — is
    wrapped in :class:`~snnconvert.runtime.operators.ExpectationCompensated`: the running mean of
@@ -40,7 +42,7 @@ from snnconvert.graph.edit import add_module, bypass, finish, insert_after, join
 from snnconvert.graph.shapes import annotate, example_input
 from snnconvert.runtime.coding import InputOnce, OnceOffset
 from snnconvert.runtime.masking import RandomSpikeMask
-from snnconvert.runtime.neurons import NEURONS
+from snnconvert.runtime.neurons import NEURONS, SignedIFNeuron
 from snnconvert.runtime.operators import Call, ExpectationCompensated
 from snnconvert.runtime.state import reset_states
 
@@ -101,8 +103,9 @@ def _to_neurons(gm: fx.GraphModule, neuron: NeuronConfig) -> None:
         if not isinstance(site, QCFS):
             continue
         threshold = site.effective_threshold().detach() / (site.levels if count else 1)
-        spiking = NEURONS[neuron.neuron](threshold, initial_potential=site.shift, max_spikes=neuron.max_spikes,
-                                         levels=site.levels if count else None)
+        kind, signed = (SignedIFNeuron, {"symmetric": True}) if site.signed else (NEURONS[neuron.neuron], {})
+        spiking = kind(threshold, initial_potential=site.shift, max_spikes=neuron.max_spikes,
+                       levels=site.levels if count else None, **signed)
         setattr(gm.get_submodule(node.target.rpartition(".")[0]) if "." in node.target else gm,
                 node.target.rpartition(".")[2], spiking)
         users = list(node.users)

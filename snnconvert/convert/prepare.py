@@ -8,8 +8,9 @@ Passes, in order (each listed in the :class:`PrepareReport`):
    attention decomposed into products and a softmax: checked to compute the ANN's function;
 2. LayerNorm → BatchNorm over channels (``layernorm="batchnorm"``, the MST recipe);
 3. activations → QCFS (ReLU family: up to quantization; others approximated; kept ones stay);
-4. the MST recipe's QCFS sites (``sites="mst"``), MLP BatchNorms (``mlp_batchnorm``), max-pool →
-   average pool (``max_pool="avg"``), random spike masks (``masks``).
+4. the MST recipe's QCFS sites (``sites="mst"``), MLP BatchNorms (``mlp_batchnorm``), the
+   event-driven route's sites (:data:`ROUTE_SITES`: attention probabilities, real-valued streams
+   into weight layers), max-pool → average pool (``max_pool="avg"``), random spike masks (``masks``).
 
 Every op left on dynamic values must have a role conversion knows (:mod:`snnconvert.graph.ops`);
 the rest is refused all at once, naming each op and, for a module that did not trace, the line
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -31,8 +33,8 @@ from snnconvert.convert.config import PrepareConfig
 from snnconvert.convert.norm import layernorms_to_batchnorms
 from snnconvert.convert.qcfs import QCFS
 from snnconvert.convert.rsm import add_spike_masks
-from snnconvert.convert.sites import activations_to_qcfs, add_mlp_batchnorms, insert_mst_sites, \
-    NO_PROBABILITIES, insert_probability_sites, max_pools_to_average
+from snnconvert.convert.sites import NO_PROBABILITIES, NO_STREAMS, activations_to_qcfs, add_mlp_batchnorms, \
+    insert_mst_sites, insert_probability_sites, insert_stream_sites, max_pools_to_average
 from snnconvert.errors import ArgumentError, SnnConvertError, UnsupportedLayersError, first_line
 from snnconvert.graph import ops
 from snnconvert.graph.edit import bypass, finish, unshare_stateless
@@ -260,13 +262,8 @@ def _function_changes(gm: fx.GraphModule, cfg: PrepareConfig, report: PrepareRep
             added = add_mlp_batchnorms(gm, inserted)
             report.changes.append(Change("BatchNorm after MLP Linears", added, True,
                                          "MST's variant; the identity until trained, then folded at conversion"))
-    probabilities = [] if cfg.spike_probabilities is False else insert_probability_sites(gm, cfg)
-    if probabilities:
-        report.changes.append(probability_change(probabilities))
-    elif cfg.spike_probabilities:
-        raise SnnConvertError(f"the model {NO_PROBABILITIES}; drop --spike-probabilities (spike_probabilities=True)")
-    elif cfg.spike_probabilities is None:
-        report.notes.append(probability_note())
+    for kind in ROUTE_SITES:
+        kind.add(gm, cfg, report)
     if cfg.max_pool == "avg":
         pools = max_pools_to_average(gm)
         if pools:
@@ -274,16 +271,52 @@ def _function_changes(gm: fx.GraphModule, cfg: PrepareConfig, report: PrepareRep
                                          "average instead of maximum over each window", pools))
 
 
-def probability_note() -> str:
-    """Why a model's attention probabilities were not made to spike (it has none)."""
-    return f"spiking attention probabilities: the model {NO_PROBABILITIES}"
+@dataclass(frozen=True)
+class RouteSites:
+    """A kind of QCFS site the event-driven route adds so that a weight layer or product is driven
+    by spikes instead of MACs on real values (:data:`ROUTE_SITES`).
+
+    Attributes:
+        option: the :class:`PrepareConfig` field that asks for it (True: required; None: where the
+            model has such values, the event-driven route's default; False: not asked for).
+        what: the sites, for the records (``spiking attention probabilities``).
+        insert: the pass that inserts them (``(graph, config) → site paths``).
+        missing: why a model gets none (``has no softmax …``).
+        detail: what they do to the function.
+    """
+
+    option: str
+    what: str
+    insert: Callable[[fx.GraphModule, PrepareConfig], list[str]]
+    missing: str
+    detail: str
+
+    def asked(self, config: PrepareConfig | None) -> bool | None:
+        return False if config is None else getattr(config, self.option)
+
+    def add(self, gm: fx.GraphModule, config: PrepareConfig, report: PrepareReport) -> list[str]:
+        """Insert the sites if ``config`` asks for them and record the change in ``report``, or why
+        there are none (a note; refused where they are required)."""
+        asked = self.asked(config)
+        sites = [] if asked is False else self.insert(gm, config)
+        if sites:
+            report.changes.append(Change(f"QCFS on {self.what}", sites, False, self.detail,
+                                         {p: nn.Identity() for p in sites}))
+        elif asked:
+            raise SnnConvertError(f"the model {self.missing}; drop --{self.option.replace('_', '-')} "
+                                  f"({self.option}=True)")
+        elif asked is None:
+            report.notes.append(f"QCFS on {self.what}: the model {self.missing}")
+        return sites
 
 
-def probability_change(sites: list[str]) -> Change:
-    """The record of :func:`~snnconvert.convert.sites.insert_probability_sites`."""
-    return Change("QCFS on attention probabilities", sites, False,
-                  "softmax outputs quantized to L levels of [0, λ ≤ 1]: attention·V becomes spike-driven",
-                  {p: nn.Identity() for p in sites})
+#: the event-driven route's sites, in the order prepare inserts them
+ROUTE_SITES = (
+    RouteSites("spike_probabilities", "attention probabilities", insert_probability_sites, NO_PROBABILITIES,
+               "softmax outputs quantized to L levels of [0, λ ≤ 1]: attention·V becomes spike-driven"),
+    RouteSites("spike_streams", "real-valued streams into weight layers", insert_stream_sites, NO_STREAMS,
+               "signed: quantized to L levels each side of [−λ, λ]: the layers they feed become spike-driven"),
+)
 
 
 def _refuse_unknown(gm: fx.GraphModule, report: PrepareReport) -> None:

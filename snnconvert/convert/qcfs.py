@@ -3,6 +3,10 @@
 ``h(z) = λ · clip(floor(z·L/λ + φ) / L, 0, 1)`` with a learnable threshold λ, ``L`` levels and
 shift ``φ = 1/2``; the floor passes gradients straight through. An IF neuron with threshold θ = λ
 and initial potential θ/2 fires at the rate ``h(z)/λ`` on constant input over ``T = L`` steps.
+
+A *signed* site clips to ``[−1, 1]`` instead of ``[0, 1]`` (``2L + 1`` levels of ``[−λ, λ]``): it
+quantizes a value that is not an activation (a linear bottleneck's residual stream) and becomes a
+signed neuron whose net count may go negative.
 """
 from __future__ import annotations
 
@@ -30,17 +34,20 @@ def floor_ste(x: torch.Tensor) -> torch.Tensor:
     return _FloorSTE.apply(x)
 
 
-def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: int, shift: float = 0.5) -> torch.Tensor:
-    """Functional QCFS: ``λ · clip(floor(x·L/λ + φ)/L, 0, 1)``; ``threshold`` broadcasts over ``x``."""
+def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: int, shift: float = 0.5,
+         signed: bool = False) -> torch.Tensor:
+    """Functional QCFS: ``λ · clip(floor(x·L/λ + φ)/L, 0, 1)`` (``signed``: clipped to ``[−1, 1]``);
+    ``threshold`` broadcasts over ``x``."""
     y = floor_ste(x * (levels / threshold) + shift) / levels
-    return threshold * y.clamp(0.0, 1.0)
+    return threshold * y.clamp(-1.0 if signed else 0.0, 1.0)
 
 
 #: what a QCFS site stands for: an ANN activation it replaced, or a site the MST recipe inserts
 #: (after a residual branch's norm, on Q, K, V, the attention scores and output, after a branch's
-#: last projection, on an operand or the output of another product)
+#: last projection, on an operand or the output of another product), or a site of the event-driven
+#: route (attention probabilities; a real-valued stream into a weight layer, signed)
 ROLES = ("activation", "norm", "q", "k", "v", "scores", "attention", "projection", "operand", "product",
-         "probabilities")
+         "probabilities", "stream")
 
 
 class QCFS(nn.Module):
@@ -54,10 +61,12 @@ class QCFS(nn.Module):
             this site only supports a layer-wise threshold (attention scores, Q/K/V heads).
         cap: the upper clip of the activation it replaces (ReLU6: 6): λ is never above it.
         role: what the site stands for (:data:`ROLES`; random spike masks select sites by role).
+        signed: clip to ``[−λ, λ]`` instead of ``[0, λ]`` (a site on a value the ANN passes on as it is).
     """
 
     def __init__(self, levels: int = 8, threshold: float | torch.Tensor = 8.0, shift: float = 0.5,
-                 channel_axis: int | None = -1, cap: float | None = None, role: str = "activation"):
+                 channel_axis: int | None = -1, cap: float | None = None, role: str = "activation",
+                 signed: bool = False):
         super().__init__()
         if levels < 1:
             raise ValueError(f"QCFS levels must be >= 1, got {levels}")
@@ -68,6 +77,7 @@ class QCFS(nn.Module):
         self.channel_axis = channel_axis
         self.cap = cap
         self.role = role
+        self.signed = bool(signed)
         self.threshold = nn.Parameter(torch.as_tensor(threshold if cap is None else min(threshold, cap),
                                                       dtype=torch.float32).clone())
 
@@ -76,11 +86,14 @@ class QCFS(nn.Module):
         return self.threshold if self.cap is None else self.threshold.clamp(max=self.cap)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return qcfs(x, self.effective_threshold(), self.levels, self.shift)
+        return qcfs(x, self.effective_threshold(), self.levels, self.shift, self.signed)
 
     def relu_form(self, x: torch.Tensor) -> torch.Tensor:
         """``clip(x, 0, cap)``: the ReLU-family activation the site stands for, neither clipped at
-        λ nor quantized (what the ANN computes where the site replaced a ReLU or ReLU6)."""
+        λ nor quantized (what the ANN computes where the site replaced a ReLU or ReLU6); ``x``
+        itself at a signed site."""
+        if self.signed:
+            return x
         return x.clamp(min=0) if self.cap is None else x.clamp(0, self.cap)
 
     def set_threshold(self, value: torch.Tensor) -> None:
@@ -91,7 +104,8 @@ class QCFS(nn.Module):
     def extra_repr(self) -> str:
         shape = "layer" if self.threshold.numel() == 1 else f"channel{tuple(self.threshold.shape)}"
         cap = f", cap={self.cap:g}" if self.cap is not None else ""
-        return f"levels={self.levels}, shift={self.shift}, threshold={shape}{cap}, role={self.role}"
+        signed = ", signed" if self.signed else ""
+        return f"levels={self.levels}, shift={self.shift}, threshold={shape}{cap}{signed}, role={self.role}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         adopt_state_shapes(self, state_dict, prefix)

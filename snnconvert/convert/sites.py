@@ -17,7 +17,9 @@
     projection, or patch merging's reduction that starts a residual stream).
 
 With ``spike_probabilities`` (:func:`insert_probability_sites`), a QCFS capped at 1 also goes on
-every softmax output that a product reads (attention probabilities).
+every softmax output that a product reads (attention probabilities). With ``spike_streams``
+(:func:`insert_stream_sites`), a signed QCFS goes on every real-valued stream a weight layer
+reads that is not a sum of spikes (a linear bottleneck's residual stream).
 
 Each inserted QCFS is named after what it follows (``blocks.0.norm1_act``, ``blocks.0.attn.proj_act``)
 and carries its role (:data:`snnconvert.convert.qcfs.ROLES`).
@@ -32,7 +34,7 @@ from torch import fx, nn
 from snnconvert.convert.config import PrepareConfig
 from snnconvert.convert.norm import ChannelBatchNorm
 from snnconvert.convert.qcfs import QCFS
-from snnconvert.graph import ops
+from snnconvert.graph import events, ops
 from snnconvert.graph.edit import insert_after, insert_before, join, new_node, owner, replace_with_module
 from snnconvert.graph.ops import Activation
 from snnconvert.runtime.operators import Call
@@ -118,9 +120,10 @@ class Analysis:
         return found
 
 
-def _site(config: PrepareConfig, role: str, channel_axis: int | None = None, cap: float | None = None) -> QCFS:
-    return QCFS(config.levels, config.threshold if cap is None else cap, channel_axis=channel_axis, cap=cap,
-                role=role)
+def _site(config: PrepareConfig, role: str, channel_axis: int | None = None, cap: float | None = None,
+          signed: bool = False, levels: int | None = None) -> QCFS:
+    return QCFS(levels or config.levels, config.threshold if cap is None else cap, channel_axis=channel_axis,
+                cap=cap, role=role, signed=signed)
 
 
 def _channel_axis(node: fx.Node, gm: fx.GraphModule, analysis: Analysis) -> int | None:
@@ -246,14 +249,64 @@ def insert_probability_sites(gm: fx.GraphModule, config: PrepareConfig) -> list[
     return inserted
 
 
+#: why a model gets no stream sites
+NO_STREAMS = "has no real-valued stream into a weight layer: every weight layer reads spikes, sums of them or the input"
+
+
+def insert_stream_sites(gm: fx.GraphModule, config: PrepareConfig) -> list[str]:
+    """A signed QCFS on every value a weight layer reads that is not a sum of spikes, in place;
+    returns the new sites' paths.
+
+    A sum of spikes (:func:`_spike_sums`) drives a layer by accumulates; any other value (a linear
+    bottleneck's residual stream, a kept norm's output) would cost a MAC per change and
+    connection. The site sits on the edges into weight layers only, one per value (named
+    ``<layer>_in``), so the stream itself, and the residual connections it feeds, stay exact."""
+    analysis = Analysis(gm)
+    sums = _spike_sums(gm, analysis)
+    placed: dict[fx.Node, fx.Node] = {}
+    for layer in list(gm.graph.nodes):
+        if analysis.kinds.get(layer) != ops.WEIGHT:
+            continue
+        for value in [n for n in ops.data_inputs(layer) if n in analysis.dynamic and n not in sums]:
+            if value in placed:
+                layer.replace_input_with(value, placed[value])
+                continue
+            module = gm.get_submodule(layer.target) if layer.op == "call_module" else None
+            conv = isinstance(module, nn.modules.conv._ConvNd) or "conv" in getattr(layer.target, "__name__", "")
+            axis = 1 if conv else -1
+            placed[value] = insert_before(gm, layer, value, _named(layer, gm, "in"),
+                                          _site(config, "stream", axis, signed=True, levels=config.stream_levels))
+    return [site.target for site in placed.values()]
+
+
+def _spike_sums(gm: fx.GraphModule, analysis: Analysis) -> set[fx.Node]:
+    """Values a layer can read as events after the first step: constants, the input and what is
+    computed from it alone, QCFS outputs, and sums, rearrangements, scalings, averages and
+    BatchNorms (per-channel affine maps, folded at conversion) of these, constants added
+    (count coding presents the constants once)."""
+    classes, kinds = events.classify(gm, sources=analysis.is_site)
+    sums: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        inputs = [n for n in ops.data_inputs(node) if n in analysis.dynamic]
+        if classes[node] != events.REAL or inputs and all(n in sums for n in inputs) and (
+                kinds[node] == ops.BATCHNORM or events.keeps_events(node, gm, kinds[node])):
+            sums.add(node)
+    return sums
+
+
 def _after(node: fx.Node, gm: fx.GraphModule) -> str:
     """The name of a site after ``node``: ``<module>_act``, or ``<owner>.<op>_act`` for a function."""
+    return _named(node, gm, "act")
+
+
+def _named(node: fx.Node, gm: fx.GraphModule, suffix: str) -> str:
+    """``<module>_<suffix>``, or ``<owner>.<op>_<suffix>`` for a function."""
     if node.op == "call_module":
-        return f"{node.target}_act"
+        return f"{node.target}_{suffix}"
     weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
     if node.op == "call_function" and isinstance(weight, fx.Node) and weight.op == "get_attr":
-        return f"{weight.target.rpartition('.')[0]}_act"
-    return join(owner(node), f"{getattr(node.target, '__name__', node.target)}_act")
+        return f"{weight.target.rpartition('.')[0]}_{suffix}"
+    return join(owner(node), f"{getattr(node.target, '__name__', node.target)}_{suffix}")
 
 
 def _opens_residual_branch(norm: fx.Node, analysis: Analysis) -> bool:

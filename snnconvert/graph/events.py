@@ -20,6 +20,8 @@ tensor, concatenated with one, shifted by a constant) are real.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import fx
 
 from snnconvert.graph import ops
@@ -46,7 +48,7 @@ def _adds_once(node: fx.Node, gm: fx.GraphModule) -> bool:
     return node.op == "call_module" and bool(getattr(gm.get_submodule(node.target), "adds_once", False))
 
 
-def _keeps_events(node: fx.Node, gm: fx.GraphModule, kind: str) -> bool:
+def keeps_events(node: fx.Node, gm: fx.GraphModule, kind: str) -> bool:
     if kind in (ops.STRUCTURAL, ops.IDENTITY):
         return True
     if kind != ops.LINEAR:
@@ -56,9 +58,13 @@ def _keeps_events(node: fx.Node, gm: fx.GraphModule, kind: str) -> bool:
     return ops.calls(node, _KEEP_EVENTS)
 
 
-def classify(gm: fx.GraphModule) -> tuple[dict[fx.Node, str], dict[fx.Node, str]]:
+def classify(gm: fx.GraphModule, sources: Callable[[fx.Node], bool] | None = None
+             ) -> tuple[dict[fx.Node, str], dict[fx.Node, str]]:
     """``(value class of every node, op kind of every node)`` of a converted graph; an op that
-    takes events where it adds or mixes in a non-event value gives a real value."""
+    takes events where it adds or mixes in a non-event value gives a real value. ``sources``
+    tells event sources apart (default: :func:`is_source`; a prepared graph's QCFS sites, which
+    become them)."""
+    sources = sources or (lambda node: is_source(node, gm))
     dynamic = ops.dynamic_nodes(gm.graph)
     kinds = {n: ops.kind(n, gm, dynamic.__contains__) for n in gm.graph.nodes}
     classes: dict[fx.Node, str] = {}
@@ -68,7 +74,7 @@ def classify(gm: fx.GraphModule) -> tuple[dict[fx.Node, str], dict[fx.Node, str]
             classes[node] = STATIC
         elif node.op == "placeholder" or inputs and all(c == INPUT for c in inputs) and kinds[node] != ops.SPIKING:
             classes[node] = INPUT
-        elif is_source(node, gm) or is_event_pool(node, gm, kinds, classes):
+        elif sources(node) or is_event_pool(node, gm, kinds, classes):
             classes[node] = EVENTS
         elif _presents_once(node, gm) or inputs and all(c == ONCE for c in inputs):
             classes[node] = ONCE
@@ -81,7 +87,7 @@ def classify(gm: fx.GraphModule) -> tuple[dict[fx.Node, str], dict[fx.Node, str]
 def _sums_inputs(node: fx.Node, gm: fx.GraphModule, kind: str, dynamic: set[fx.Node]) -> bool:
     """Whether ``node`` keeps a sum of its dynamic inputs a sum of them (a rearrangement, sum,
     scaling or average that adds no constant of its own)."""
-    return _keeps_events(node, gm, kind) and not (kind == ops.LINEAR and _adds_static(node, dynamic))
+    return keeps_events(node, gm, kind) and not (kind == ops.LINEAR and _adds_static(node, dynamic))
 
 
 def mixed_streams(gm: fx.GraphModule, classes: dict[fx.Node, str], kinds: dict[fx.Node, str]) -> set[fx.Node]:

@@ -137,7 +137,8 @@ class _Op:
     terms: list[_Term] = field(default_factory=list)
 
 
-def _name(node: fx.Node) -> str:
+def op_name(node: fx.Node) -> str:
+    """The name of the op a node computes in the accounting: its module's path, or its owner's and its own."""
     if node.op == "call_module":
         return node.target
     return join(owner(node), node.name)
@@ -265,7 +266,7 @@ class OpAccounting(OpTable):
                 op.once, op.until = self.classes[node] in (INPUT, ONCE), stops.get(node)
                 self.ops.append(op)
             elif node.op.startswith("call"):
-                self.free.setdefault(self._why_free(node), []).append(_name(node))
+                self.free.setdefault(self._why_free(node), []).append(op_name(node))
         self.sources = [*self._source_nodes, *self.streams]
         if self._consumers:
             self._trace_fanouts()
@@ -279,7 +280,7 @@ class OpAccounting(OpTable):
         module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
         out = per_sample(node) if "shape" in node.meta else 0.0
         if kind == ops.WEIGHT:
-            op = _Op(_name(node), "linear")
+            op = _Op(op_name(node), "linear")
             if _target(node) in ops.MATRIX_PRODUCTS:  # a matrix product with a constant matrix
                 i, x = next((i, a) for i, a in enumerate(node.args[:2]) if self.classes.get(a) != STATIC)
                 inner = float(x.meta["shape"][-1 if i == 0 else -2])
@@ -299,7 +300,7 @@ class OpAccounting(OpTable):
             return op
         if isinstance(module, ExpectationCompensated) and module.bilinear:
             live = self._live(node)
-            op = _Op(_name(node), "product", float_ops=0.0 if self.dense or live else out)
+            op = _Op(op_name(node), "product", float_ops=0.0 if self.dense or live else out)
             if live:  # its emission: the sum of its two terms, one addition per output element that changed
                 self._sent(op, node, "adds", 1.0)
             a, b = (node.args[i] for i in module.dynamic)
@@ -309,7 +310,7 @@ class OpAccounting(OpTable):
                 op.macs = out * self._contracted(node, a)
             return op
         if kind == ops.PRODUCT or isinstance(module, MatMul):
-            op = _Op(_name(node), "product")
+            op = _Op(op_name(node), "product")
             a, b = (n for n in node.args[:2])
             spiking = next((x for x in (a, b) if self.classes.get(x) == EVENTS), None)
             if spiking is not None:
@@ -319,7 +320,7 @@ class OpAccounting(OpTable):
             return op
         if isinstance(module, ExpectationCompensated) or kind in (ops.SOFTMAX, ops.NORM, ops.NONLINEAR,
                                                                    ops.ACTIVATION, ops.BATCHNORM):
-            op = _Op(_name(node), "elementwise", float_ops=out)
+            op = _Op(op_name(node), "elementwise", float_ops=out)
             inner = module.fn if isinstance(module, ExpectationCompensated) else module
             reach = ops.recomputed_by(inner.fn if isinstance(inner, Call) else inner or node.target, node)
             if reach is not None and self._live(node):  # every output at the first step (g(0) need not be 0)
@@ -327,7 +328,7 @@ class OpAccounting(OpTable):
                 self._per_input(op, node, "float_ops", reach == "rows", after_first=True)
             return op
         if kind == ops.MAXPOOL:
-            return None if cls == EVENTS else _Op(_name(node), "elementwise", float_ops=out)
+            return None if cls == EVENTS else _Op(op_name(node), "elementwise", float_ops=out)
         if kind == ops.LINEAR and cls in (REAL, INPUT, ONCE):
             return self._linear(node, module, out)
         return None
@@ -357,7 +358,7 @@ class OpAccounting(OpTable):
     def _linear(self, node: fx.Node, module: nn.Module | None, out: float) -> _Op | None:
         target, live = _target(node), self._live(node)
         if target in _ADDS:
-            op = _Op(_name(node), "add")
+            op = _Op(op_name(node), "add")
             spikes = [a for a in node.args[:2] if isinstance(a, fx.Node) and self.classes.get(a) == EVENTS]
             if spikes:  # a real value plus events: one addition per event
                 self._consumers.append((op, spikes[0], 1.0, False))
@@ -369,20 +370,20 @@ class OpAccounting(OpTable):
         if target in ops.SCALINGS:
             if live and self._folded_scaling(node):
                 return None
-            op = _Op(_name(node), "elementwise", float_ops=0.0 if live else out)
+            op = _Op(op_name(node), "elementwise", float_ops=0.0 if live else out)
         elif target in ops.SCALED_ADDITIONS:  # a multiply and an add per element
-            op = _Op(_name(node), "elementwise", float_ops=0.0 if live else out, adds=0.0 if live else out)
+            op = _Op(op_name(node), "elementwise", float_ops=0.0 if live else out, adds=0.0 if live else out)
             if live:
                 self._per_input(op, node, "adds")
         elif target in ops.AVERAGES or isinstance(module, ops.POOL_MODULES):  # an addition per input element
-            op = _Op(_name(node), "add", adds=0.0 if live else per_sample(node.args[0]))
+            op = _Op(op_name(node), "add", adds=0.0 if live else per_sample(node.args[0]))
             if live:
                 self._sent(op, node.args[0], "adds", 1.0)
             return op
         elif target in ops.NEGATIONS:
             return None
         else:
-            return _Op(_name(node), "add", adds=out)
+            return _Op(op_name(node), "add", adds=out)
         if live:
             self._per_input(op, node, "float_ops")
         return op

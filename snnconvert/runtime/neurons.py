@@ -190,9 +190,16 @@ class SignedIFNeuron(IFNeuron):
     unevenness error). With ``max_spikes=None`` the tracking is exact at every step: a rate-coded
     network of such neurons computes at step t its QCFS ANN with t levels on the running means (the
     QCFS ANN itself at t = L); a count-coded one computes its QCFS ANN from the first step.
+
+    ``symmetric`` (what a signed QCFS site becomes): the net count may go as far below zero as
+    above it, ``[−t, t]`` or ``[−L, L]``, so the neuron sends values of ``[−λ, λ]``.
     """
 
     tracks_count = True  # a negative spike needs a positive net count to take back
+
+    def __init__(self, *args, symmetric: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.symmetric = symmetric
 
     def _fire(self) -> torch.Tensor:
         ratio = self.v / self.threshold
@@ -201,7 +208,11 @@ class SignedIFNeuron(IFNeuron):
         if self.max_spikes is not None:
             up.clamp_(max=self.max_spikes)
             down.clamp_(max=self.max_spikes)
-        return torch.minimum(up, self._room()) - torch.minimum(down, self.net)
+        below = self.net + (self.t if self.levels is None else self.levels) if self.symmetric else self.net
+        return torch.minimum(up, self._room()) - torch.minimum(down, below)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", symmetric" if self.symmetric else "")
 
 
 #: neuron models a QCFS activation can become, by name: ``factory(threshold, initial_potential,
