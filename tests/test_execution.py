@@ -11,6 +11,7 @@ from snnconvert.direct import make_node
 from snnconvert.graph.events import INPUT, classify
 from snnconvert.runtime import Execution, IFNeuron, SimulationOptions, SpikeMonitor, reset_states, simulate
 from snnconvert.runtime.energy import OpAccounting
+from snnconvert.runtime import execution as execution_module
 from snnconvert.runtime.execution import split_input
 from snnconvert.runtime.neurons import SpikingNeuron
 
@@ -169,3 +170,29 @@ def test_compiled_step_graph_gives_the_same_result():
     plain = simulate(snn, x, y, timesteps=3, chunk=1)
     compiled = simulate(copy.deepcopy(snn), x, y, timesteps=3, chunk=1, compile="eager")
     assert compiled.correct == plain.correct and [l.spikes for l in compiled.layers] == [l.spikes for l in plain.layers]
+
+
+def test_silent_layers_do_not_run_and_every_step_is_unchanged(monkeypatch):
+    """Count coding strips the weight layers' biases: a layer fed only zeros at a step sends zeros,
+    so within an Execution it does not run then; what every step computes is the same."""
+    x, _ = images(SPEC_28, 8)
+    model, _ = calibrated(tiny_vit(), x)
+    snn = convert(model, neuron=NeuronConfig("signed-burst-if", coding="count"))  # silent after step 1
+    calls = []
+    linear = nn.Linear.forward
+    monkeypatch.setattr(nn.Linear, "forward", lambda self, v: calls.append(self) or linear(self, v))
+
+    def steps(skippable: tuple) -> torch.Tensor:
+        calls.clear()
+        monkeypatch.setattr(execution_module, "_SKIPPABLE", skippable)
+        reset_states(snn)
+        with Execution(snn, SimulationOptions(chunk=1)) as execution:
+            inputs = execution.inputs(x)
+            return torch.stack([execution.run(inputs, 1) for _ in range(4)])
+
+    plain, plain_calls = steps(()), len(calls)
+    skipped, skipped_calls = steps((nn.Linear,)), len(calls)
+    assert torch.equal(plain, skipped)
+    layers = sum(isinstance(m, nn.Linear) for m in snn.modules())
+    assert plain_calls == 4 * layers and skipped_calls < plain_calls  # the silent steps did not run them
+    assert all("forward" not in vars(m) for m in snn.modules())  # the model as it was after the context

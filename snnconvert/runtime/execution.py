@@ -12,6 +12,10 @@
 * **Precision.** ``bf16`` / ``fp16`` run the step graph under autocast: matmuls and convolutions
   in half precision, while membranes, the running totals of compensated ops and every statistic
   stay float32 (they are created float32 whatever the dtype of a step's input).
+* **Silent layers.** A Linear or Conv without a bias (count coding takes biases out into
+  once-counted offsets) fed nothing but zeros at a step sends zeros: on a CPU, where looking costs
+  no device sync, it does not run then (in the context of an :class:`Execution`, at fp32, not
+  compiled). Late in a count-coded run most layers of a batch receive nothing at most steps.
 * **Layers that stop.** A module with a ``last_step`` (a layer with dynamic time steps) sends
   zeros after it, and whatever only it reads is not needed after it either (:func:`run_steps`).
   After each such step the simulation goes on with a pruned copy of the step graph: the stopped
@@ -178,6 +182,7 @@ class Execution:
         self._ends = sorted(set(self._stops.values()))  # the steps after which some nodes stop
         self._phases: dict[int, nn.Module] = {}  # the graph run after step k (k = 0 or an end), compiled
         self._steps = 0
+        self._skipping: list[nn.Module] = []  # layers that skip silent steps (in the context)
         self.t = 0  # steps done in this batch
 
     def steps_per_call(self, images: torch.Tensor) -> int:
@@ -248,11 +253,37 @@ class Execution:
         self._steps = 1
 
     def __enter__(self) -> Execution:
+        if self.precision == "fp32" and not self.compile:
+            self._skipping = [m for m in self.step.modules() if isinstance(m, _SKIPPABLE) and m.bias is None]
+            for layer in self._skipping:
+                layer.forward = _SkipSilent(layer.forward)
         return self
 
     def __exit__(self, *exc) -> None:
+        for layer in self._skipping:
+            del layer.forward  # the class's forward again
+        self._skipping = []
         self.close()
 
     def _autocast(self, like: torch.Tensor):
         dtype = PRECISIONS[self.precision]
         return nullcontext() if dtype is None else torch.autocast(like.device.type, dtype=dtype)
+
+
+_SKIPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class _SkipSilent:
+    """A bias-less weight layer's forward that, on a CPU, returns zeros for an all-zero input
+    without running (exact: with no bias, zeros in give zeros out), once it has seen the shape
+    of its output for that input."""
+
+    def __init__(self, forward):
+        self.forward, self.shapes = forward, {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.shape in self.shapes and not x.any():
+            return x.new_zeros(self.shapes[x.shape])
+        out = self.forward(x)
+        self.shapes[x.shape] = out.shape
+        return out
