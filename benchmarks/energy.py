@@ -10,15 +10,15 @@ and the variant's options), read back from its ``report.json``. Variants: rate c
 neurons (dense accounting: every value changes at every step); count coding with signed IF, k = 1,
 under the dense accounting, then the event-driven route without and with its sites (spiking
 attention probabilities and signed sites on the real-valued streams into weight layers, where the
-model has them: ``--event-driven`` alone; calibrated at ``--percentile`` on 256 training images, no
-fine-tuning); and count coding with burst signed IF (k unbounded: a neuron sends its whole count
+model has them: ``--event-driven`` alone; no fine-tuning); and count coding with burst signed IF (k unbounded: a neuron sends its whole count
 in one step, every spike of a burst one event), event-driven, without and with the route's sites.
 The "sites" column says which the run added (p: probabilities, s: streams). The event-driven route
 stops each image by the exact quiet exit: its mean steps are the time to the answer. ``--extra
 NAME=CHECKPOINT`` adds a model of one's own (e.g. a MobileNetV2 trained with ``snnconvert train NAME
 --ann``, or a prepared checkpoint fine-tuned with its stream sites), run with ``--extra-options``
 (e.g. ``--no-finetune --input-size 1,32,32 --num-classes 10 --stream-levels 16``). Prints one
-Markdown table.
+Markdown table. Every threshold a run calibrates (the new sites of a prepared checkpoint, every
+site of an ANN) is set at the ``--percentile`` of 256 training images.
 """
 from __future__ import annotations
 
@@ -65,19 +65,19 @@ def main() -> None:
     args = parser.parse_args()
     print(f"T = {args.timesteps}, first {args.limit} test images; energy ÷ the ANN's under the same convention\n")
     print("| model | variant | QCFS ANN (%) | SNN (%) | gap (points) | every op (µJ) | every op | papers' | memory "
-          "| every op + memory | vs quantized twin | spikes / synapse | mean steps | sites |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    models = [(model, []) for model in args.models.split(",") if model]
-    models += [(name, ["--checkpoint", checkpoint, *args.extra_options.split()])
+          "| every op + memory | vs quantized twin | spikes / synapse | mean steps | sites | agreement (%) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    models = [(model, model, []) for model in args.models.split(",") if model]
+    models += [(name, f"{name} ({Path(checkpoint).stem})", ["--checkpoint", checkpoint, *args.extra_options.split()])
                for name, _, checkpoint in (extra.partition("=") for extra in args.extra)]
-    for model, model_options in models:
+    for model, label, model_options in models:
         for name, options in VARIANTS.items():
-            extra = ["--percentile", str(args.percentile)] if options[-1] == "--event-driven" else []
-            out = Path(args.out) / model / name.replace(", ", "_").replace(" ", "_").replace("+", "and")
+            out = Path(args.out) / label.replace(" (", "-").rstrip(")") / name.replace(", ", "_").replace(" ", "_").replace("+", "and")
             try:
-                report = run(model, args.timesteps, args.limit, model_options + options + extra, out)
+                report = run(model, args.timesteps, args.limit,
+                             model_options + options + ["--percentile", str(args.percentile)], out)
             except RuntimeError as e:  # an option that does not apply to the model says why
-                print(f"| {model} | {name} | {e} |" + " |" * 11, flush=True)
+                print(f"| {label} | {name} | {e} |" + " |" * 12, flush=True)
                 continue
             sim = next(iter(report["simulations"].values()))
             ann, snn = report["ann_accuracy"]["QCFS ANN"], sim["accuracy_per_step"][-1]
@@ -86,8 +86,10 @@ def main() -> None:
                                                                      "quantized_twin"))
             changes = " ".join((report.get("preparation") or {}).get("changes", []))
             sites = "".join(k for k, words in SITES.items() if f"changes {words}" in changes) or "–"
-            print(f"| {model} | {name} | {ann:.2f} | {snn:.2f} | {ann - snn:+.2f} | {conv['every_op']['snn_uj']:.2f} | "
-                  f"{ratios} | {conv['spikes_per_synapse']:.2f} | {sim['mean_steps']:.2f} | {sites} |", flush=True)
+            agreement = f"{sim['agreement_per_step'][-1]:.2f} with the {sim['agreement_with']}" \
+                if sim.get("agreement_per_step") else "–"
+            print(f"| {label} | {name} | {ann:.2f} | {snn:.2f} | {ann - snn:+.2f} | {conv['every_op']['snn_uj']:.2f} | "
+                  f"{ratios} | {conv['spikes_per_synapse']:.2f} | {sim['mean_steps']:.2f} | {sites} | {agreement} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ alike), median over the repeats:
   ``simulate()`` ÷ one ANN forward (``total``, the one-time setup included: tracing, the static
   energy analysis), the same for each further batch of a run (``per batch``: ``(time(3 batches) −
   time(1 batch)) / 2``, the setup left out), mean steps per image, and whether it gets the same
-  correct count as the same SNN run for every step.
+  correct count as the same SNN run for every step. And what skipping silent layers saves on the
+  run of every step (``--answer-timesteps`` steps, no exit: a weight layer fed only zeros at a step
+  does not run): ``1 − time(skipping) ÷ time(running them)``.
 
 ``--timm NAME …`` adds timm architectures at full size with random weights (nothing can be
 downloaded here), converted by calibration alone; the ANN timed is the original one.
@@ -52,8 +54,10 @@ from snnconvert.calibrate import CalibrationConfig, calibrate_thresholds
 from snnconvert.convert import NeuronConfig, PrepareConfig, convert, prepare_with_report
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.model_zoo import get_recipe, load_model
-from snnconvert.runtime import IFNeuron, reset_states, simulate
+from snnconvert.runtime import IFNeuron, execution, reset_states, simulate
 from snnconvert.runtime.early_exit import ExitRule
+
+SKIPPABLE = execution._SKIPPABLE
 
 
 def _zoo(name: str, batch: int, device: str):
@@ -156,7 +160,15 @@ def _cost(name: str, model: nn.Module, prepared: nn.Module, x: torch.Tensor, y: 
                for neuron in ANSWER_NEURONS} if args.answer_timesteps else {}
     times.update({f"answer {neuron}": [] for neuron in counted})
     times.update({f"answer {neuron} ×3": [] for neuron in counted})
+    times.update({f"every step {neuron} {how}": [] for neuron in counted for how in ("skipping", "running")})
     answers = {}
+
+    def every_step(neuron: str, skip: bool) -> None:
+        execution._SKIPPABLE = SKIPPABLE if skip else ()  # the A/B switch of silent-layer skipping
+        try:
+            simulate(counted[neuron], x, y, timesteps=args.answer_timesteps, device=args.device)
+        finally:
+            execution._SKIPPABLE = SKIPPABLE
 
     def answer(neuron: str, batches: int = 1) -> None:
         answers[neuron] = simulate(counted[neuron], [(x, y)] * batches, timesteps=args.answer_timesteps,
@@ -168,6 +180,8 @@ def _cost(name: str, model: nn.Module, prepared: nn.Module, x: torch.Tensor, y: 
         for neuron in counted:
             times[f"answer {neuron} ×3"].append(_timed(lambda: answer(neuron, 3)))
             times[f"answer {neuron}"].append(_timed(lambda: answer(neuron)))
+            for skip, how in ((True, "skipping"), (False, "running")):
+                times[f"every step {neuron} {how}"].append(_timed(lambda: every_step(neuron, skip)))
         for key, options in variants.items():
             times[key].append(_timed(lambda: simulate(snn, x, y, timesteps=T, device=args.device, **options)))
             times[f"{key} T=1"].append(_timed(lambda: simulate(snn, x, y, timesteps=1, device=args.device, **options)))
@@ -187,6 +201,8 @@ def _cost(name: str, model: nn.Module, prepared: nn.Module, x: torch.Tensor, y: 
                                                               - median[f"answer {neuron}"]) / 2 / ann
         row[f"count, {neuron}, quiet exit: mean steps"] = answers[neuron].mean_steps
         row[f"count, {neuron}, quiet exit: same correct count"] = answers[neuron].correct[-1] == full.correct[-1]
+        row[f"count, {neuron}, every step: skipping silent layers saves"] = (
+            1 - median[f"every step {neuron} skipping"] / median[f"every step {neuron} running"])
     if jelly is not None:
         row["spikingjelly: step/ANN"] = median["spikingjelly"] / T / ann
         row["spikingjelly+monitor: step/ANN"] = median["spikingjelly+monitor"] / T / ann

@@ -35,7 +35,7 @@ from snnconvert.report import simulation_summary, write_report, write_sweep_repo
 from snnconvert.report.early_exit import exit_rows
 from snnconvert.runtime import SimulationOptions, evaluate, simulate
 from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve, quiet_problems
-from snnconvert.runtime.conventions import energy_conventions
+from snnconvert.runtime.energy.conventions import energy_conventions
 from snnconvert.runtime.energy import EnergyCosts, OpAccounting
 from snnconvert.runtime.execution import run_steps
 from snnconvert.train import TrainConfig, fit

@@ -68,10 +68,13 @@ def test_neuron_dynamics_by_hand():
         make_node("hodgkin-huxley")
 
 
-def test_multi_step_mode_equals_stepping():
+def test_time_batched_steps_equal_stepping():
+    from snnconvert.runtime.state import set_steps
+
     x = torch.rand(6, 4, 5) * 2
-    single, multi = make_node("lif", tau=3.0), make_node("lif", tau=3.0, step_mode="m")
-    assert torch.equal(torch.stack([single(x_t) for x_t in x]), multi(x))
+    single, batched = make_node("lif", tau=3.0), make_node("lif", tau=3.0)
+    set_steps(batched, 6)  # six steps per call, time outermost: [6·4, 5]
+    assert torch.equal(torch.stack([single(x_t) for x_t in x]), batched(x.flatten(0, 1)).unflatten(0, (6, 4)))
 
 
 def test_encoders_spike_statistics():

@@ -11,7 +11,7 @@ from snnconvert.graph.events import EVENTS, REAL, classify
 from snnconvert.runtime import reset_states, simulate
 from snnconvert.errors import ArgumentError
 from snnconvert.runtime.coding import InputOnce
-from snnconvert.runtime.conventions import TwinCosts, energy_conventions
+from snnconvert.runtime.energy.conventions import TwinCosts, energy_conventions
 from snnconvert.runtime.energy import EnergyCosts, EventCounts, LayerOps, OpAccounting
 from snnconvert.runtime.neurons import IFNeuron
 from snnconvert.runtime.operators import ExpectationCompensated, MatMul

@@ -211,7 +211,7 @@ class SpikingClassifier(nn.Module):
         """A copy of :meth:`stepper` in eval mode, as a graph traced on ``example`` (an input batch)
         with every BatchNorm folded into its Linear / Conv: what the simulator runs and the energy
         accounting reads."""
-        step, _ = trace(copy.deepcopy(self.stepper()).eval(), example)
+        step, _ = trace(copy.deepcopy(self.stepper()).eval(), example, reset=reset_states)
         step.meta["input_shape"] = tuple(example.shape[1:])
         fold_batchnorms(step)
         annotate(step, example_input(step))

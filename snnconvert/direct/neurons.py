@@ -37,24 +37,21 @@ class SpikingNode(SpikingNeuron):
         v_reset: the hard reset potential.
         surrogate: a :class:`Surrogate` or its name.
         detach_reset: do not back-propagate through the reset (Spikformer's setting).
-        step_mode: ``s`` (input ``[N, …]``, one step per call) or ``m`` (input ``[T, N, …]``).
         timestep_mask: the layer's dynamic time steps (None: it sends at every step).
     """
 
     def __init__(self, threshold: float = 1.0, reset: str = "hard", v_reset: float = 0.0,
-                 surrogate: Surrogate | str = "sigmoid", detach_reset: bool = False, step_mode: str = "s",
+                 surrogate: Surrogate | str = "sigmoid", detach_reset: bool = False,
                  timestep_mask: TimestepMask | None = None):
         super().__init__()
         if reset not in RESETS:
             raise SnnConvertError(f"unknown reset {reset!r}; choose one of {', '.join(RESETS)}")
-        if step_mode not in ("s", "m"):
-            raise SnnConvertError(f"step_mode must be 's' (single step) or 'm' (multi-step), got {step_mode!r}")
         if threshold <= 0:
             raise ValueError(f"threshold must be > 0, got {threshold}")
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.hard_reset, self.v_reset = reset == "hard", float(v_reset) if reset == "hard" else 0.0
         self.surrogate = make_surrogate(surrogate) if isinstance(surrogate, str) else surrogate
-        self.detach_reset, self.step_mode = detach_reset, step_mode
+        self.detach_reset = detach_reset
         self.timestep_mask = timestep_mask
         self.reset()
 
@@ -95,16 +92,10 @@ class SpikingNode(SpikingNeuron):
             self._record(sent.detach(), self.v.detach(), (h - self.threshold * fired).detach())
         return sent
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.step_mode == "m":
-            return torch.stack([self.step(x_t) for x_t in x])
-        return super().forward(x)
-
     def extra_repr(self) -> str:
         reset = f"hard to {self.v_reset:g}" if self.hard_reset else "soft"
         steps = "" if self.timestep_mask is None else f", steps={self.last_step}/{self.timestep_mask.max_steps}"
-        return (f"threshold={float(self.threshold):g}, reset={reset}, surrogate={self.surrogate}, "
-                f"step_mode={self.step_mode}{steps}")
+        return f"threshold={float(self.threshold):g}, reset={reset}, surrogate={self.surrogate}{steps}"
 
 
 class IFNode(SpikingNode):

@@ -23,6 +23,7 @@ import inspect
 import operator
 import traceback
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,7 +32,6 @@ from torch.fx.node import map_aggregate
 
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.ops import is_known_leaf, reads_shape
-from snnconvert.runtime.state import reset_states
 
 
 @dataclass(frozen=True)
@@ -253,13 +253,16 @@ def _through_wrapped_functions():
         table.update(saved)
 
 
-def trace(model: nn.Module, example: torch.Tensor | None = None) -> tuple[fx.GraphModule, dict[str, TraceFailure]]:
+def trace(model: nn.Module, example: torch.Tensor | None = None,
+          reset: Callable[[nn.Module], None] | None = None) -> tuple[fx.GraphModule, dict[str, TraceFailure]]:
     """Trace ``model`` (in eval mode) into a GraphModule of one tensor input.
 
     Args:
         model: the module to trace; its submodules are shared with the result.
         example: an example input batch; when given, branches on shapes are specialized to it
             (and guarded), and the traced graph is checked against ``model`` on it.
+        reset: what returns a stateful (spiking) model, or its graph, to its initial state: called
+            before and after each run here (``snnconvert.runtime.reset_states``).
 
     Returns:
         The GraphModule (same ``training`` flag as ``model``), and the submodules that became
@@ -280,7 +283,8 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> tuple[fx.Gra
                                   "input; only single-input models can be converted")
         fixed[p.name] = p.default
     tracer = GraphTracer(example, fixed)
-    reset_states(model)  # a stateful model (a spiking one) is traced from its initial state
+    reset = reset or (lambda _module: None)
+    reset(model)  # a stateful model (a spiking one) is traced from its initial state
     try:
         with _through_wrapped_functions(), _without_precision_contexts(tracer):
             graph = tracer.trace(model, concrete_args=fixed or None)
@@ -289,7 +293,7 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> tuple[fx.Gra
                               f"{str(error).splitlines()[0][:200]} at {_frame(error)}") from error
     finally:
         model.train(training)
-        reset_states(model)
+        reset(model)
     _drop_fixed_parameters(graph)
     gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
     for node in graph.nodes:  # tensors the forward creates are part of the code, not of the state
@@ -298,22 +302,23 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> tuple[fx.Gra
     gm.train(training)
     gm.meta["dropped_contexts"] = sorted(tracer.dropped_contexts)
     if example is not None:
-        _check_same_function(model, gm, example)
+        _check_same_function(model, gm, example, reset)
     return gm, tracer.failures
 
 
 @torch.no_grad()
-def _check_same_function(model: nn.Module, gm: fx.GraphModule, example: torch.Tensor) -> None:
+def _check_same_function(model: nn.Module, gm: fx.GraphModule, example: torch.Tensor,
+                         reset: Callable[[nn.Module], None]) -> None:
     training = model.training
     model.eval()
     gm.eval()
     try:
-        reset_states(model)
+        reset(model)
         expected = model(example)
-        reset_states(gm)
+        reset(gm)
         got = gm(example)
     finally:
-        reset_states(gm)
+        reset(gm)
         model.train(training)
         gm.train(training)
     if not torch.allclose(expected, got, rtol=1e-4, atol=1e-5):

@@ -126,7 +126,7 @@ def _markdown(report: dict[str, Any]) -> str:
                       f"{op['float_ops_per_sample']:.4g} | {op.get('adds_per_sample', 0):.4g} |" for op in sim["ops"]]
             if sim.get("energy_conventions"):
                 lines += ["", "Energy under each convention, beside the ANN's under the same one "
-                              "(snnconvert.runtime.conventions):", "", *convention_table(sim["energy_conventions"])]
+                              "(snnconvert.runtime.energy.conventions):", "", *convention_table(sim["energy_conventions"])]
             lines += ["", f"Operations that run in floating point ({mode}):", ""]
             lines += [f"- {op['name']} ({op['kind']}): {op['why']}" for op in sim["float_operations"]] or ["- none"]
     return "\n".join(lines) + "\n"
@@ -140,7 +140,7 @@ _CONVENTION_NAMES = {
 
 
 def convention_table(conventions: dict[str, Any]) -> list[str]:
-    """A Markdown table of :func:`~snnconvert.runtime.conventions.energy_conventions`, and the
+    """A Markdown table of :func:`~snnconvert.runtime.energy.conventions.energy_conventions`, and the
     spikes per synapse."""
     lines = ["| convention | SNN (µJ) | ANN (µJ) | SNN ÷ ANN |", "|---|---|---|---|"]
     for key, name in _CONVENTION_NAMES.items():

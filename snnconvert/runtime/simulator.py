@@ -170,7 +170,7 @@ def _as_graph(snn: nn.Module, data, labels, device) -> fx.GraphModule:
     images, _ = next(iter(_batches(data, labels)))
     example = images[:1].to(device)
     reset_states(snn)
-    graph, failures = trace(snn, example)
+    graph, failures = trace(snn, example, reset=reset_states)
     if failures:
         raise ValueError(f"cannot trace {', '.join(failures)} of the model to simulate: "
                          f"{next(iter(failures.values())).describe()}")

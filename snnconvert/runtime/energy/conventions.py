@@ -1,7 +1,7 @@
 """A simulation's energy under three conventions, each beside the ANN's under the same one, and
 beside the SNN's fair twin.
 
-* ``every_op`` (ours, :mod:`snnconvert.runtime.energy`): ``E_AC·(SOP + additions) + E_MAC·(MAC +
+* ``every_op`` (ours, :mod:`snnconvert.runtime.energy.analysis`): ``E_AC·(SOP + additions) + E_MAC·(MAC +
   float ops)`` over every op of the graph (event-driven where the run was); the ANN: the same ops,
   every value real, one forward.
 * ``papers`` (as MST and Spikformer report): ``E_AC·SOP + E_MAC·MAC`` of the ops on the input
@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from snnconvert.runtime.energy import EnergyCosts, LayerOps
+from snnconvert.runtime.energy.costs import EnergyCosts, LayerOps
 
 @dataclass(frozen=True)
 class TwinCosts:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -59,82 +58,15 @@ from snnconvert.graph.edit import join, owner
 from snnconvert.graph.events import (EVENTS, INPUT, MIXED, ONCE, REAL, STATIC, classify, is_event_pool, is_source,
                                      mixed_streams)
 from snnconvert.graph.shapes import example_input, per_sample
+from snnconvert.runtime.energy.table import OpTable, OpCost, Term
 from snnconvert.runtime.execution import run_steps
 from snnconvert.runtime.operators import Call, ExpectationCompensated, MatMul
 from snnconvert.runtime.state import reset_states
-from snnconvert.runtime.statistics import NeuronRecord, Recorder
 from snnconvert.runtime.streams import probe_name
 
-FIELDS = ("sops", "macs", "float_ops", "adds")
 #: why an event-driven scaling of a product's output costs nothing (:attr:`OpAccounting.free`)
 FOLDED_SCALING = "a constant scaling of a product's output (folded into the product's stored operand)"
 _ADDS = ops.ADDITIONS | ops.SUBTRACTIONS
-
-
-@dataclass(frozen=True)
-class EnergyCosts:
-    """Energy per operation in pJ; the defaults are 45 nm CMOS figures (32-bit float)."""
-
-    ac_pj: float = 0.9
-    mac_pj: float = 4.6
-
-    def __post_init__(self) -> None:
-        if self.ac_pj < 0 or self.mac_pj < 0:
-            raise ValueError(f"energies per operation must be >= 0, got AC {self.ac_pj} pJ, MAC {self.mac_pj} pJ")
-
-    def of(self, sops: float, macs: float, float_ops: float = 0, adds: float = 0) -> float:
-        """``E_AC·(SOP + additions) + E_MAC·(MAC + float ops)`` in pJ."""
-        return self.ac_pj * (sops + adds) + self.mac_pj * (macs + float_ops)
-
-
-@dataclass
-class LayerOps:
-    """Operations of one op of the model, summed over steps and samples.
-
-    Attributes:
-        name: the module, or ``<owner>.<op>`` for a function call.
-        kind: ``linear`` (Linear / Conv), ``product`` (a product of two streams), ``elementwise``
-            (a floating-point op) or ``add`` (additions of real values, reductions).
-        sops: synaptic operations (accumulates, additions) driven by events.
-        macs: multiply-accumulates with real-valued operands.
-        float_ops: other floating-point ops.
-        adds: additions of real values.
-        once: an op on the input alone (the encoding layer: counted once per sample).
-    """
-
-    name: str
-    kind: str = "linear"
-    sops: float = 0
-    macs: float = 0
-    float_ops: float = 0
-    adds: float = 0
-    once: bool = False
-
-
-@dataclass
-class _Term:
-    """Events of one source reaching one op: SOPs = Σ_i counts_i · fanout_i (a map or a number)."""
-
-    source: str
-    fanout: torch.Tensor | float
-    after_first: bool = False  # only steps after the first (the ``A_{t−1}·b_t`` term)
-    field: str = "sops"  # what each event costs (event-driven real values: macs, float_ops, adds)
-
-
-@dataclass
-class _Op:
-    name: str
-    kind: str
-    macs: float = 0.0       # per sample and step
-    float_ops: float = 0.0
-    adds: float = 0.0
-    # what the first step does beyond its share of ``macs`` / ``float_ops`` (negative: what it skips;
-    # event-driven: the first step computes every output, and a mixed stream's real part arrives)
-    first_step_macs: float = 0.0
-    first_step_float_ops: float = 0.0
-    once: bool = False  # on values that are zero after the first step: counted for that step only
-    until: int | None = None  # the steps it runs for (None: all)
-    terms: list[_Term] = field(default_factory=list)
 
 
 def op_name(node: fx.Node) -> str:
@@ -161,77 +93,6 @@ def _literal(value):
     return value.meta.get("value") if isinstance(value, fx.Node) else value
 
 
-class OpTable:
-    """What every op of a converted model costs per sample and step, and per event of each source
-    it is fed (:class:`OpAccounting` builds it from a graph); :meth:`results` turns a simulation's
-    spike counts into per-op totals. It travels with an exported model (:meth:`to_dict`).
-
-    Attributes:
-        ops: per op, in graph order.
-        sources: the event sources (module names) whose spikes the ops' SOPs count.
-    """
-
-    def __init__(self, ops: list[_Op], sources: list[str]):
-        self.ops, self.sources = ops, sources
-
-    @property
-    def marks(self) -> set[int]:
-        """The steps by which the sources' spikes so far are needed: the first (the compensated
-        products' ``b`` terms start after it), and each step after which some op stops."""
-        return {1, *(op.until for op in self.ops if op.until is not None)}
-
-    @property
-    def mapped(self) -> set[str]:
-        """Sources whose events reach some op through a fan-out that differs between elements
-        (convolution edges): their spikes must be counted per element."""
-        return {term.source for op in self.ops for term in op.terms if isinstance(term.fanout, torch.Tensor)}
-
-    def results(self, counts: dict[str, torch.Tensor], at: dict[int, dict[str, torch.Tensor]], samples: int,
-                sample_steps: dict[int | None, int]) -> list[LayerOps]:
-        """Per-op totals of a simulation: ``counts`` / ``at[k]`` are each source's per-element spike
-        counts over all steps / by the end of step k (each of :attr:`marks`), summed over the
-        ``samples`` simulated; ``sample_steps[None]`` the steps they ran in all (``samples · T``,
-        less where samples left early), ``sample_steps[k]`` the same with each counted up to k."""
-        results = []
-        for op in self.ops:
-            sent = counts if op.until is None else at[op.until]
-            driven = dict.fromkeys(FIELDS, 0.0)
-            for term in op.terms:
-                if term.source not in sent:
-                    continue
-                events = sent[term.source] - at[1][term.source] if term.after_first else sent[term.source]
-                driven[term.field] += float((events.double() * term.fanout).sum()) \
-                    if isinstance(term.fanout, torch.Tensor) else float(events.double().sum()) * term.fanout
-            steps = samples if op.once else sample_steps[op.until]
-            results.append(LayerOps(op.name, op.kind, round(driven["sops"]),
-                                    round(steps * op.macs + samples * op.first_step_macs + driven["macs"]),
-                                    round(steps * op.float_ops + samples * op.first_step_float_ops
-                                          + driven["float_ops"]),
-                                    round(steps * op.adds + driven["adds"]), op.once))
-        return results
-
-    def per_sample(self) -> list[LayerOps]:
-        """Per-op counts of one forward (with ``dense=True``: the ANN's dense figure)."""
-        return [LayerOps(op.name, op.kind, 0, op.macs, op.float_ops, op.adds, op.once) for op in self.ops]
-
-    def to_dict(self) -> dict:
-        """The table as JSON-able data (fan-out maps as lists)."""
-        def term(t: _Term) -> dict:
-            fanout = t.fanout.tolist() if isinstance(t.fanout, torch.Tensor) else t.fanout
-            return {"source": t.source, "fanout": fanout, "after_first": t.after_first, "field": t.field}
-        return {"sources": list(self.sources),
-                "ops": [{**{k: v for k, v in vars(op).items() if k != "terms"}, "terms": [term(t) for t in op.terms]}
-                        for op in self.ops]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> OpTable:
-        def term(t: dict) -> _Term:
-            fanout = t["fanout"]
-            return _Term(t["source"], torch.tensor(fanout, dtype=torch.float64) if isinstance(fanout, list)
-                         else float(fanout), t["after_first"], t.get("field", "sops"))
-        return cls([_Op(**{**op, "terms": [term(t) for t in op["terms"]]}) for op in d["ops"]], list(d["sources"]))
-
-
 class OpAccounting(OpTable):
     """The operations every op of a converted model does, from its graph (see the module docstring).
 
@@ -256,8 +117,8 @@ class OpAccounting(OpTable):
         self.mixed = mixed_streams(snn, self.classes, self.kinds) if self.event_driven else set()
         self.streams: dict[str, tuple[fx.Node, bool]] = {}
         # (op, its events input, fan-out: a number, or the weight-layer node to compute it for, b-term)
-        self._consumers: list[tuple[_Op, fx.Node, float | fx.Node, bool]] = []
-        self.ops: list[_Op] = []
+        self._consumers: list[tuple[OpCost, fx.Node, float | fx.Node, bool]] = []
+        self.ops: list[OpCost] = []
         self.free: dict[str, list[str]] = {}
         stops = {} if dense else run_steps(snn)
         for node in snn.graph.nodes:
@@ -273,14 +134,14 @@ class OpAccounting(OpTable):
 
     # -- per op --------------------------------------------------------------------------------
 
-    def _account(self, node: fx.Node) -> _Op | None:
+    def _account(self, node: fx.Node) -> OpCost | None:
         kind, cls = self.kinds[node], self.classes[node]
         if cls == STATIC or node.op in ("placeholder", "output"):
             return None
         module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
         out = per_sample(node) if "shape" in node.meta else 0.0
         if kind == ops.WEIGHT:
-            op = _Op(op_name(node), "linear")
+            op = OpCost(op_name(node), "linear")
             if _target(node) in ops.MATRIX_PRODUCTS:  # a matrix product with a constant matrix
                 i, x = next((i, a) for i, a in enumerate(node.args[:2]) if self.classes.get(a) != STATIC)
                 inner = float(x.meta["shape"][-1 if i == 0 else -2])
@@ -300,7 +161,7 @@ class OpAccounting(OpTable):
             return op
         if isinstance(module, ExpectationCompensated) and module.bilinear:
             live = self._live(node)
-            op = _Op(op_name(node), "product", float_ops=0.0 if self.dense or live else out)
+            op = OpCost(op_name(node), "product", float_ops=0.0 if self.dense or live else out)
             if live:  # its emission: the sum of its two terms, one addition per output element that changed
                 self._sent(op, node, "adds", 1.0)
             a, b = (node.args[i] for i in module.dynamic)
@@ -310,7 +171,7 @@ class OpAccounting(OpTable):
                 op.macs = out * self._contracted(node, a)
             return op
         if kind == ops.PRODUCT or isinstance(module, MatMul):
-            op = _Op(op_name(node), "product")
+            op = OpCost(op_name(node), "product")
             a, b = (n for n in node.args[:2])
             spiking = next((x for x in (a, b) if self.classes.get(x) == EVENTS), None)
             if spiking is not None:
@@ -320,7 +181,7 @@ class OpAccounting(OpTable):
             return op
         if isinstance(module, ExpectationCompensated) or kind in (ops.SOFTMAX, ops.NORM, ops.NONLINEAR,
                                                                    ops.ACTIVATION, ops.BATCHNORM):
-            op = _Op(op_name(node), "elementwise", float_ops=out)
+            op = OpCost(op_name(node), "elementwise", float_ops=out)
             inner = module.fn if isinstance(module, ExpectationCompensated) else module
             reach = ops.recomputed_by(inner.fn if isinstance(inner, Call) else inner or node.target, node)
             if reach is not None and self._live(node):  # every output at the first step (g(0) need not be 0)
@@ -328,7 +189,7 @@ class OpAccounting(OpTable):
                 self._per_input(op, node, "float_ops", reach == "rows", after_first=True)
             return op
         if kind == ops.MAXPOOL:
-            return None if cls == EVENTS else _Op(op_name(node), "elementwise", float_ops=out)
+            return None if cls == EVENTS else OpCost(op_name(node), "elementwise", float_ops=out)
         if kind == ops.LINEAR and cls in (REAL, INPUT, ONCE):
             return self._linear(node, module, out)
         return None
@@ -355,10 +216,10 @@ class OpAccounting(OpTable):
         """Ops that do work but have no count: none, for every op kind conversion produces."""
         return self.free.get("unaccounted", [])
 
-    def _linear(self, node: fx.Node, module: nn.Module | None, out: float) -> _Op | None:
+    def _linear(self, node: fx.Node, module: nn.Module | None, out: float) -> OpCost | None:
         target, live = _target(node), self._live(node)
         if target in _ADDS:
-            op = _Op(op_name(node), "add")
+            op = OpCost(op_name(node), "add")
             spikes = [a for a in node.args[:2] if isinstance(a, fx.Node) and self.classes.get(a) == EVENTS]
             if spikes:  # a real value plus events: one addition per event
                 self._consumers.append((op, spikes[0], 1.0, False))
@@ -370,20 +231,20 @@ class OpAccounting(OpTable):
         if target in ops.SCALINGS:
             if live and self._folded_scaling(node):
                 return None
-            op = _Op(op_name(node), "elementwise", float_ops=0.0 if live else out)
+            op = OpCost(op_name(node), "elementwise", float_ops=0.0 if live else out)
         elif target in ops.SCALED_ADDITIONS:  # a multiply and an add per element
-            op = _Op(op_name(node), "elementwise", float_ops=0.0 if live else out, adds=0.0 if live else out)
+            op = OpCost(op_name(node), "elementwise", float_ops=0.0 if live else out, adds=0.0 if live else out)
             if live:
                 self._per_input(op, node, "adds")
         elif target in ops.AVERAGES or isinstance(module, ops.POOL_MODULES):  # an addition per input element
-            op = _Op(op_name(node), "add", adds=0.0 if live else per_sample(node.args[0]))
+            op = OpCost(op_name(node), "add", adds=0.0 if live else per_sample(node.args[0]))
             if live:
                 self._sent(op, node.args[0], "adds", 1.0)
             return op
         elif target in ops.NEGATIONS:
             return None
         else:
-            return _Op(op_name(node), "add", adds=out)
+            return OpCost(op_name(node), "add", adds=out)
         if live:
             self._per_input(op, node, "float_ops")
         return op
@@ -406,7 +267,7 @@ class OpAccounting(OpTable):
         op = inner.fn if isinstance(inner, Call) else _target(product)
         return float(a.meta["shape"][-1]) if isinstance(inner, MatMul) or op in ops.MATRIX_PRODUCTS else 1.0
 
-    def _operand(self, op: _Op, product: fx.Node, operand: fx.Node, after_first: bool, live: bool) -> None:
+    def _operand(self, op: OpCost, product: fx.Node, operand: fx.Node, after_first: bool, live: bool) -> None:
         fanout = self._operand_fanout(product, operand)
         if self.classes.get(operand) == EVENTS:
             self._consumers.append((op, operand, fanout, after_first))
@@ -429,14 +290,14 @@ class OpAccounting(OpTable):
         return self.event_driven and self.classes[node] not in (INPUT, ONCE) and all(
             self.classes.get(a) in (REAL, EVENTS, ONCE) and "shape" in a.meta for a in self._dynamic_inputs(node))
 
-    def _sent(self, op: _Op, x: fx.Node, field: str, fanout: torch.Tensor | float, after_first: bool = False,
+    def _sent(self, op: OpCost, x: fx.Node, field: str, fanout: torch.Tensor | float, after_first: bool = False,
               rows: bool = False) -> None:
         """Charge ``op`` ``fanout`` of ``field`` per element (row) of ``x`` sent at a step."""
         name = probe_name(x, rows)
         self.streams[name] = (x, rows)
-        op.terms.append(_Term(name, fanout, after_first, field))
+        op.terms.append(Term(name, fanout, after_first, field))
 
-    def _per_input(self, op: _Op, node: fx.Node, field: str, rows: bool = False, after_first: bool = False) -> None:
+    def _per_input(self, op: OpCost, node: fx.Node, field: str, rows: bool = False, after_first: bool = False) -> None:
         """Charge one ``field`` per output element that a sent element (row) of an input reaches."""
         for x in self._dynamic_inputs(node):
             reach = float(node.meta["shape"][-1]) if rows else per_sample(node) / per_sample(x)
@@ -475,7 +336,7 @@ class OpAccounting(OpTable):
                                             retain_graph=True, allow_unused=True)
                 for source, grad in zip(sources, grads):
                     if grad is not None:
-                        op.terms.append(_Term(back[source].target, _compact(grad.detach().flatten()), after_first))
+                        op.terms.append(Term(back[source].target, _compact(grad.detach().flatten()), after_first))
 
     def _fanout_of(self, node: fx.Node, value: torch.Tensor) -> torch.Tensor:
         """Connections per input element of weight layer ``node``: the ``(output, weight)`` pairs
@@ -593,102 +454,3 @@ def _unit_pool(pool, args, kwargs) -> torch.Tensor:
         counts = counts.unsqueeze(-1) * region
     average = pool(x) if isinstance(pool, nn.Module) else pool(*args, **kwargs)
     return average * counts
-
-
-class EventCounts:
-    """Spike counts of event sources while attached (a context manager): per element for the
-    sources in ``mapped`` (default: all), whose fan-out differs between elements, otherwise one
-    total per source; over all steps (``totals``) and by the end of each step in ``marks``
-    (``at``). Neurons (any :class:`Recorder`) keep them in their step (their record); other
-    sources (spike encoders, per-step max-pools of spikes, the probes of an event-driven run, whose
-    ``events`` say what they saw sent) through a hook, which reads ``steps``
-    time steps from each call (set by the simulator when it runs K steps per call).
-    ``end_batch`` adds a batch's counts to the totals.
-
-    Args:
-        sources: the sources by name (a converted model's: ``OpTable.sources`` of its modules).
-        mapped: the sources counted per element.
-        marks: the steps by which the counts are kept too (``OpTable.marks``; the first always).
-    """
-
-    def __init__(self, sources: dict[str, nn.Module | Recorder], mapped: set[str] | None = None,
-                 marks: set[int] = frozenset({1})):
-        self.modules, self.mapped = sources, set(sources) if mapped is None else mapped
-        self.marks = sorted({1, *marks})
-        self.totals: dict[str, torch.Tensor] = {}
-        self.at: dict[int, dict[str, torch.Tensor]] = {m: {} for m in self.marks}
-        self._hooked: dict[str, NeuronRecord | None] = {}
-        self._handles: list = []
-        self.steps = 1
-
-    def __enter__(self) -> EventCounts:
-        for name, module in self.modules.items():
-            if isinstance(module, Recorder):
-                module.start_recording("basic", per_element=name in self.mapped, marks=self.marks)
-            else:
-                self._hooked[name] = None
-                self._handles.append(module.register_forward_hook(self._hook(name)))
-        return self
-
-    def _hook(self, name: str):
-        def record(module, _inputs, out: torch.Tensor) -> None:
-            sent = module.events(out) if hasattr(module, "events") else (out != 0).to(torch.float32)
-            for events in sent.unflatten(0, (self.steps, -1)):
-                if self._hooked[name] is None:
-                    self._hooked[name] = NeuronRecord(events, True, True, False, torch.ones(()), self.marks)
-                self._hooked[name].add(events, events)
-        return record
-
-    def keep(self, mask: torch.Tensor) -> None:
-        """Go on with the samples where ``mask`` holds (the hooked sources' counts; a neuron's
-        record is shrunk with the neuron's state)."""
-        for record in self._hooked.values():
-            if record is not None:
-                record.keep(mask)
-
-    def __exit__(self, *exc) -> None:
-        for module in self.modules.values():
-            if isinstance(module, Recorder):
-                module.stop_recording()
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def record(self, name: str) -> NeuronRecord | None:
-        """What source ``name`` recorded since its reset (None before its first step)."""
-        module = self.modules[name]
-        return module.record if isinstance(module, Recorder) else self._hooked[name]
-
-    def end_batch(self, batch: int) -> None:
-        """Add the batch's counts (``batch`` samples) to the totals and start the next batch."""
-        for name in self.modules:
-            record = self.record(name)
-            if record is None:
-                continue
-            total, at = record.spike_counts(batch)
-            for store, value in ((self.totals, total), *((self.at[m], at[m]) for m in self.marks)):
-                store[name] = value if name not in store else store[name] + value
-            if name in self._hooked:
-                self._hooked[name] = None
-
-    def state(self) -> dict:
-        return {"totals": dict(self.totals), "at": {m: dict(c) for m, c in self.at.items()}}
-
-    def load(self, state: dict) -> None:
-        """Start from earlier totals (from :meth:`state`), e.g. a resumed run's."""
-        self.totals, self.at = dict(state["totals"]), {m: dict(c) for m, c in state["at"].items()}
-
-    def _stores(self) -> list[dict[str, torch.Tensor]]:
-        return [self.totals, *(self.at[m] for m in self.marks)]
-
-    def flat(self, names: list[str]) -> torch.Tensor:
-        """Totals and counts by each mark of ``names`` as one vector (for summing over processes)."""
-        return torch.cat([store[n] for n in names for store in self._stores()]) if names else torch.zeros(0)
-
-    def unflat(self, names: list[str], vector: torch.Tensor) -> None:
-        offset = 0
-        for n in names:
-            size = self.totals[n].numel()
-            for store in self._stores():
-                store[n] = vector[offset: offset + size]
-                offset += size
