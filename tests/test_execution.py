@@ -156,8 +156,8 @@ def test_half_precision_keeps_membranes_and_totals_in_float32():
     assert out.dtype == torch.float32 and out.shape[:2] == (2, len(x))
     neurons = [m for m in snn.modules() if isinstance(m, IFNeuron)]
     assert all(m.v.dtype == torch.float32 for m in neurons)
-    compensated = [m for m in snn.modules() if hasattr(m, "sums") and m.sums is not None]
-    assert compensated and all(s.dtype == torch.float32 for m in compensated for s in m.sums)
+    compensated = [m for m in snn.modules() if hasattr(m, "sum") and isinstance(m.sum, list)]
+    assert compensated and all(s.dtype == torch.float32 for m in compensated for s in m.sum)
     fp32, bf16 = simulate(snn, x, y, timesteps=8), simulate(snn, x, y, timesteps=8, precision="bf16")
     assert abs(fp32.accuracy[-1] - bf16.accuracy[-1]) <= 25.0 and bf16.spikes_per_sample > 0
     with pytest.raises(ValueError, match="unknown precision"):

@@ -60,8 +60,8 @@ def _state_elements(snn: nn.Module) -> int:
     for m in snn.modules():
         if isinstance(m, IFNeuron) and m.v is not None:
             n += m.v.numel()
-        if isinstance(m, ExpectationCompensated) and m.sums is not None:
-            n += sum(s.numel() for s in m.sums) + m.previous.numel()
+        if isinstance(m, ExpectationCompensated) and m.sum is not None:
+            n += sum(s.numel() for s in m.sum) + m.previous.numel()
     return n
 
 

@@ -32,9 +32,6 @@ class Encoder(StatefulModule):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1), persistent=False)
         self.reset()
 
-    def reset(self) -> None:
-        self.t = 0
-
     def intensity(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized images back to intensities in [0, 1]."""
         return (x * self.std + self.mean).clamp(0, 1)

@@ -60,19 +60,10 @@ class SpikingNode(SpikingNeuron):
         """The steps after which it sends nothing (its mask's T_l; None without a mask)."""
         return None if self.timestep_mask is None else self.timestep_mask.steps
 
-    def reset(self) -> None:
-        super().reset()
-        self.v: torch.Tensor | None = None
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {} if self.v is None else {"v": self.v}
+    memories = ("v",)  # the membrane potential
 
     def initial_state(self) -> dict[str, torch.Tensor]:
         return {"v": torch.full_like(self.v, self.v_reset)}
-
-    def load_state(self, state: dict[str, torch.Tensor], t: int | torch.Tensor) -> None:
-        super().load_state(state, t)
-        self.v = state["v"]
 
     def charge(self, x: torch.Tensor) -> torch.Tensor:
         """``H[t]`` from ``V[t−1]`` (``self.v``) and the input."""

@@ -35,9 +35,6 @@ class InputOnce(StatefulModule):
         super().__init__()
         self.reset()
 
-    def reset(self) -> None:
-        self.t = 0
-
     def step(self, x: torch.Tensor) -> torch.Tensor:
         first = is_first(self.t)
         self.t = self.t + 1
@@ -62,9 +59,6 @@ class OnceOffset(StatefulModule):
         self.register_buffer("offset", offset.detach().clone())
         self.included = included
         self.reset()
-
-    def reset(self) -> None:
-        self.t = 0
 
     def step(self, y: torch.Tensor) -> torch.Tensor:
         """``y + c`` at the first step (c not included) or ``y − c`` after it (c included), else ``y``."""

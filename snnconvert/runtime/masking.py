@@ -41,10 +41,6 @@ class RandomSpikeMask(StatefulModule):
         self._batch = batch
         self._generator = None
 
-    def reset(self) -> None:
-        """Only the step count: the draws restart with :meth:`reseed`."""
-        self.t = 0
-
     def step(self, x: torch.Tensor) -> torch.Tensor:
         if self.ratio == 0.0:
             return x

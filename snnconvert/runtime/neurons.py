@@ -33,8 +33,8 @@ class SpikingNeuron(StatefulModule, Recorder):
     emits_spikes = True  # its outputs are spikes (the energy counter's sources)
 
     def reset(self) -> None:
+        super().reset()
         self.record: NeuronRecord | None = None
-        self.t = 0
 
 
 class IFNeuron(SpikingNeuron):
@@ -81,10 +81,11 @@ class IFNeuron(SpikingNeuron):
     def single_spikes(self) -> bool:
         return not self.tracks_count
 
+    #: the membrane potential, and the net spikes sent so far per element (where firing depends on it)
+    memories = ("v", "net")
+
     def reset(self) -> None:
         super().reset()
-        self.v: torch.Tensor | None = None
-        self.net: torch.Tensor | None = None  # net spikes sent so far, per element
         self._spikes: torch.Tensor | None = None  # this step's spikes (float)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -106,18 +107,11 @@ class IFNeuron(SpikingNeuron):
             v.add_(self.bias)
         return {"v": v, "net": torch.zeros_like(v)} if self.tracks_count else {"v": v}
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """``v``, and ``net`` (net spikes sent per element) when firing depends on it ({} before a step)."""
-        if self.v is None:
-            return {}
-        return {"v": self.v} if self.net is None else {"v": self.v, "net": self.net}
-
     def initial_state(self) -> dict[str, torch.Tensor]:
         return self._initial(self.v)
 
     def load_state(self, state: dict[str, torch.Tensor], t: int | torch.Tensor) -> None:
         super().load_state(state, t)
-        self.v, self.net = state["v"], state.get("net")
         self._spikes = None  # no buffer: the spikes of a loaded step are a new tensor
 
     def _room(self) -> torch.Tensor | int:

@@ -75,26 +75,16 @@ class ExpectationCompensated(StatefulModule):
         self.coding = coding
         self.reset()
 
+    #: the running totals of the dynamic inputs (``sum0``, ``sum1`` …) and the last ``t·g(ā_t, …)``
+    memories = ("sum", "previous")
+
     def reset(self) -> None:
-        self.t = 0
-        self.sums: list[torch.Tensor] | None = None
-        self.previous: torch.Tensor | None = None
+        super().reset()
         self._values: list[torch.Tensor] | None = None  # the estimates of one step (rate coding)
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """The running totals of the dynamic inputs (``sum0``, ``sum1`` …) and the last ``t·g(ā_t, …)``
-        ({} before a step)."""
-        if self.sums is None:
-            return {}
-        return {**{f"sum{i}": total for i, total in enumerate(self.sums)}, "previous": self.previous}
-
-    def initial_state(self) -> dict[str, torch.Tensor]:
-        return {name: torch.zeros_like(value) for name, value in self.state().items()}
 
     def load_state(self, state: dict[str, torch.Tensor], t: int | torch.Tensor) -> None:
         super().load_state(state, t)
-        self.sums = [state[f"sum{i}"] for i in range(len(state) - 1)]
-        self.previous, self._values = state["previous"], None
+        self._values = None
 
     def _positions(self, args) -> tuple[int, ...]:
         if self.dynamic is None:
@@ -137,16 +127,16 @@ class ExpectationCompensated(StatefulModule):
     def step(self, *args, **kwargs) -> torch.Tensor:
         self.t = self.t + 1  # not in place: an exported step shares one counter
         inputs = [args[i] for i in self._positions(args)]
-        if self.sums is None:
-            self.sums = [_wide(x, copy=True) for x in inputs]
+        if self.sum is None:
+            self.sum = [_wide(x, copy=True) for x in inputs]
             if self.coding == "rate" and not self.bilinear:
-                self._values = [torch.empty_like(total) for total in self.sums]
+                self._values = [torch.empty_like(total) for total in self.sum]
         else:
-            for total, x in zip(self.sums, inputs):
+            for total, x in zip(self.sum, inputs):
                 total.add_(x)
         # write into buffers of earlier steps (out= has no autograd, and an exported step is out-of-place)
         reuse = not torch.is_grad_enabled() and not torch.jit.is_tracing()
-        current = self._current(args, self.sums, self.t, kwargs, self._values if reuse else None)
+        current = self._current(args, self.sum, self.t, kwargs, self._values if reuse else None)
         if self.previous is None:  # kept apart from what is returned, so it can be written over
             self.previous = current.clone()
             return current
@@ -162,11 +152,11 @@ class ExpectationCompensated(StatefulModule):
         for n, position in enumerate(self._positions(args)):
             steps = args[position].unflatten(0, (k, -1))
             stacked = torch.empty_like(_wide(steps))
-            running = None if self.sums is None else self.sums[n]
+            running = None if self.sum is None else self.sum[n]
             for j in range(k):
                 running = stacked[j].copy_(steps[j]) if running is None else torch.add(running, steps[j], out=stacked[j])
             totals.append(stacked)
-        self.sums = [stacked[-1] for stacked in totals]
+        self.sum = [stacked[-1] for stacked in totals]
         t = torch.arange(self.t + 1, self.t + k + 1, dtype=totals[0].dtype, device=totals[0].device)
         self.t += k
         current = self._current(args, totals, t, kwargs)

@@ -22,31 +22,48 @@ class StatefulModule(nn.Module):
     """A module that carries state across time steps; ``reset()`` returns it to t = 0.
 
     Subclasses define :meth:`step`; :meth:`multi_step` (K steps, one after the other) may be
-    overridden with a faster form that gives the same result. A module whose state is more than
-    its step count ``t`` lists it in :meth:`state`, :meth:`initial_state` and :meth:`load_state`.
+    overridden with a faster form that gives the same result. The tensors carried from step to
+    step are declared once, by attribute name, in :attr:`memories` (None until the first step
+    after a reset; an attribute holding a list of tensors is carried as ``<name>0``, ``<name>1`` …):
+    :meth:`reset`, :meth:`state` and :meth:`load_state` follow from it, and :meth:`initial_state`
+    is zeros unless a subclass says otherwise (a neuron's ``v(0)``).
     """
 
     steps = 1  # time steps per call (see the module docstring)
     t: int | torch.Tensor = 0  # steps done since the reset
+    #: the tensors carried to the next step, by attribute name
+    memories: tuple[str, ...] = ()
     #: the steps after which its output is zero whatever its input (None: it may send at any
     #: step); a simulation stops computing it, and what only it reads, after them
     last_step: int | None = None
 
     def reset(self) -> None:
-        raise NotImplementedError
+        """Back to t = 0: no step done, every memory None."""
+        self.t = 0
+        for name in self.memories:
+            setattr(self, name, None)
 
     def state(self) -> dict[str, torch.Tensor]:
         """The tensors carried to the next step, by name ({} before the first step since the reset)."""
-        return {}
+        found = {}
+        for name in self.memories:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                found.update({f"{name}{i}": v for i, v in enumerate(value)})
+            elif value is not None:
+                found[name] = value
+        return found
 
     def initial_state(self) -> dict[str, torch.Tensor]:
         """What :meth:`state` holds before the first step (same shapes; called after a step)."""
-        return {}
+        return {name: torch.zeros_like(value) for name, value in self.state().items()}
 
     def load_state(self, state: dict[str, torch.Tensor], t: int | torch.Tensor) -> None:
         """Go on from ``state`` after ``t`` steps (``t`` a number, or a 0-d tensor in an exported
         step); the module then updates those tensors, in place or not."""
         self.t = t
+        for name in self.memories:
+            setattr(self, name, state[name] if name in state else _numbered(state, name) or None)
 
     def forward(self, *args, **kwargs):
         return self.step(*args, **kwargs) if self.steps == 1 else self.multi_step(*args, **kwargs)
@@ -58,6 +75,14 @@ class StatefulModule(nn.Module):
     def multi_step(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """``steps`` time steps of ``x`` (``[K·M, …]``), one after the other."""
         return torch.cat([self.step(x_t, *args, **kwargs) for x_t in x.chunk(self.steps)])
+
+
+def _numbered(state: dict[str, torch.Tensor], name: str) -> list[torch.Tensor]:
+    """``state[name0], state[name1] …`` as far as they go (a list memory)."""
+    values = []
+    while f"{name}{len(values)}" in state:
+        values.append(state[f"{name}{len(values)}"])
+    return values
 
 
 register_module_kind(StatefulModule, SPIKING)
