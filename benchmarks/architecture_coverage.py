@@ -18,7 +18,8 @@ from collections import Counter
 import torch
 
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import PrepareConfig, convert, float_operations, prepare_with_report
+from snnconvert.convert import convert, float_operations
+from snnconvert.prepare import PrepareConfig, prepare_with_report
 from snnconvert.data import InputSpec, load_dataset, make_loader
 from snnconvert.model_zoo.coverage import ARCHITECTURES
 from snnconvert.runtime import reset_states, simulate

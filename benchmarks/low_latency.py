@@ -30,7 +30,8 @@ import torch
 
 from snnconvert import pipeline
 from snnconvert.calibrate import CalibrationConfig, CorrectionConfig
-from snnconvert.convert import NeuronConfig, PrepareConfig, convert
+from snnconvert.convert import NeuronConfig, convert
+from snnconvert.prepare import PrepareConfig
 from snnconvert.runtime import evaluate, simulate
 
 DATA = "fashion-mnist"

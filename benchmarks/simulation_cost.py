@@ -51,7 +51,8 @@ import torch
 from torch import nn
 
 from snnconvert.calibrate import CalibrationConfig, calibrate_thresholds
-from snnconvert.convert import NeuronConfig, PrepareConfig, convert, prepare_with_report
+from snnconvert.convert import NeuronConfig, convert
+from snnconvert.prepare import PrepareConfig, prepare_with_report
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.model_zoo import get_recipe, load_model
 from snnconvert.runtime import IFNeuron, execution, reset_states, simulate

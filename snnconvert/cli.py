@@ -19,10 +19,10 @@ import torch
 from snnconvert import distributed, pipeline
 from snnconvert.calibrate import (CORRECTIONS, METHODS, REFERENCES, CalibrationConfig, CorrectionConfig,
                                   calibrate_batchnorm, calibrate_thresholds)
-from snnconvert.convert import (MASK_TARGETS, MODES, MaskConfig, NeuronConfig, PrepareConfig, convert,
-                                float_operations, prepare_with_report, qcfs_modules)
-from snnconvert.convert.config import DEFAULT_KEPT_ACTIVATIONS, LAYERNORM_CHOICES, MAX_POOL_CHOICES, SITE_POLICIES
-from snnconvert.convert.prepare import ROUTE_SITES
+from snnconvert.convert import MODES, NeuronConfig, convert, float_operations
+from snnconvert.prepare import MASK_TARGETS, MaskConfig, PrepareConfig, prepare_with_report, qcfs_modules
+from snnconvert.prepare.config import DEFAULT_KEPT_ACTIVATIONS, LAYERNORM_CHOICES, MAX_POOL_CHOICES, SITE_POLICIES
+from snnconvert.prepare.rewrite import ROUTE_SITES
 from snnconvert.data import DATASET_NAMES
 from snnconvert.data.datasets import SKIP_BAD_FILES
 from snnconvert.direct import ENCODERS, NODES, SURROGATES

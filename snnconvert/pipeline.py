@@ -17,10 +17,10 @@ from snnconvert import distributed
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
 from snnconvert.calibrate.corrections import CorrectionConfig, conversion_errors, correct, site_calibrations
 from snnconvert.checkpoint import load_checkpoint, save_checkpoint
-from snnconvert.convert import (MaskConfig, NeuronConfig, PrepareConfig, add_spike_masks, change_effects, convert,
-                                float_operations, mask_sites, prepare, prepare_with_report)
-from snnconvert.convert.prepare import ROUTE_SITES, PrepareReport, RouteSites
-from snnconvert.convert.qcfs import rate_limit_model
+from snnconvert.convert import NeuronConfig, convert, float_operations
+from snnconvert.prepare import MaskConfig, PrepareConfig, add_spike_masks, change_effects, mask_sites, prepare, prepare_with_report
+from snnconvert.prepare.rewrite import ROUTE_SITES, PrepareReport, RouteSites
+from snnconvert.prepare.qcfs import rate_limit_model
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.data.fit import check_fit
 from snnconvert.direct import DirectConfig
@@ -72,7 +72,7 @@ def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConf
     ANN's own BatchNorms keep theirs), and each change's cost is measured on the calibration images.
 
     A prepared model is kept as it is, but for the event-driven route's sites (attention
-    probabilities, real-valued streams: :data:`~snnconvert.convert.prepare.ROUTE_SITES`) that
+    probabilities, real-valued streams: :data:`~snnconvert.prepare.rewrite.ROUTE_SITES`) that
     ``config`` asks for (True, or None: where the model has them) and it lacks: they are added
     and calibrated.
 

@@ -7,7 +7,7 @@ import pytest
 from torch import nn
 
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import PrepareConfig, prepare_with_report
+from snnconvert.prepare import PrepareConfig, prepare_with_report
 from snnconvert.data import InputSpec, load_dataset, make_loader
 
 SPEC_28 = InputSpec((1, 28, 28), (0.286,), (0.353,))

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from snnconvert.calibrate import CalibrationConfig
-from snnconvert.convert import NeuronConfig, PrepareConfig, convert, qcfs_modules
+from snnconvert.convert import NeuronConfig, convert
+from snnconvert.prepare import PrepareConfig, qcfs_modules
 from snnconvert.data import InputSpec
 from snnconvert.model_zoo.coverage import ARCHITECTURES
 from snnconvert.runtime import Execution, SimulationOptions, reset_states, simulate

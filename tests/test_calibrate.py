@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from snnconvert.calibrate import ActivationObserver, CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-from snnconvert.convert import QCFS, prepare
-from snnconvert.convert.prepare import qcfs_modules
+from snnconvert.prepare import QCFS, prepare
+from snnconvert.prepare.rewrite import qcfs_modules
 
 from conftest import images, tiny_swin, SPEC_32
 
@@ -87,7 +87,7 @@ def test_calibrate_batchnorm_only_touches_the_named_ones():
 
 
 def test_relu6_cap_is_kept_by_calibration():
-    from snnconvert.convert import prepare_with_report
+    from snnconvert.prepare import prepare_with_report
 
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
     x = torch.randn(16, 1, 28, 28) * 20  # activations far above 6

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from snnconvert.checkpoint import atomic_save, kept_checkpoints, load_checkpoint, save_checkpoint
-from snnconvert.convert import prepare
+from snnconvert.prepare import prepare
 from snnconvert.errors import CheckpointError
 from snnconvert.train import TrainConfig, fit
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from snnconvert.convert import PrepareConfig, QCFS, convert, float_operations, prepare
-from snnconvert.convert.qcfs import rate_limit_model
+from snnconvert.convert import convert, float_operations
+from snnconvert.prepare import PrepareConfig, QCFS, prepare
+from snnconvert.prepare.qcfs import rate_limit_model
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import ExpectationCompensated, IFNeuron, reset_states
 from snnconvert.runtime.operators import MatMul

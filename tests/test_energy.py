@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnconvert.convert import PrepareConfig, convert, prepare
+from snnconvert.convert import convert
+from snnconvert.prepare import PrepareConfig, prepare
 from snnconvert.graph.events import EVENTS, REAL, classify
 from snnconvert.runtime import reset_states, simulate
 from snnconvert.errors import ArgumentError
@@ -158,7 +159,7 @@ def test_spikes_are_classified_through_swin_windows_shifts_and_merging():
 
 
 def test_masks_count_only_the_spikes_they_let_through():
-    from snnconvert.convert import MaskConfig
+    from snnconvert.prepare import MaskConfig
 
     x, _ = images(SPEC_28, 4)
     plain = prepare(tiny_vit(), x).eval()

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from snnconvert.calibrate import CalibrationConfig
-from snnconvert.convert import MaskConfig, NeuronConfig, PrepareConfig, add_spike_masks, convert
+from snnconvert.convert import NeuronConfig, convert
+from snnconvert.prepare import MaskConfig, PrepareConfig, add_spike_masks
 from snnconvert.direct import make_node
 from snnconvert.graph.events import INPUT, classify
 from snnconvert.runtime import Execution, IFNeuron, SimulationOptions, SpikeMonitor, reset_states, simulate

@@ -15,7 +15,8 @@ from torch import nn
 
 from snnconvert.calibrate import CalibrationConfig
 from snnconvert.cli import main
-from snnconvert.convert import MaskConfig, NeuronConfig, PrepareConfig, add_spike_masks, convert
+from snnconvert.convert import NeuronConfig, convert
+from snnconvert.prepare import MaskConfig, PrepareConfig, add_spike_masks
 from snnconvert.direct import DirectConfig, SpikingClassifier
 from snnconvert.direct.dynamic_timesteps import timestep_masks
 from snnconvert.direct.encoding import make_encoder

@@ -9,8 +9,9 @@ from torch.utils.data import TensorDataset
 
 from snnconvert import pipeline
 from snnconvert.calibrate import CalibrationConfig
-from snnconvert.convert import MaskConfig, PrepareConfig, convert, qcfs_modules, spike_masks
-from snnconvert.convert.norm import ChannelBatchNorm
+from snnconvert.convert import convert
+from snnconvert.prepare import MaskConfig, PrepareConfig, qcfs_modules, spike_masks
+from snnconvert.prepare.norm import ChannelBatchNorm
 from snnconvert.model_zoo import get_recipe
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.model_zoo.registry import BuildPlan, Recipe, register_recipe

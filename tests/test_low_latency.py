@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from snnconvert.calibrate import CalibrationConfig, CorrectionConfig, calibrate_thresholds, conversion_errors, correct
-from snnconvert.convert import NeuronConfig, PrepareConfig, convert, prepare, prepare_with_report
-from snnconvert.convert.prepare import qcfs_modules
+from snnconvert.convert import NeuronConfig, convert
+from snnconvert.prepare import PrepareConfig, prepare, prepare_with_report
+from snnconvert.prepare.rewrite import qcfs_modules
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import reset_states, simulate
 from snnconvert.runtime.neurons import IFNeuron, SignedIFNeuron

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from snnconvert.calibrate import CalibrationConfig
-from snnconvert.convert import ChannelBatchNorm, NeuronConfig, PrepareConfig, change_effects, convert, prepare, \
-    prepare_with_report, qcfs_modules
+from snnconvert.convert import NeuronConfig, convert
+from snnconvert.prepare import ChannelBatchNorm, PrepareConfig, change_effects, prepare, prepare_with_report, qcfs_modules
 from snnconvert.errors import SnnConvertError, UnsupportedLayersError
 from snnconvert.graph.trace import trace
 from snnconvert.runtime import simulate

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from snnconvert.convert import QCFS
-from snnconvert.convert.qcfs import qcfs
+from snnconvert.prepare import QCFS
+from snnconvert.prepare.qcfs import qcfs
 from snnconvert.runtime import IFNeuron
 
 

@@ -4,10 +4,10 @@ import copy
 import pytest
 import torch
 
-from snnconvert.convert import (MASK_TARGETS, MaskConfig, NeuronConfig, PrepareConfig, RandomSpikeMask, add_spike_masks, convert,
-                                prepare, spike_masks)
-from snnconvert.convert.qcfs import QCFS
-from snnconvert.convert.rsm import TARGETS
+from snnconvert.convert import NeuronConfig, RandomSpikeMask, convert
+from snnconvert.prepare import MASK_TARGETS, MaskConfig, PrepareConfig, add_spike_masks, prepare, spike_masks
+from snnconvert.prepare.qcfs import QCFS
+from snnconvert.prepare.rsm import TARGETS
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import simulate
 from snnconvert.runtime.neurons import IFNeuron

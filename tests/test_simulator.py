@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from snnconvert.convert import convert, prepare
-from snnconvert.convert.qcfs import QCFS
+from snnconvert.convert import convert
+from snnconvert.prepare import prepare
+from snnconvert.prepare.qcfs import QCFS
 from snnconvert.runtime import IFNeuron, SpikeMonitor, simulate
 from snnconvert.runtime.operators import ExpectationCompensated
 

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from snnconvert import checks
 from snnconvert.checks import check_fields
 from snnconvert.calibrate.observers import channel_rows
-from snnconvert.convert.prepare import qcfs_modules
-from snnconvert.convert.qcfs import QCFS
+from snnconvert.prepare.rewrite import qcfs_modules
+from snnconvert.prepare.qcfs import QCFS
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime.coding import estimate
 from snnconvert.runtime.neurons import IFNeuron

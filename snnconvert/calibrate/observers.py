@@ -98,7 +98,7 @@ def _percentile_positive(row: torch.Tensor, percentile: float) -> torch.Tensor:
 
 
 def _mse_threshold(row: torch.Tensor, levels: int, grid: int = 100) -> torch.Tensor:
-    from snnconvert.convert.qcfs import qcfs
+    from snnconvert.prepare.qcfs import qcfs
 
     pos = row[row > 0]
     if pos.numel() == 0:

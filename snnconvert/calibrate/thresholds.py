@@ -18,7 +18,7 @@ from snnconvert import checks, distributed
 from snnconvert.checks import check_fields
 from snnconvert.errors import ArgumentError
 from snnconvert.calibrate.observers import METHODS, ActivationObserver
-from snnconvert.convert.prepare import qcfs_modules
+from snnconvert.prepare.rewrite import qcfs_modules
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from torch import fx, nn
 from snnconvert import checks
 from snnconvert.convert.config import NeuronConfig
 from snnconvert.convert.fold import fold_batchnorms
-from snnconvert.convert.prepare import is_prepared
-from snnconvert.convert.qcfs import QCFS
+from snnconvert.prepare.rewrite import is_prepared
+from snnconvert.prepare.qcfs import QCFS
 from snnconvert.errors import ArgumentError, SnnConvertError
 from snnconvert.graph import ops
 from snnconvert.graph.edit import add_module, bypass, finish, insert_after, join, owner
@@ -55,7 +55,7 @@ def convert(model: fx.GraphModule, mode: str = "compensated", neuron: str | Neur
     """Convert a prepared (QCFS) model into a single-step SNN (eval mode).
 
     Args:
-        model: output of :func:`snnconvert.convert.prepare`, trained and/or calibrated.
+        model: output of :func:`snnconvert.prepare.rewrite`, trained and/or calibrated.
         mode: ``"compensated"`` (default, exact in expectation) or ``"mst"`` (per-step ops; rate
             coding only).
         neuron: a :class:`NeuronConfig` (neuron model, spikes per step, coding), or a neuron name

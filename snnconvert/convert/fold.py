@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from snnconvert.convert.norm import ChannelBatchNorm, batchnorm_affine
+from snnconvert.prepare.norm import ChannelBatchNorm, batchnorm_affine
 from snnconvert.graph import ops
 from snnconvert.graph.edit import bypass, finish
 from snnconvert.graph.shapes import example_input

@@ -30,7 +30,7 @@ from torch import fx, nn
 from snnconvert.convert.fold import fold_batchnorms
 from snnconvert.graph.shapes import annotate, example_input
 from snnconvert.graph.trace import trace
-from snnconvert.convert.norm import ChannelBatchNorm
+from snnconvert.prepare.norm import ChannelBatchNorm
 from snnconvert.direct.dynamic_timesteps import TimestepMask
 from snnconvert.direct.encoding import Encoder
 from snnconvert.direct.neurons import make_node

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from snnconvert.checkpoint import load_checkpoint
-from snnconvert.convert import QCFS, PrepareConfig, prepare
+from snnconvert.prepare import QCFS, PrepareConfig, prepare
 from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.direct import DirectConfig, SpikingClassifier, make_encoder
 from snnconvert.errors import CheckpointError, SnnConvertError, shorten

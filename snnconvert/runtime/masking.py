@@ -2,7 +2,7 @@
 
 Each element survives with probability 1 − p: ``s_t ← s_t ⊙ m_t``, ``m_t ~ Bernoulli(1 − p)`` drawn
 independently per element and step (no rescaling, unlike dropout). Where masks go is decided by
-:mod:`snnconvert.convert.rsm`.
+:mod:`snnconvert.prepare.rsm`.
 """
 from __future__ import annotations
 

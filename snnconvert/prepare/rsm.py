@@ -5,7 +5,7 @@ independently per element and step. A mask sits right after a QCFS site of a pre
 :func:`~snnconvert.convert.convert` turns into an IF neuron that applies the mask to the spikes it
 sends), so the same mask acts on QCFS outputs while fine-tuning and on spikes while simulating.
 
-Targets select sites by role (:data:`snnconvert.convert.qcfs.ROLES`): ``q``, ``k`` and ``attn``
+Targets select sites by role (:data:`snnconvert.prepare.qcfs.ROLES`): ``q``, ``k`` and ``attn``
 (the scaled scores) of every attention, ``sa`` (all three: the MST paper's self-attention
 masking), ``mlp`` (activations over channels-last features: the hidden layer of transformer MLPs)
 and ``conv`` (activations over channels-first maps: a CNN's). "Blocks" are the modules owning the
@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from torch import fx, nn
 
-from snnconvert.convert.config import MaskConfig
-from snnconvert.convert.qcfs import QCFS
+from snnconvert.prepare.config import MaskConfig
+from snnconvert.prepare.qcfs import QCFS
 from snnconvert.errors import SnnConvertError
 from snnconvert.graph.edit import insert_after
 from snnconvert.runtime.masking import RandomSpikeMask

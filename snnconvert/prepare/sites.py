@@ -11,7 +11,7 @@
     come from a floating-point op (a softmax or a gate stays real), and on the product's output
     (after its scaling) unless that goes into a norm or activation; in attention the operands are
     Q, K and V and the outputs the scores and the attention output (fused attention is handled
-    by :mod:`snnconvert.convert.attention`);
+    by :mod:`snnconvert.prepare.attention`);
   - after the norm that opens a residual branch (pre-norm: its input is also added back);
   - after a weight layer whose output is added to another dynamic tensor (a branch's last
     projection, or patch merging's reduction that starts a residual stream).
@@ -22,7 +22,7 @@ every softmax output that a product reads (attention probabilities). With ``spik
 reads that is not a sum of spikes (a linear bottleneck's residual stream).
 
 Each inserted QCFS is named after what it follows (``blocks.0.norm1_act``, ``blocks.0.attn.proj_act``)
-and carries its role (:data:`snnconvert.convert.qcfs.ROLES`).
+and carries its role (:data:`snnconvert.prepare.qcfs.ROLES`).
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ import operator
 import torch
 from torch import fx, nn
 
-from snnconvert.convert.config import PrepareConfig
-from snnconvert.convert.norm import ChannelBatchNorm
-from snnconvert.convert.qcfs import QCFS
+from snnconvert.prepare.config import PrepareConfig
+from snnconvert.prepare.norm import ChannelBatchNorm
+from snnconvert.prepare.qcfs import QCFS
 from snnconvert.graph import events, ops
 from snnconvert.graph.edit import insert_after, insert_before, join, new_node, owner, replace_with_module
 from snnconvert.graph.ops import Activation

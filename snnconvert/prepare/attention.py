@@ -6,7 +6,7 @@
 
 with ``qk``/``av`` :class:`~snnconvert.runtime.operators.MatMul` modules and an ``nn.Softmax``: the
 same function (up to float rounding). The MST site rules then put QCFS on Q, K, V, the scaled
-scores and the attention output (:mod:`snnconvert.convert.sites`), and conversion makes the
+scores and the attention output (:mod:`snnconvert.prepare.sites`), and conversion makes the
 products and the softmax spike-correct.
 """
 from __future__ import annotations

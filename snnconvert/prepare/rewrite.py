@@ -28,12 +28,12 @@ import torch
 from torch import fx, nn
 
 from snnconvert import checks
-from snnconvert.convert.attention import decompose_attention
-from snnconvert.convert.config import PrepareConfig
-from snnconvert.convert.norm import layernorms_to_batchnorms
-from snnconvert.convert.qcfs import QCFS
-from snnconvert.convert.rsm import add_spike_masks
-from snnconvert.convert.sites import NO_PROBABILITIES, NO_STREAMS, activations_to_qcfs, add_mlp_batchnorms, \
+from snnconvert.prepare.attention import decompose_attention
+from snnconvert.prepare.config import PrepareConfig
+from snnconvert.prepare.norm import layernorms_to_batchnorms
+from snnconvert.prepare.qcfs import QCFS
+from snnconvert.prepare.rsm import add_spike_masks
+from snnconvert.prepare.sites import NO_PROBABILITIES, NO_STREAMS, activations_to_qcfs, add_mlp_batchnorms, \
     insert_mst_sites, insert_probability_sites, insert_stream_sites, max_pools_to_average
 from snnconvert.errors import ArgumentError, SnnConvertError, UnsupportedLayersError, first_line
 from snnconvert.graph import ops
