@@ -33,6 +33,7 @@ from snnconvert.export.session import BACKENDS, read_metadata
 from snnconvert.runtime import CODINGS, NEURONS, SimulationOptions
 from snnconvert.runtime.execution import PRECISIONS
 from snnconvert.runtime.energy import EnergyCosts
+from snnconvert.spec import DataSpec, ModelSource, RunSpec
 from snnconvert.model_zoo import direct_config, get_recipe, list_recipes, shipped_checkpoint
 from snnconvert.report import comparison, write_comparison
 from snnconvert.report.calibration import calibration_table
@@ -377,7 +378,11 @@ def main() -> None:
 
 
 @main.command("run")
-@click.argument("model")
+@click.argument("model", required=False)
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Run as a spec file says instead of MODEL and the options: a run spec (YAML or JSON: model, "
+                   "data, prepare, calibration, neuron, simulation …) or the report.json of an earlier run, which "
+                   "stores the spec it ran (only --out, --device, --threads and --quiet go with it).")
 @click.option("--timesteps", "-T", type=click.IntRange(1), default=None,
               help="Simulation steps T (default: the recipe's). Accuracy is reported at every t ≤ T.")
 @_data_option()
@@ -410,8 +415,8 @@ def main() -> None:
 @_simulation_options
 @_energy_options
 @_common
-def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, percentile, granularity, epochs, modes,
-            masks, mask_blocks, mask_seed, limit, batch_size, pretrained, out, e_ac, e_mac, device, threads,
+def run_cmd(model, config, timesteps, data, checkpoint, calib_samples, calib_method, percentile, granularity, epochs,
+            modes, masks, mask_blocks, mask_seed, limit, batch_size, pretrained, out, e_ac, e_mac, device, threads,
             quiet, **options):
     """Run the whole pipeline on MODEL (a zoo name such as swin_nano, vit_nano, swin_t, or a timm
     architecture): load weights, prepare (LayerNorm→BatchNorm, activations→QCFS) and calibrate if
@@ -419,16 +424,37 @@ def run_cmd(model, timesteps, data, checkpoint, calib_samples, calib_method, per
     calibration alone, convert to spiking neurons (optionally corrected layer by layer), simulate T
     steps and write a report."""
     device = _setup(threads, device)
+    if config is not None:
+        _only_with_config(model)
+        _run(RunSpec.read(config), out, device, quiet)
+        return
+    if model is None:
+        raise click.UsageError("give a MODEL (a zoo name such as swin_nano, or a timm architecture) or --config FILE")
     if options["no_finetune"] and epochs:
         raise click.BadParameter("--no-finetune converts without training: leave out --epochs", param_hint="--epochs")
-    calibration = _calibration(calib_samples, calib_method, percentile, granularity)
-    report = pipeline.run(model, timesteps, data, checkpoint, calibration, out, list(modes) or ["compensated"],
-                          _neuron_config(**options), _prepare_config(model, **options),
-                          0 if options["no_finetune"] else epochs, limit, batch_size, device, pretrained,
-                          loading=_model_adaptation(**options),
-                          progress=not quiet and distributed.is_main(), costs=EnergyCosts(e_ac, e_mac),
-                          masks=_mask_config(masks, mask_blocks, mask_seed), correction=_correction(**options),
-                          simulation=_simulation(**options))
+    loading = _model_adaptation(**options)
+    spec = RunSpec(ModelSource(model, checkpoint, pretrained, **loading["adapt"], remap=loading["remap"]),
+                   DataSpec(data, limit, batch_size), timesteps, _prepare_config(model, **options),
+                   _calibration(calib_samples, calib_method, percentile, granularity), _neuron_config(**options),
+                   0 if options["no_finetune"] else epochs, tuple(modes) or ("compensated",),
+                   _mask_config(masks, mask_blocks, mask_seed), _correction(**options), _simulation(**options),
+                   EnergyCosts(e_ac, e_mac))
+    _run(spec, out, device, quiet)
+
+
+def _only_with_config(model: str | None) -> None:
+    """``--config`` runs its spec as it is: MODEL and the pipeline's options given beside it are refused."""
+    context = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in context.params
+             if name not in ("config", "out", "device", "threads", "quiet", "model")
+             and context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if model is not None or given:
+        raise click.UsageError(f"--config runs the spec as it stands: drop {', '.join(given or ['MODEL'])} (or edit "
+                               "the spec)")
+
+
+def _run(spec: RunSpec, out: str, device: str, quiet: bool) -> None:
+    report = pipeline.run(spec, out, device, progress=not quiet and distributed.is_main())
     if distributed.is_main():
         _print_summary(report, out)
 

@@ -37,6 +37,7 @@ from snnconvert.runtime import SimulationOptions, evaluate, simulate
 from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve, quiet_problems
 from snnconvert.runtime.energy.conventions import energy_conventions
 from snnconvert.runtime.energy import EnergyCosts, OpAccounting
+from snnconvert.spec import RunSpec
 from snnconvert.runtime.execution import run_steps
 from snnconvert.train import TrainConfig, fit
 
@@ -487,43 +488,41 @@ def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Pa
         path.with_name(f"{path.name}.rank{distributed.rank()}").unlink(missing_ok=True)
 
 
-def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | None, calibration: CalibrationConfig,
-        out: str, modes: list[str], neuron: NeuronConfig, prepare_config: PrepareConfig | None, epochs: int | None,
-        limit: int | None, batch_size: int, device: str, pretrained: bool, progress: bool = True,
-        costs: EnergyCosts = EnergyCosts(), masks: MaskConfig | None = None,
-        loading: dict[str, Any] | None = None, correction: CorrectionConfig | None = None,
-        simulation: SimulationOptions = SimulationOptions()) -> dict[str, Any]:
-    """The whole pipeline: load → prepare + calibrate (+ masks) (+ fine-tune) → convert (+ correct)
-    → simulate → report.
+def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> dict[str, Any]:
+    """The whole pipeline as ``spec`` says: load → prepare + calibrate (+ masks) (+ fine-tune) →
+    convert (+ correct) → simulate → report, written to ``out``.
 
     With ``epochs`` > 0 the prepared model is trained first: an ANN with real weights is fine-tuned
     with the recipe's settings, distilling from itself; random weights are trained from scratch.
     ``epochs`` None: the recipe's fine-tune epochs for an ANN with real weights, else 0. An ANN that
     is not trained is converted by calibration alone: its agreement with the SNN is reported, and
-    ``correction`` (bias or potential, for T steps) calibrates the SNN against the ANN itself
+    the ``correction`` (bias or potential, for T steps) calibrates the SNN against the ANN itself
     (against the QCFS ANN for a trained model). ``masks`` adds Random Spike Masks to the prepared
-    model (before training, if it is trained); ``loading`` holds :func:`load`'s ``adapt`` and
-    ``remap``. Every long step resumes from the files in ``out`` after an interruption.
+    model (before training, if it is trained). Every long step resumes from the files in ``out``
+    after an interruption. The report stores ``spec`` with T and the epochs resolved.
     """
     start = time.perf_counter()
-    loaded = load(model_name, checkpoint, pretrained, shipped=pretrained, **(loading or {}))
+    source = spec.model
+    loaded = load(source.name, source.checkpoint, source.pretrained, shipped=source.pretrained, **source.loading())
     recipe = loaded.recipe
-    timesteps = timesteps or recipe.timesteps
+    real_weights = loaded.stage == "ann" and loaded.source != "random initialization"
+    finetune_settings = get_recipe(source.name).finetune_settings if real_weights else {}
+    spec = replace(spec, timesteps=spec.timesteps or recipe.timesteps,
+                   epochs=finetune_settings.get("epochs", 0) if spec.epochs is None else spec.epochs)
+    data, limit, timesteps, epochs = spec.data.name, spec.data.limit, spec.timesteps, spec.epochs
+    calibration, neuron, masks, modes = spec.calibration, spec.neuron, spec.masks, list(spec.modes)
     out_dir = Path(out)
-    test = eval_loader(recipe, data, batch_size, limit)
+    test = eval_loader(recipe, data, spec.data.batch_size, limit)
     original_acc = evaluate(loaded.model.to(device), test, device=device) if loaded.stage == "ann" else None
     training = None
-    real_weights = loaded.stage == "ann" and loaded.source != "random initialization"
-    finetune_settings = get_recipe(model_name).finetune_settings if real_weights else {}
-    epochs = finetune_settings.get("epochs", 0) if epochs is None else epochs
     if epochs > 0:
         settings = {**finetune_settings, "epochs": epochs}
         model, config, training = finetune(loaded, data, TrainConfig(**settings), calibration,
-                                           out_dir / "prepared.pt", device, progress, prepare_config,
+                                           out_dir / "prepared.pt", device, progress, spec.prepare,
                                            val_samples=limit, masks=masks)
         prepared = training["preparation"]
     else:
-        model, config, prepared = ensure_prepared(loaded, data, calibration, device, progress, prepare_config)
+        model, config, prepared = ensure_prepared(loaded, data, calibration, device, progress, spec.prepare)
         if masks is not None:
             model, config = prepare_masked(model, masks), replace(config, masks=masks)
         if prepared is not None or masks is not None:
@@ -538,22 +537,22 @@ def run(model_name: str, timesteps: int | None, data: str, checkpoint: str | Non
     progress_files = [out_dir / f"simulation_{mode}.progress.pt" for mode in modes]
     snns = {mode: convert(model, mode, neuron) for mode in modes}
     calibrations = {}
-    if correction is not None:
+    if spec.correction is not None:
         images, _ = calibration_batch(calibration_loader(recipe, data), calibration.num_samples)
-        calibrations = {mode: calibrate_snn(snn, model, images.to(device), timesteps, correction, [timesteps],
+        calibrations = {mode: calibrate_snn(snn, model, images.to(device), timesteps, spec.correction, [timesteps],
                                             "ann" if untrained_ann else "qcfs", progress)
                         for mode, snn in snns.items()}
     sims = {mode: simulate_and_summarize(snn, recipe, test, timesteps, ann_acc["QCFS ANN"], device, progress, path,
-                                         costs, agreement, simulation)
+                                         spec.costs, agreement, spec.simulation)
             for (mode, snn), path in zip(snns.items(), progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
               "weights_loading": loaded.metadata.get("loading") or None, "preparation": prepared,
               "masks": config.masks.describe() if config.masks else None,
               "route": "calibration only (no training)" if untrained_ann else None,
               "training": training, "ann_accuracy": ann_acc, "snn_calibration": calibrations or None,
-              "energy_costs_pj": asdict(costs),
-              "ann_energy_uj_per_sample": ann_energy_uj_per_sample(next(iter(snns.values())), costs),
-              "simulations": sims,
+              "energy_costs_pj": asdict(spec.costs),
+              "ann_energy_uj_per_sample": ann_energy_uj_per_sample(next(iter(snns.values())), spec.costs),
+              "simulations": sims, "spec": spec.to_dict(),
               "seconds": round(time.perf_counter() - start, 1)}
     finish_report(report, out_dir, progress_files)
     return report

@@ -325,3 +325,36 @@ def test_calibrate_corrects_reports_per_layer_and_writes_a_converted_checkpoint(
               for run in (r, dense)}
     assert "(event-driven)" in r.output and "(dense)" in dense.output  # count coding: event-driven by default
     assert energy[r] < energy[dense]
+
+
+def test_every_report_stores_its_run_spec_and_reruns_from_it(tmp_path):
+    from snnconvert.errors import ArgumentError
+    from snnconvert.spec import RunSpec
+
+    first = tmp_path / "first"
+    _invoke("resnet_nano", "-T", "3", "--limit", "16", "--coding", "count", "--neuron", "signed-if", "--quiet",
+            "--out", str(first))
+    report = json.loads((first / "report.json").read_text())
+    spec = report["spec"]
+    assert spec["model"]["name"] == "resnet_nano" and spec["timesteps"] == 3 and spec["epochs"] == 0  # resolved
+    assert spec["neuron"] == {"neuron": "signed-if", "max_spikes": 1, "coding": "count"} and spec["data"]["limit"] == 16
+    again = tmp_path / "again"
+    _invoke("run", "--config", str(first / "report.json"), "--quiet", "--out", str(again))
+    rerun = json.loads((again / "report.json").read_text())
+    for key in ("spec", "ann_accuracy", "preparation", "energy_costs_pj"):
+        assert rerun[key] == report[key]
+    sims = [next(iter(r["simulations"].values())) for r in (report, rerun)]
+    assert all(a[k] == b[k] for a, b in [sims] for k in ("accuracy_per_step", "energy_uj_per_sample", "ops"))
+    # a spec of one's own, in YAML: what it leaves out takes the defaults, resolved by the run
+    (tmp_path / "spec.yaml").write_text("model: {name: resnet_nano}\ndata: {limit: 8}\nneuron: {coding: count}\n")
+    own = tmp_path / "own"
+    _invoke("--config", str(tmp_path / "spec.yaml"), "--quiet", "--out", str(own))
+    resolved = json.loads((own / "report.json").read_text())["spec"]
+    assert resolved["timesteps"] == get_recipe("resnet_nano").timesteps and resolved["neuron"]["coding"] == "count"
+    # bad specs and mixed command lines are refused, naming the problem
+    (tmp_path / "bad.yaml").write_text("model: {name: resnet_nano}\nneurons: {coding: count}\n")
+    with pytest.raises(ArgumentError, match="unknown field.*neurons"):
+        RunSpec.read(tmp_path / "bad.yaml")
+    done = _entry("run", "--config", str(first / "report.json"), "-T", "5", "--out", str(tmp_path / "mixed"))
+    assert done.returncode != 0 and "drop --timesteps" in done.stderr
+    assert RunSpec.from_dict(spec) == RunSpec.read(first / "report.json")
