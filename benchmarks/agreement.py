@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from snnconvert import pipeline
+from snnconvert import workflow
 from snnconvert.convert import NeuronConfig, convert
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.runtime import simulate
@@ -34,8 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     adapt = {"adapt": {"num_classes": args.num_classes, "input_size": args.input_size, "classes": None}}
-    ann = pipeline.load(args.model, args.ann, **adapt).model.eval()
-    prepared = pipeline.load(args.model, args.prepared, **adapt)
+    ann = workflow.load(args.model, args.ann, **adapt).model.eval()
+    prepared = workflow.load(args.model, args.prepared, **adapt)
     x, y = next(iter(make_loader(load_dataset("embedded", "test", prepared.recipe.input_spec), args.limit)))
     snn = convert(prepared.model, neuron=NeuronConfig(args.neuron, coding=args.coding))
     result = simulate(snn, x, y, timesteps=args.timesteps, reference=ann)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from snnconvert import pipeline
+from snnconvert import workflow
 from snnconvert.direct import ENCODERS, NODES, SURROGATES
 from snnconvert.model_zoo import direct_config, get_recipe
 from snnconvert.train import TrainConfig
@@ -47,7 +47,7 @@ def main() -> None:
     rows = []
     for label, config in variants:
         folder = Path(args.out) / label.replace(" ", "_")
-        report = pipeline.direct_train(args.model, args.data, config, train, str(folder), args.limit, 256, "cpu",
+        report = workflow.direct_train(args.model, args.data, config, train, str(folder), args.limit, 256, "cpu",
                                        progress=False)
         sim = report["simulations"]["direct"]
         spike_percent = sum(l["spike_percent"] for l in sim["layers"]) / max(1, len(sim["layers"]))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from snnconvert import pipeline
+from snnconvert import workflow
 from snnconvert.model_zoo import direct_config, get_recipe
 from snnconvert.train import TrainConfig
 
@@ -39,7 +39,7 @@ def _run(name: str, config, train: TrainConfig, args) -> dict:
     if (out / "report.json").exists():
         report = json.loads((out / "report.json").read_text())
     else:
-        report = pipeline.direct_train(MODEL, args.data, config, train, str(out), args.limit, 256, "cpu",
+        report = workflow.direct_train(MODEL, args.data, config, train, str(out), args.limit, 256, "cpu",
                                        progress=False)
     sim = report["simulations"]["direct"]
     steps = report["dynamic_timesteps"]

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from snnconvert import pipeline
+from snnconvert import workflow
 from snnconvert.convert import NeuronConfig
 from snnconvert.model_zoo import get_recipe, shipped_checkpoint
 from snnconvert.report.early_exit import exit_rows
@@ -39,8 +39,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; T_max = {args.timesteps}, {args.data}")
     for name in args.models.split(","):
         recipe = get_recipe(name)
-        snn = pipeline.load_snn(name, str(shipped_checkpoint(recipe)), "compensated", NeuronConfig()).snn
-        loader = pipeline.eval_loader(recipe, args.data, args.batch_size, args.limit)
+        snn = workflow.load_snn(name, str(shipped_checkpoint(recipe)), "compensated", NeuronConfig()).snn
+        loader = workflow.eval_loader(recipe, args.data, args.batch_size, args.limit)
         trace = ExitTrace()
         start = time.perf_counter()
         full = simulate(snn, loader, timesteps=args.timesteps, metrics="basic", trace=trace)

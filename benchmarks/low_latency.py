@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from snnconvert import pipeline
+from snnconvert import workflow
 from snnconvert.calibrate import CalibrationConfig, CorrectionConfig
 from snnconvert.convert import NeuronConfig, convert
 from snnconvert.prepare import PrepareConfig
@@ -83,10 +83,10 @@ def _row(label: str, accuracy: dict[int, float], agreement: dict[int, float]) ->
 
 
 def cnn(limit: int | None, batch_size: int, routes: list[int] | None) -> dict:
-    loaded = pipeline.load("resnet_nano", str(_ensure_ann()))
-    test = pipeline.eval_loader(loaded.recipe, DATA, batch_size, limit)
+    loaded = workflow.load("resnet_nano", str(_ensure_ann()))
+    test = workflow.eval_loader(loaded.recipe, DATA, batch_size, limit)
     ann_accuracy = evaluate(loaded.model, test)
-    images, _ = pipeline.calibration_batch(pipeline.calibration_loader(loaded.recipe, DATA), 256)
+    images, _ = workflow.calibration_batch(workflow.calibration_loader(loaded.recipe, DATA), 256)
     print(f"\nresnet_nano ANN (plain ReLU, {ANN.name}): {ann_accuracy:.2f} % on {len(test.dataset)} test images; "
           "calibration on 256 training images, no training")
     print("accuracy % / agreement with the ANN % at T =", ", ".join(map(str, CNN_STEPS)))
@@ -97,7 +97,7 @@ def cnn(limit: int | None, batch_size: int, routes: list[int] | None) -> dict:
         if routes and number not in routes:
             continue
         start = time.perf_counter()
-        prepared, _, _ = pipeline.ensure_prepared(loaded, DATA, route.thresholds, "cpu", False,
+        prepared, _, _ = workflow.ensure_prepared(loaded, DATA, route.thresholds, "cpu", False,
                                                   PrepareConfig.calibration_only(route.levels))
         accuracy, agreement = {}, {}
         if route.correction is None:  # one run gives every t
@@ -108,7 +108,7 @@ def cnn(limit: int | None, batch_size: int, routes: list[int] | None) -> dict:
         else:
             for t in CORRECTED_STEPS:
                 snn = convert(prepared, "compensated", route.neuron)
-                pipeline.calibrate_snn(snn, prepared, images, t, CorrectionConfig(route.correction), [], "ann")
+                workflow.calibrate_snn(snn, prepared, images, t, CorrectionConfig(route.correction), [], "ann")
                 result = simulate(snn, test, timesteps=t, reference=loaded.model)
                 accuracy[t], agreement[t] = result.accuracy[-1], result.agreement[-1]
         print(_row(route.label, accuracy, agreement) + f"  ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -134,13 +134,13 @@ def _count_runs(snn_of, test, reference, qcfs: float, label: str) -> list[dict]:
 def transformers(models: list[str], limit: int | None, iso_limit: int, max_if_steps: int, batch_size: int) -> dict:
     found = {}
     for name in models:
-        loaded = pipeline.load(name, None)
+        loaded = workflow.load(name, None)
         qcfs_ann = loaded.model.eval()
 
         def snn_of(neuron):
             return convert(qcfs_ann, "compensated", neuron)
 
-        test = pipeline.eval_loader(loaded.recipe, DATA, batch_size, limit)
+        test = workflow.eval_loader(loaded.recipe, DATA, batch_size, limit)
         qcfs = evaluate(qcfs_ann, test)
         print(f"\n{name}: QCFS ANN (L = {loaded.prepare_config.levels}) {qcfs:.2f} % on {len(test.dataset)} test images")
         print("| model | neurons | T | accuracy % | gap (points) | agreement with the QCFS ANN % | spikes/image | "
@@ -148,7 +148,7 @@ def transformers(models: list[str], limit: int | None, iso_limit: int, max_if_st
         print("|---|---|---|---|---|---|---|---|")
         count = _count_runs(snn_of, test, qcfs_ann, qcfs, name)
 
-        subset = pipeline.eval_loader(loaded.recipe, DATA, batch_size, iso_limit)
+        subset = workflow.eval_loader(loaded.recipe, DATA, batch_size, iso_limit)
         qcfs_subset = evaluate(qcfs_ann, subset)
         print(f"\n{name}, first {iso_limit} test images (QCFS ANN {qcfs_subset:.2f} %): count coding next to the plain "
               f"IF neuron (rate coding, ≤ 1 spike/step) at the first T ≤ {max_if_steps} as accurate")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snnconvert import pipeline
+from snnconvert import workflow
 from snnconvert.convert import NeuronConfig
 from snnconvert.export.parity import parity
 from snnconvert.export.session import OnnxStep
@@ -37,7 +37,7 @@ def load(name: str):
     if path is None:  # a directly trained model without shipped weights: random ones
         torch.manual_seed(0)
         return build_spiking_classifier(recipe, direct_config(recipe)).for_inference(recipe.example_batch()), recipe
-    loaded = pipeline.load_snn(name, str(path), "compensated", NeuronConfig())
+    loaded = workflow.load_snn(name, str(path), "compensated", NeuronConfig())
     return loaded.snn, loaded.recipe
 
 
@@ -63,9 +63,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models.split(","):
             snn, recipe = load(name)
-            images, _ = next(iter(pipeline.eval_loader(recipe, "embedded", args.images, args.images)))
+            images, _ = next(iter(workflow.eval_loader(recipe, "embedded", args.images, args.images)))
             path = Path(scratch) / f"{name}.onnx"
-            pipeline.export_snn(snn, path, recipe.example_batch(), pipeline.model_metadata(recipe, args.timesteps))
+            workflow.export_snn(snn, path, recipe.example_batch(), workflow.model_metadata(recipe, args.timesteps))
             for start, forced in ((0, False), (args.start, False), (0, True)):
                 p = parity(snn, path, images, args.timesteps, start, forced)
                 how = "each step from PyTorch's state" if forced else f"free-running from t={start}"

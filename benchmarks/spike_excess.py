@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from snnconvert import pipeline
+from snnconvert import workflow
 from snnconvert.convert import NeuronConfig
 from snnconvert.runtime import reset_states
 from snnconvert.runtime.neurons import IFNeuron
@@ -31,10 +31,10 @@ def main() -> None:
     args = parser.parse_args()
     neuron = NeuronConfig(neuron="signed-if", coding="count")
     if args.checkpoint is None:
-        loaded = pipeline.load(args.model, None)
-        snn, recipe = pipeline.convert(loaded.model, "compensated", neuron), loaded.recipe
+        loaded = workflow.load(args.model, None)
+        snn, recipe = workflow.convert(loaded.model, "compensated", neuron), loaded.recipe
     else:
-        loaded = pipeline.load_snn(args.model, args.checkpoint, "compensated", neuron)
+        loaded = workflow.load_snn(args.model, args.checkpoint, "compensated", neuron)
         snn, recipe = loaded.snn, loaded.recipe
     snn.eval()
     sent: dict[str, float] = {}
@@ -52,7 +52,7 @@ def main() -> None:
             module.register_forward_hook(count(name))
     kept: dict[str, float] = {}
     with torch.no_grad():
-        for images, _ in pipeline.eval_loader(recipe, "embedded", 100, args.limit):
+        for images, _ in workflow.eval_loader(recipe, "embedded", 100, args.limit):
             reset_states(snn)
             net.clear()
             for _ in range(args.timesteps):

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import torch
 
-from snnconvert import distributed, pipeline
+from snnconvert import distributed, workflow
 from snnconvert.calibrate import (CORRECTIONS, METHODS, REFERENCES, CalibrationConfig, CorrectionConfig,
                                   calibrate_batchnorm, calibrate_thresholds)
 from snnconvert.convert import MODES, NeuronConfig, convert, float_operations
@@ -263,7 +263,7 @@ class _Size(click.ParamType):
 
 
 def _model_adaptation(num_classes, input_size, class_map, remap_keys, **_other_options) -> dict:
-    """``pipeline.load`` arguments from the model options."""
+    """``workflow.load`` arguments from the model options."""
     classes = None
     if class_map:
         text = Path(class_map).read_text()
@@ -454,7 +454,7 @@ def _only_with_config(model: str | None) -> None:
 
 
 def _run(spec: RunSpec, out: str, device: str, quiet: bool) -> None:
-    report = pipeline.run(spec, out, device, progress=not quiet and distributed.is_main())
+    report = workflow.run(spec, out, device, progress=not quiet and distributed.is_main())
     if distributed.is_main():
         _print_summary(report, out)
 
@@ -545,13 +545,13 @@ def prepare_cmd(model, checkpoint, pretrained, out, device, threads, quiet, **pr
     sites, no dropout) and save it uncalibrated. Prints every change it made; lists every op it
     cannot convert."""
     device = _setup(threads, device)
-    loaded = pipeline.load(model, checkpoint, pretrained, shipped=False, **_model_adaptation(**prepare_options))
+    loaded = workflow.load(model, checkpoint, pretrained, shipped=False, **_model_adaptation(**prepare_options))
     _print_loading(loaded)
     if loaded.stage == "prepared":
         raise SnnConvertError(f"{checkpoint} is already prepared: calibrate, train or convert it instead")
     config = _prepare_config(model, **prepare_options)
     prepared, report = prepare_with_report(loaded.model, loaded.recipe.example_batch(), config)
-    pipeline.save_prepared(out, prepared, loaded.recipe, config)
+    workflow.save_prepared(out, prepared, loaded.recipe, config)
     for line in report.lines():
         click.echo(f"  {line}")
     click.echo(f"prepared {model}: {len(qcfs_modules(prepared))} QCFS sites, L = {config.levels} → {out} "
@@ -582,16 +582,16 @@ def train_cmd(model, checkpoint, ann, **options):
     device = _setup(options["threads"], options["device"])
     config = _train_config({}, options)
     torch.manual_seed(config.seed)
-    loaded = pipeline.load(model, checkpoint, pretrained=False, shipped=False, **_model_adaptation(**options))
+    loaded = workflow.load(model, checkpoint, pretrained=False, shipped=False, **_model_adaptation(**options))
     _print_loading(loaded)
     progress = not options["quiet"] and distributed.is_main()
     if ann:
         if loaded.stage != "ann":
             raise SnnConvertError(f"--ann trains an unprepared ANN, but {checkpoint} is {loaded.stage}")
-        record = pipeline.train(loaded.model, loaded.recipe, None, options["data"], config, options["out"], device,
+        record = workflow.train(loaded.model, loaded.recipe, None, options["data"], config, options["out"], device,
                                 progress, options["resume"], options["limit"])
     else:
-        _, _, record = pipeline.finetune(loaded, options["data"], config, _calibration(**options), options["out"],
+        _, _, record = workflow.finetune(loaded, options["data"], config, _calibration(**options), options["out"],
                                          device, progress, _prepare_config(model, **options),
                                          resume=options["resume"], val_samples=options["limit"])
     _train_summary(record, "trained", model, options["out"])
@@ -615,7 +615,7 @@ def finetune_cmd(model, checkpoint, **options):
     too (one process per core or GPU)."""
     device = _setup(options["threads"], options["device"])
     masks = _mask_config(**options)
-    loaded = pipeline.load(model, checkpoint, pretrained=True, shipped=False, **_model_adaptation(**options))
+    loaded = workflow.load(model, checkpoint, pretrained=True, shipped=False, **_model_adaptation(**options))
     _print_loading(loaded)
     if loaded.stage != "ann" and masks is None and not any(options[kind.option] for kind in ROUTE_SITES):
         raise SnnConvertError(f"finetune starts from a trained ANN, but {loaded.source} is {loaded.stage}: pass the "
@@ -624,7 +624,7 @@ def finetune_cmd(model, checkpoint, **options):
                               "training it")
     config = _train_config(get_recipe(model).finetune_settings, options)
     torch.manual_seed(config.seed)
-    _, _, record = pipeline.finetune(loaded, options["data"], config, _calibration(**options), options["out"], device,
+    _, _, record = workflow.finetune(loaded, options["data"], config, _calibration(**options), options["out"], device,
                                      not options["quiet"] and distributed.is_main(), _prepare_config(model, **options),
                                      options["resume"], options["limit"], masks)
     if record["teacher_accuracy"] is not None:
@@ -669,14 +669,14 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
     printed. With --correct the model is also converted and each layer's mean conversion error at T
     removed, layer by layer, by a bias or the initial potential (Li et al. 2021)."""
     device = _setup(threads, device)
-    loaded = pipeline.load(model, checkpoint, **_model_adaptation(**options))
+    loaded = workflow.load(model, checkpoint, **_model_adaptation(**options))
     _print_loading(loaded)
     calibration = _calibration(calib_samples, calib_method, percentile, granularity)
-    prepared, config, record = pipeline.ensure_prepared(loaded, data, calibration, device, not quiet,
+    prepared, config, record = workflow.ensure_prepared(loaded, data, calibration, device, not quiet,
                                                         _prepare_config(model, **options))
     if record is not None:
         _print_preparation(record)
-    loader = pipeline.calibration_loader(loaded.recipe, data)
+    loader = workflow.calibration_loader(loaded.recipe, data)
     if loaded.stage == "prepared":
         if batchnorm:
             calibrate_batchnorm(prepared, loader, calib_samples, device, not quiet)
@@ -686,8 +686,8 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
     if correction is not None or show_report:
         timesteps = timesteps or loaded.recipe.timesteps
         snn = convert(prepared, "compensated", neuron)
-        images, _ = pipeline.calibration_batch(loader, calib_samples)
-        snn_record = pipeline.calibrate_snn(snn, prepared, images.to(device), timesteps, correction,
+        images, _ = workflow.calibration_batch(loader, calib_samples)
+        snn_record = workflow.calibrate_snn(snn, prepared, images.to(device), timesteps, correction,
                                             list(error_at) or [timesteps] if show_report else [],
                                             reference or ("ann" if loaded.stage == "ann" else "qcfs"), not quiet)
         if show_report:
@@ -696,11 +696,11 @@ def calibrate_cmd(model, checkpoint, data, calib_samples, calib_method, percenti
                 _echo(line)
     what = f"{calib_method}, {granularity}-wise, {calib_samples} samples"
     if correction is not None:
-        pipeline.save_converted(out, snn, loaded.recipe, config, "compensated", neuron, snn_record)
+        workflow.save_converted(out, snn, loaded.recipe, config, "compensated", neuron, snn_record)
         _echo(f"calibrated ({what}), converted ({neuron.describe()}) and {correction.method}-corrected for "
               f"T={timesteps} → {out} (a converted checkpoint: `snnconvert simulate {model} --checkpoint {out}`)")
     else:
-        pipeline.save_prepared(out, prepared, loaded.recipe, config)
+        workflow.save_prepared(out, prepared, loaded.recipe, config)
         _echo(f"calibrated {model} ({what}) → {out}")
 
 
@@ -717,12 +717,12 @@ def convert_cmd(model, checkpoint, mode, out, device, threads, quiet, **options)
     """Convert a prepared MODEL to an SNN (IF neurons, folded BatchNorm, spike-correct attention)
     and list the operations that still run in floating point."""
     device = _setup(threads, device)
-    loaded = pipeline.load(model, checkpoint)
+    loaded = workflow.load(model, checkpoint)
     if loaded.stage != "prepared":
         raise SnnConvertError("convert needs a prepared checkpoint: run `snnconvert calibrate` or `train` first")
     neuron = _neuron_config(**options)
     snn = convert(loaded.model, mode, neuron)
-    pipeline.save_converted(out, snn, loaded.recipe, loaded.prepare_config, mode, neuron)
+    workflow.save_converted(out, snn, loaded.recipe, loaded.prepare_config, mode, neuron)
     ops = float_operations(snn)
     click.echo(f"converted {model} ({mode}, {neuron.describe()}) → {out}")
     click.echo(f"{len(ops)} operations run in floating point:")
@@ -767,7 +767,7 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, e
     if exported and backend == "torch":
         raise click.BadParameter(f"{model} is an ONNX step: it runs with --backend onnxruntime", param_hint="--backend")
     simulation = _simulation(**options)
-    exits = pipeline.Exits(_exit_rules(exit_rule, "--exit")[0] if exit_rule else None,
+    exits = workflow.Exits(_exit_rules(exit_rule, "--exit")[0] if exit_rule else None,
                            tuple(_exit_rules(exit_curve, "--early-exit")) if exit_curve else ())
     if exits.rule is not None and exits.curve:
         raise click.BadParameter("--early-exit runs every image T steps to evaluate its rules offline; --exit stops "
@@ -788,9 +788,9 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, e
             path = model
             if not exported:
                 path = str(Path(scratch) / f"{model}.onnx")
-                pipeline.export(model, checkpoint, "snn", path, mode=mode, neuron=_neuron_config(**options),
+                workflow.export(model, checkpoint, "snn", path, mode=mode, neuron=_neuron_config(**options),
                                 timesteps=timesteps)
-            sim, recipe = pipeline.simulate_exported(path, data, timesteps, batch_size, limit, not quiet,
+            sim, recipe = workflow.simulate_exported(path, data, timesteps, batch_size, limit, not quiet,
                                                      progress_file, costs, simulation.metrics, exits)
             metadata = read_metadata(path)
             weights, neuron, mode, timesteps = path, metadata["neuron"], metadata["attention"], sim["timesteps"]
@@ -798,11 +798,11 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, e
             weights = checkpoint or shipped_checkpoint(get_recipe(model))
             if weights is None:
                 raise SnnConvertError(f"{model} has no shipped checkpoint: pass --checkpoint FILE")
-            loaded = pipeline.load_snn(model, str(weights), mode, _neuron_config(**options))
+            loaded = workflow.load_snn(model, str(weights), mode, _neuron_config(**options))
             recipe, neuron, mode = loaded.recipe, loaded.neuron, loaded.mode
             timesteps = timesteps or recipe.timesteps
-            test = pipeline.eval_loader(recipe, data, batch_size, limit)
-            sim = pipeline.simulate_and_summarize(loaded.snn, recipe, test, timesteps, None, device, not quiet,
+            test = workflow.eval_loader(recipe, data, batch_size, limit)
+            sim = workflow.simulate_and_summarize(loaded.snn, recipe, test, timesteps, None, device, not quiet,
                                                   progress_file, costs, options=simulation, exits=exits)
     if sim["resumed_from_batch"]:
         _echo(f"resumed after {sim['resumed_from_batch']} batches")
@@ -813,7 +813,7 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, e
           f"{backend}); energy per sample: {sim['energy_uj_per_sample']:.3f} µJ ({sim['energy_accounting']})")
     for line in convention_table(sim["energy_conventions"]) if sim.get("energy_conventions") else ():
         _echo(line)
-    header = pipeline.report_header(recipe, str(weights), data, None, timesteps, neuron)
+    header = workflow.report_header(recipe, str(weights), data, None, timesteps, neuron)
     if exits.curve:
         exit_report = {**header, "samples": sim["samples"], "accuracy_per_step": sim["accuracy_per_step"],
                        "rows": sim["early_exit"]}
@@ -822,7 +822,7 @@ def simulate_cmd(model, checkpoint, timesteps, data, mode, backend, exit_rule, e
     if out:
         report = {**header, "backend": backend, "ann_accuracy": {}, "energy_costs_pj": asdict(costs),
                   "simulations": {mode: sim}}
-        pipeline.finish_report(report, Path(out), [progress_file])
+        workflow.finish_report(report, Path(out), [progress_file])
         if exits.curve and distributed.is_main():
             write_early_exit_report(exit_report, out)
         _echo(f"report: {Path(out) / 'report.md'}")
@@ -852,7 +852,7 @@ def export_cmd(model, checkpoint, what, fmt, out, timesteps, mode, device, threa
     (run it with `snnconvert simulate FILE.onnx`), or its ANN. The metadata says what it is, its
     input, classes, neurons, T and how to build the initial state."""
     _setup(threads, device)
-    written = pipeline.export(model, checkpoint, what, out, fmt, mode, _neuron_config(**options), timesteps)
+    written = workflow.export(model, checkpoint, what, out, fmt, mode, _neuron_config(**options), timesteps)
     click.echo(f"exported the {written['what']} of {model} → {written['out']} (ONNX opset {written['opset']}, "
                f"{written['inputs']} inputs, {written['outputs']} outputs, {written['bytes'] / 1e6:.2f} MB)")
 
@@ -921,7 +921,7 @@ def mask_sweep_cmd(model, checkpoint, ratios, targets, block_ratio, timesteps, d
         given = {"epochs": finetune_epochs, "lr": lr, "distill_alpha": alpha, "warmup_epochs": warmup_epochs}
         finetune = TrainConfig(**{**get_recipe(model).finetune_settings,
                                   **{k: v for k, v in given.items() if v is not None}})
-    report = pipeline.mask_sweep(model, checkpoint, data, timesteps, targets, _floats(ratios), block_ratio,
+    report = workflow.mask_sweep(model, checkpoint, data, timesteps, targets, _floats(ratios), block_ratio,
                                  _neuron_config(**options),
                                  limit, batch_size, out, device, not quiet and distributed.is_main(), seed,
                                  EnergyCosts(e_ac, e_mac), finetune, SimulationOptions(event_driven=options["event_driven"]))
@@ -986,7 +986,7 @@ def direct_train_cmd(model, timesteps, neuron, surrogate, encoding, tau, reset, 
     train_config = _train_config(recipe.direct.get("train", {}), options)
     if train_config.distill_alpha > 0:
         raise SnnConvertError("direct training has no teacher to distill from: leave --alpha at 0")
-    report = pipeline.direct_train(model, options["data"], config, train_config, out, options["limit"],
+    report = workflow.direct_train(model, options["data"], config, train_config, out, options["limit"],
                                    sim_batch_size, device, not options["quiet"] and distributed.is_main(),
                                    EnergyCosts(e_ac, e_mac))
     if distributed.is_main():
@@ -1055,7 +1055,7 @@ def zoo_build(name, data, out, device, threads, quiet) -> None:
     """Reproduce NAME's shipped checkpoint from scratch as its build plan says (`zoo show NAME`):
     train the ANN, then prepare, calibrate and fine-tune (with distillation) the QCFS model."""
     device = _setup(threads, device)
-    record = pipeline.build(name, out, data, device, not quiet and distributed.is_main())
+    record = workflow.build(name, out, data, device, not quiet and distributed.is_main())
     checkpoint = Path(out) / get_recipe(name).checkpoint
     _echo(json.dumps(record["history"][-1]))
     _echo(f"built {name} → {checkpoint} (record: {checkpoint.with_suffix('.json')}); to ship it, copy both "

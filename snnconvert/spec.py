@@ -1,6 +1,6 @@
 """The typed specification of a run of the whole pipeline (``snnconvert MODEL``): the model and its
 weights, the data, and the configs of every stage. Built once from the command line (or read from
-a file), it is what :func:`snnconvert.pipeline.run` runs; the run resolves what the weights decide
+a file), it is what :func:`snnconvert.workflow.run` runs; the run resolves what the weights decide
 (T and the fine-tuning epochs from the recipe) and stores the resolved spec in its report, so that
 ``snnconvert run --config report.json`` (or a spec of one's own in YAML or JSON) reruns it exactly.
 """
@@ -47,7 +47,7 @@ class ModelSource:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def loading(self) -> dict[str, Any]:
-        """:func:`snnconvert.pipeline.load`'s ``adapt`` and ``remap``."""
+        """:func:`snnconvert.workflow.load`'s ``adapt`` and ``remap``."""
         return {"adapt": {"num_classes": self.num_classes, "input_size": self.input_size, "classes": self.classes},
                 "remap": self.remap}
 

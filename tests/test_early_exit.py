@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from snnconvert import pipeline
+from snnconvert import workflow
 from snnconvert.convert import NeuronConfig
 from snnconvert.errors import SnnConvertError
 from snnconvert.model_zoo import get_recipe, shipped_checkpoint
@@ -36,7 +36,7 @@ def test_exit_steps_by_hand():
 def test_early_exit_drops_samples_and_equals_the_offline_curve():
     # the shipped vit_nano (trained: its confidence grows over the steps), in float64 so that the
     # batch a sample runs in does not change its rounding
-    loaded = pipeline.load_snn("vit_nano", str(shipped_checkpoint(get_recipe("vit_nano"))), "compensated",
+    loaded = workflow.load_snn("vit_nano", str(shipped_checkpoint(get_recipe("vit_nano"))), "compensated",
                                NeuronConfig())
     snn = loaded.snn.double()
     x, y = images(SPEC_28, 32)
@@ -81,7 +81,7 @@ def test_command_line_early_exit(tmp_path):
 
 
 def test_an_interrupted_traced_run_resumes_to_the_same_curve(tmp_path):
-    snn = pipeline.load_snn("vit_nano", str(shipped_checkpoint(get_recipe("vit_nano"))), "compensated",
+    snn = workflow.load_snn("vit_nano", str(shipped_checkpoint(get_recipe("vit_nano"))), "compensated",
                             NeuronConfig()).snn
     x, y = images(SPEC_28, 24)
     batches = list(zip(x.split(8), y.split(8)))
@@ -99,7 +99,7 @@ def test_an_interrupted_traced_run_resumes_to_the_same_curve(tmp_path):
 @pytest.fixture(scope="module")
 def counted_vit():
     """The shipped vit_nano, count-coded signed IF (k = 1), in float64, on 32 test images."""
-    loaded = pipeline.load_snn("vit_nano", str(shipped_checkpoint(get_recipe("vit_nano"))), "compensated",
+    loaded = workflow.load_snn("vit_nano", str(shipped_checkpoint(get_recipe("vit_nano"))), "compensated",
                                NeuronConfig("signed-if", coding="count"))
     x, y = images(SPEC_28, 32)
     return loaded.snn.double(), x.double(), y
@@ -138,7 +138,7 @@ def test_count_coded_confidence_reads_the_total_as_the_estimate():
 
 
 def test_quiet_exit_refuses_models_it_is_not_exact_on():
-    loaded = pipeline.load_snn("vit_nano", str(shipped_checkpoint(get_recipe("vit_nano"))), "compensated",
+    loaded = workflow.load_snn("vit_nano", str(shipped_checkpoint(get_recipe("vit_nano"))), "compensated",
                                NeuronConfig())
     x, y = images(SPEC_28, 4)
     with pytest.raises(SnnConvertError, match="rate coding"):

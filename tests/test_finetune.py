@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from snnconvert import pipeline
+from snnconvert import workflow
 from snnconvert.calibrate import CalibrationConfig
 from snnconvert.convert import convert
 from snnconvert.prepare import MaskConfig, PrepareConfig, qcfs_modules, spike_masks
@@ -99,9 +99,9 @@ def test_mlp_batchnorm_starts_as_identity_and_folds_away():
 def test_finetune_starts_from_the_teacher_and_records_it(tmp_path):
     recipe = get_recipe("swin_nano")
     torch.manual_seed(0)
-    ann = LoadedModel(pipeline.build_ann(recipe), recipe, "ann", None, "test ANN", {})
+    ann = LoadedModel(workflow.build_ann(recipe), recipe, "ann", None, "test ANN", {})
     config = TrainConfig(epochs=1, batch_size=100, lr=1e-3, distill_alpha=0.5, temperature=2.0)
-    model, prep, record = pipeline.finetune(ann, "embedded", config, CalibrationConfig(num_samples=64),
+    model, prep, record = workflow.finetune(ann, "embedded", config, CalibrationConfig(num_samples=64),
                                             tmp_path / "ft.pt", "cpu", False, val_samples=200)
     assert record["distilled"] and record["started_from"] == "test ANN" and prep.levels == recipe.levels
     assert record["teacher_accuracy"] is not None and len(record["history"]) == 1
@@ -109,14 +109,14 @@ def test_finetune_starts_from_the_teacher_and_records_it(tmp_path):
     assert torch.allclose(model.get_submodule("patch_embed.proj").weight, ann.model.patch_embed.proj.weight, atol=0.05)
     on_disk = json.loads((tmp_path / "ft.json").read_text())
     assert on_disk["config"]["distill_alpha"] == 0.5 and on_disk["resumed_from"] is None
-    assert pipeline.load("swin_nano", str(tmp_path / "ft.pt")).stage == "prepared"
+    assert workflow.load("swin_nano", str(tmp_path / "ft.pt")).stage == "prepared"
 
 
 def test_spiking_probabilities_are_fine_tuned_against_the_prepared_model_as_it_came(tmp_path):
-    loaded = pipeline.load("vit_nano", None)  # the shipped prepared model: real-valued probabilities
+    loaded = workflow.load("vit_nano", None)  # the shipped prepared model: real-valued probabilities
     config = TrainConfig(epochs=1, batch_size=100, lr=5e-4, warmup_epochs=0, distill_alpha=0.5, train_samples=200)
     torch.manual_seed(0)
-    student, prep, record = pipeline.finetune(loaded, "embedded", config, CalibrationConfig(num_samples=32),
+    student, prep, record = workflow.finetune(loaded, "embedded", config, CalibrationConfig(num_samples=32),
                                               tmp_path / "p.pt", "cpu", False,
                                               PrepareConfig(spike_probabilities=True), val_samples=100)
     assert record["teacher"] == "prepared model without QCFS on attention probabilities" and record["distilled"]
@@ -124,33 +124,33 @@ def test_spiking_probabilities_are_fine_tuned_against_the_prepared_model_as_it_c
     sites = [n for n, q in qcfs_modules(student).items() if q.role == "probabilities"]
     assert len(sites) == 4 and not any(q.role == "probabilities" for q in qcfs_modules(loaded.model).values())
     assert not torch.equal(student.head.weight, loaded.model.head.weight)  # the student trained
-    assert pipeline.load("vit_nano", str(tmp_path / "p.pt")).prepare_config.spike_probabilities
+    assert workflow.load("vit_nano", str(tmp_path / "p.pt")).prepare_config.spike_probabilities
 
 
 def test_masked_finetune_distills_from_the_unmasked_model(tmp_path):
-    loaded = pipeline.load("vit_nano", None)  # the shipped prepared model
+    loaded = workflow.load("vit_nano", None)  # the shipped prepared model
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     masks = MaskConfig({"mlp": 0.5}, seed=3)
     config = TrainConfig(epochs=1, batch_size=100, lr=5e-4, warmup_epochs=0, distill_alpha=0.5)
     torch.manual_seed(0)
-    student, prep, record = pipeline.finetune(loaded, "embedded", config, CalibrationConfig(), tmp_path / "m.pt",
+    student, prep, record = workflow.finetune(loaded, "embedded", config, CalibrationConfig(), tmp_path / "m.pt",
                                               "cpu", False, val_samples=200, masks=masks)
     assert record["teacher"] == "unmasked prepared model" and record["distilled"] and prep.masks == masks
     assert record["teacher_accuracy"] > record["accuracy_before_training"]  # masking costs accuracy at first
     assert len(spike_masks(student)) == 4 and not spike_masks(loaded.model)
     assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())  # the teacher is untouched
     assert not torch.equal(student.head.weight, loaded.model.head.weight)  # the student trained
-    reloaded = pipeline.load("vit_nano", str(tmp_path / "m.pt"))
+    reloaded = workflow.load("vit_nano", str(tmp_path / "m.pt"))
     assert reloaded.prepare_config.masks == masks and len(spike_masks(reloaded.model)) == 4
     x, _ = images(loaded.recipe.input_spec, 16)
     reseed_masks(reloaded.model), reseed_masks(student)
     with torch.no_grad():
         assert torch.equal(reloaded.model.eval()(x), student.eval()(x))  # same weights, same mask seeds
     with pytest.raises(SnnConvertError, match="masked already"):
-        pipeline.finetune(reloaded, "embedded", config, CalibrationConfig(), tmp_path / "n.pt", "cpu", False,
+        workflow.finetune(reloaded, "embedded", config, CalibrationConfig(), tmp_path / "n.pt", "cpu", False,
                           masks=masks)
     with pytest.raises(SnnConvertError, match="needs a teacher"):
-        pipeline.finetune(loaded, "embedded", config, CalibrationConfig(), tmp_path / "n.pt", "cpu", False)
+        workflow.finetune(loaded, "embedded", config, CalibrationConfig(), tmp_path / "n.pt", "cpu", False)
 
 
 def test_zoo_build_trains_ann_then_distills(tmp_path):
@@ -159,14 +159,14 @@ def test_zoo_build_trains_ann_then_distills(tmp_path):
         name="test_build_nano", checkpoint="test_build_nano.pt",
         build=BuildPlan(data="embedded", ann={"epochs": 1, "batch_size": 100},
                         qcfs={"epochs": 1, "batch_size": 100, "lr": 5e-4, "distill_alpha": 0.5})))
-    record = pipeline.build(recipe.name, tmp_path, None, "cpu", False)
+    record = workflow.build(recipe.name, tmp_path, None, "cpu", False)
     assert set(record["stages"]) == {"ann", "qcfs"} and record["distilled"]
     assert (tmp_path / "test_build_nano_ann.pt").exists() and (tmp_path / "test_build_nano.json").exists()
-    loaded = pipeline.load(recipe.name, str(tmp_path / "test_build_nano.pt"))
+    loaded = workflow.load(recipe.name, str(tmp_path / "test_build_nano.pt"))
     assert loaded.stage == "prepared"
-    test = pipeline.eval_loader(recipe, "embedded", 250, None)
+    test = workflow.eval_loader(recipe, "embedded", 250, None)
     assert evaluate(loaded.model, test) == record["history"][-1]["val_accuracy"]  # the saved model is the trained one
-    again = pipeline.build(recipe.name, tmp_path, None, "cpu", False)  # finished stages are not redone
+    again = workflow.build(recipe.name, tmp_path, None, "cpu", False)  # finished stages are not redone
     assert again["stages"]["ann"]["resumed_from"] == {"epoch": 1, "batch": 0}
     assert again["stages"]["qcfs"]["resumed_from"] == {"epoch": 1, "batch": 0}
     # the record keeps the training time on record, not the few milliseconds of the finished resume
@@ -176,7 +176,7 @@ def test_zoo_build_trains_ann_then_distills(tmp_path):
 
 def test_recipes_without_a_build_plan_say_what_to_do(tmp_path):
     with pytest.raises(SnnConvertError, match="finetune swin_t"):
-        pipeline.build("swin_t", tmp_path, None, "cpu", False)
+        workflow.build("swin_t", tmp_path, None, "cpu", False)
 
 
 def test_recipe_round_trips_with_its_build_plan():

@@ -6,7 +6,7 @@ import timm
 import torch
 from click.testing import CliRunner
 
-from snnconvert import pipeline
+from snnconvert import workflow
 from snnconvert.cli import main
 from snnconvert.data import load_dataset
 from snnconvert.data.fit import check_fit
@@ -100,5 +100,5 @@ def test_cli_adapts_and_refuses(tmp_path):
     assert r.exit_code == 0, r.output
     bad = runner.invoke(main, ["run", "resnet18", "--input-size", "1,32", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "C,H,W" in bad.output
-    loaded = pipeline.load("resnet18", None, pretrained=False, adapt={"num_classes": 10, "input_size": (1, 32, 32)})
+    loaded = workflow.load("resnet18", None, pretrained=False, adapt={"num_classes": 10, "input_size": (1, 32, 32)})
     assert loaded.model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)

@@ -87,7 +87,7 @@ def test_relu6_cap_is_kept_by_the_calibration_only_route():
 
 
 def test_pretrained_batchnorm_statistics_are_untouched_by_the_calibration_only_route(tmp_path):
-    from snnconvert import pipeline
+    from snnconvert import workflow
     from snnconvert.model_zoo import build_ann, get_recipe
 
     recipe = get_recipe("resnet_nano")
@@ -98,8 +98,8 @@ def test_pretrained_batchnorm_statistics_are_untouched_by_the_calibration_only_r
             m.running_var.uniform_(0.5, 2)
     stats = {k: v.clone() for k, v in ann.state_dict().items() if "running" in k}
     torch.save(ann.state_dict(), tmp_path / "ann.pth")  # a pretrained ANN as users have it
-    loaded = pipeline.load("resnet_nano", str(tmp_path / "ann.pth"))
-    prepared, config, record = pipeline.ensure_prepared(
+    loaded = workflow.load("resnet_nano", str(tmp_path / "ann.pth"))
+    prepared, config, record = workflow.ensure_prepared(
         loaded, "embedded", CalibrationConfig("percentile", 99.9, num_samples=64), "cpu", False,
         PrepareConfig.calibration_only(recipe.levels))
     kept = {k: v for k, v in prepared.state_dict().items() if "running" in k}
@@ -193,18 +193,18 @@ def test_simulation_reports_agreement_with_a_reference():
 
 
 def test_converted_checkpoint_with_count_coding_and_corrections_reloads_identically(tmp_path):
-    from snnconvert import pipeline
+    from snnconvert import workflow
 
-    loaded = pipeline.load("vit_nano", None)  # the shipped, QCFS-trained ViT
+    loaded = workflow.load("vit_nano", None)  # the shipped, QCFS-trained ViT
     prepared = loaded.model.eval()
     x, _ = images(SPEC_28, 32)
     neuron = NeuronConfig("signed-if", 1, "count")
     snn = convert(prepared, "compensated", neuron)
-    record = pipeline.calibrate_snn(snn, prepared, x, 8, CorrectionConfig("potential"), [8], "qcfs")
+    record = workflow.calibrate_snn(snn, prepared, x, 8, CorrectionConfig("potential"), [8], "qcfs")
     assert [site["correction"] is not None for site in record["sites"]] == [True] * len(record["sites"])
     path = tmp_path / "snn.pt"
-    pipeline.save_converted(path, snn, loaded.recipe, loaded.prepare_config, "compensated", neuron, record)
-    loaded = pipeline.load_snn("vit_nano", str(path), "compensated", NeuronConfig())
+    workflow.save_converted(path, snn, loaded.recipe, loaded.prepare_config, "compensated", neuron, record)
+    loaded = workflow.load_snn("vit_nano", str(path), "compensated", NeuronConfig())
     again = loaded.snn
     assert loaded.neuron == neuron.describe()
     with torch.no_grad():

@@ -6,7 +6,8 @@ from torch import nn
 
 from snnconvert.calibrate import CalibrationConfig
 from snnconvert.convert import NeuronConfig, convert
-from snnconvert.prepare import ChannelBatchNorm, PrepareConfig, change_effects, prepare, prepare_with_report, qcfs_modules
+from snnconvert.prepare import (ChannelBatchNorm, PrepareConfig, change_effects, prepare, prepare_with_report,
+                                qcfs_modules)
 from snnconvert.errors import SnnConvertError, UnsupportedLayersError
 from snnconvert.graph.trace import trace
 from snnconvert.runtime import simulate
@@ -260,28 +261,28 @@ def test_spiking_attention_probabilities_make_attention_v_a_product_of_spikes():
 
 
 def test_probability_sites_join_a_prepared_model_calibrated_alone(tmp_path):
-    from snnconvert import pipeline
+    from snnconvert import workflow
 
-    loaded = pipeline.load("vit_nano", None)
+    loaded = workflow.load("vit_nano", None)
     before = {n: q.threshold.detach().clone() for n, q in qcfs_modules(loaded.model).items()}
-    model, config, record = pipeline.add_route_sites(loaded, PrepareConfig(spike_probabilities=True), "embedded",
+    model, config, record = workflow.add_route_sites(loaded, PrepareConfig(spike_probabilities=True), "embedded",
                                                      CalibrationConfig(num_samples=32), "cpu", False)
     after = qcfs_modules(model)
     assert config.spike_probabilities and set(after) - set(before) == {f"blocks.{i}.attn.softmax_act" for i in range(4)}
     assert all(torch.equal(after[n].threshold, lam) for n, lam in before.items())  # the trained sites untouched
     assert set(record["accuracy_on_calibration_images"]) == {"QCFS ANN as loaded", "with QCFS on attention probabilities"}
     path = tmp_path / "prepared.pt"
-    pipeline.save_prepared(path, model, loaded.recipe, config)
-    reloaded = pipeline.load("vit_nano", str(path))
+    workflow.save_prepared(path, model, loaded.recipe, config)
+    reloaded = workflow.load("vit_nano", str(path))
     x, _ = images(SPEC_28, 4)
     with torch.no_grad():
         assert torch.equal(reloaded.model.eval()(x), model.eval()(x))  # the config rebuilds the sites
-    cnn = pipeline.load("resnet_nano", None)
+    cnn = workflow.load("resnet_nano", None)
     with pytest.raises(SnnConvertError, match="no softmax"):
-        pipeline.add_route_sites(cnn, PrepareConfig(spike_probabilities=True), "embedded", CalibrationConfig(num_samples=8),
+        workflow.add_route_sites(cnn, PrepareConfig(spike_probabilities=True), "embedded", CalibrationConfig(num_samples=8),
                                  "cpu", False)
     # where the model has them (the event-driven route): a CNN is kept as it is, and the record says why
-    kept, kept_config, note = pipeline.add_route_sites(cnn, PrepareConfig(spike_probabilities=None), "embedded",
+    kept, kept_config, note = workflow.add_route_sites(cnn, PrepareConfig(spike_probabilities=None), "embedded",
                                                        CalibrationConfig(num_samples=8), "cpu", False)
     assert kept is cnn.model and not kept_config.spike_probabilities and "no softmax" in note["changes"][0]
 
@@ -351,32 +352,32 @@ def test_signed_stream_sites_go_on_the_edges_into_weight_layers_and_the_residual
 
 
 def test_stream_sites_join_a_prepared_checkpoint_with_their_levels_and_reload(tmp_path):
-    from snnconvert import pipeline
+    from snnconvert import workflow
 
     adapt = {"adapt": {"num_classes": 10, "input_size": (1, 32, 32), "classes": None}}
-    ann = pipeline.load("mobilenetv2_050", None, pretrained=False, **adapt)
-    prepared, config, _ = pipeline.ensure_prepared(ann, "embedded", CalibrationConfig(num_samples=8), "cpu", False,
+    ann = workflow.load("mobilenetv2_050", None, pretrained=False, **adapt)
+    prepared, config, _ = workflow.ensure_prepared(ann, "embedded", CalibrationConfig(num_samples=8), "cpu", False,
                                                    PrepareConfig.calibration_only(8))
     path = tmp_path / "prepared.pt"
-    pipeline.save_prepared(path, prepared, ann.recipe, config)
-    loaded = pipeline.load("mobilenetv2_050", str(path), **adapt)
+    workflow.save_prepared(path, prepared, ann.recipe, config)
+    loaded = workflow.load("mobilenetv2_050", str(path), **adapt)
     before = {n: q.threshold.detach().clone() for n, q in qcfs_modules(loaded.model).items()}
     asked = PrepareConfig(spike_streams=None, spike_probabilities=None, stream_levels=3)
-    model, new_config, record = pipeline.add_route_sites(loaded, asked, "embedded", CalibrationConfig(num_samples=8),
+    model, new_config, record = workflow.add_route_sites(loaded, asked, "embedded", CalibrationConfig(num_samples=8),
                                                          "cpu", False)
     added = {n: q for n, q in qcfs_modules(model).items() if n not in before}
     assert added and all(q.signed and q.levels == 3 for q in added.values())
     assert new_config.spike_streams is True and new_config.stream_levels == 3 and new_config.spike_probabilities is None
     assert "with QCFS on real-valued streams into weight layers" in record["accuracy_on_calibration_images"]
     assert any(line.startswith("not applied: QCFS on attention probabilities") for line in record["changes"])
-    pipeline.save_prepared(path, model, loaded.recipe, new_config)
-    reloaded = pipeline.load("mobilenetv2_050", str(path), **adapt)
+    workflow.save_prepared(path, model, loaded.recipe, new_config)
+    reloaded = workflow.load("mobilenetv2_050", str(path), **adapt)
     x, _ = images(SPEC_32, 4)
     with torch.no_grad():
         assert torch.equal(reloaded.model.eval()(x), model.eval()(x))  # the config rebuilds the sites
-    assert not pipeline.missing_route_sites(reloaded, asked)  # nothing left to add, none looked for twice
-    assert pipeline.missing_route_sites(reloaded, PrepareConfig(spike_probabilities=True))  # required: refused
-    resnet = pipeline.load("resnet_nano", None)
+    assert not workflow.missing_route_sites(reloaded, asked)  # nothing left to add, none looked for twice
+    assert workflow.missing_route_sites(reloaded, PrepareConfig(spike_probabilities=True))  # required: refused
+    resnet = workflow.load("resnet_nano", None)
     with pytest.raises(SnnConvertError, match="real-valued stream"):  # every layer of a ResNet reads spikes
-        pipeline.add_route_sites(resnet, PrepareConfig(spike_streams=True), "embedded",
+        workflow.add_route_sites(resnet, PrepareConfig(spike_streams=True), "embedded",
                                  CalibrationConfig(num_samples=8), "cpu", False)

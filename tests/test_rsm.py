@@ -91,20 +91,20 @@ def test_sa_target_masks_q_k_and_scores_of_the_first_blocks():
 
 
 def test_masks_travel_in_the_prepare_config_and_checkpoints(tmp_path):
-    from snnconvert import pipeline
+    from snnconvert import workflow
     from snnconvert.model_zoo import get_recipe
 
     recipe = get_recipe("vit_nano")
     masks = MaskConfig({"attn": 0.75, "mlp": 0.25}, blocks=2, seed=5)
-    loaded = pipeline.load("vit_nano", None)
-    masked = pipeline.prepare_masked(loaded.model, masks)
+    loaded = workflow.load("vit_nano", None)
+    masked = workflow.prepare_masked(loaded.model, masks)
     config = PrepareConfig(levels=loaded.prepare_config.levels, masks=masks)
-    pipeline.save_prepared(tmp_path / "masked.pt", masked, recipe, config)
-    again = pipeline.load("vit_nano", str(tmp_path / "masked.pt"))
+    workflow.save_prepared(tmp_path / "masked.pt", masked, recipe, config)
+    again = workflow.load("vit_nano", str(tmp_path / "masked.pt"))
     assert again.prepare_config == config and again.prepare_config.masks == masks
     assert {n: (m.ratio, m.seed) for n, m in spike_masks(again.model).items()} == {
         n: (m.ratio, m.seed) for n, m in spike_masks(masked).items()} and len(spike_masks(masked)) == 4
-    snn = pipeline.load_snn("vit_nano", str(tmp_path / "masked.pt"), "compensated", NeuronConfig()).snn
+    snn = workflow.load_snn("vit_nano", str(tmp_path / "masked.pt"), "compensated", NeuronConfig()).snn
     assert len(spike_masks(snn)) == 4
     x, y = images(recipe.input_spec, 8)
     reference = convert(masked)

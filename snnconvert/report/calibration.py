@@ -20,7 +20,7 @@ def _error(errors: dict, t: int) -> str:
 
 
 def calibration_table(record: dict[str, Any]) -> list[str]:
-    """Markdown lines for a record of :func:`snnconvert.pipeline.calibrate_snn`: per site λ, cap,
+    """Markdown lines for a record of :func:`snnconvert.workflow.calibrate_snn`: per site λ, cap,
     correction μ and the error ``ŷ_t − y`` (mean / RMS relative to y's) at each step asked for,
     before → after the correction."""
     correction = record.get("correction")

@@ -1,0 +1,62 @@
+"""Direct training, measured as a converted model is."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx
+
+from snnconvert.direct import DirectConfig
+from snnconvert.direct.dynamic_timesteps import average_steps, layer_steps
+from snnconvert.model_zoo import (build_spiking_classifier, get_recipe)
+from snnconvert.runtime.energy import EnergyCosts
+from snnconvert.runtime.execution import run_steps
+from snnconvert.train import TrainConfig
+from snnconvert.workflow.load import eval_loader
+from snnconvert.workflow.finetune import train
+from snnconvert.workflow.simulate import simulate_and_summarize, report_header, finish_report
+
+
+def timestep_summary(snn: fx.GraphModule, config: DirectConfig) -> dict[str, Any]:
+    """The time steps a model with dynamic time steps learned: ``T_l`` per layer (and the steps it
+    is computed for: fewer where every layer it feeds stopped sooner), ``T_avg`` in all and per group."""
+    layers = layer_steps(snn)
+    computed = {n.target: k for n, k in run_steps(snn).items() if n.op == "call_module"}
+    groups: dict[str, list[int]] = {}
+    for layer in layers:
+        groups.setdefault(layer.group, []).append(layer.steps)
+    return {"max": config.timesteps, "initial": config.initial_timesteps, "mask_loss": list(config.mask_loss),
+            "lambda_m": config.lambda_m, "average": average_steps(layers),
+            "average_by_group": {g: sum(v) / len(v) for g, v in groups.items()},
+            "layers": [{"name": layer.name, "group": layer.group, "steps": layer.steps,
+                        "computed": computed.get(layer.name, config.timesteps)} for layer in layers]}
+
+
+def direct_train(model_name: str, data: str, config: DirectConfig, train_config: TrainConfig, out: str,
+                 limit: int | None, batch_size: int, device: str, progress: bool,
+                 costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
+    """Train a spiking model directly (surrogate gradients, BPTT over T steps; the loss on the mean
+    of the T outputs), then simulate it on the test split with the conversion path's simulator and
+    report it the same way (accuracy per step, spikes, spiking metrics, energy). Resumable."""
+    start = time.perf_counter()
+    recipe = get_recipe(model_name)
+    out_dir = Path(out)
+    torch.manual_seed(train_config.seed)
+    model = build_spiking_classifier(recipe, config)
+    record = train(model, recipe, config, data, train_config, out_dir / "direct.pt", device, progress,
+                   val_samples=limit)
+    test = eval_loader(recipe, data, batch_size, limit)
+    progress_file = out_dir / "simulation_direct.progress.pt"
+    snn = model.for_inference(recipe.example_batch().to(device))
+    sim = simulate_and_summarize(snn, recipe, test, config.timesteps, None, device, progress, progress_file, costs)
+    report = {**report_header(recipe, str(out_dir / "direct.pt"), data, None, config.timesteps, config.neuron),
+              "method": "direct", "direct": asdict(config), "training": record, "ann_accuracy": {},
+              "energy_costs_pj": asdict(costs), "simulations": {"direct": sim},
+              "dynamic_timesteps": timestep_summary(snn, config) if config.dynamic_timesteps else None,
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "seconds": round(time.perf_counter() - start, 1)}
+    finish_report(report, out_dir, [progress_file])
+    return report

@@ -1,0 +1,144 @@
+"""Training: QCFS-aware fine-tuning with distillation, training from scratch, rebuilding a shipped checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from snnconvert import distributed
+from snnconvert.calibrate import CalibrationConfig
+from snnconvert.prepare import MaskConfig, PrepareConfig
+from snnconvert.direct import DirectConfig
+from snnconvert.direct.dynamic_timesteps import mask_loss
+from snnconvert.errors import SnnConvertError
+from snnconvert.model_zoo import (Recipe, build_ann, get_recipe, list_recipes)
+from snnconvert.model_zoo.build import LoadedModel
+from snnconvert.runtime import evaluate
+from snnconvert.train import TrainConfig, fit
+from snnconvert.workflow.load import dataset, eval_loader
+from snnconvert.workflow.prepare import ensure_prepared, missing_route_sites, prepare_masked
+
+
+def command_line() -> str:
+    """How this process was started, for records (``snnconvert …``)."""
+    return " ".join(["snnconvert", *sys.argv[1:]])
+
+
+def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | DirectConfig | None, data: str,
+          train_config: TrainConfig, checkpoint: str | Path, device: str, progress: bool, resume: bool = True,
+          val_samples: int | None = None, teacher: nn.Module | None = None) -> dict[str, Any]:
+    """Train a prepared model (``config`` a PrepareConfig), a directly trained SNN (a DirectConfig)
+    or, with ``config`` None, the original ANN on the training split, distilling from ``teacher``
+    when given; the checkpoint doubles as the resume file.
+
+    Returns the training record (also written as JSON next to the checkpoint).
+    """
+    train_set = dataset(recipe, data, "train", augment=True)
+    val_loader = eval_loader(recipe, data, 256, val_samples)
+    stage = "ann" if config is None else "direct" if isinstance(config, DirectConfig) else "prepared"
+    extra = {"command": command_line(), **({"direct": asdict(config)} if stage == "direct" else {})}
+    penalty = lr_of = None
+    if stage == "direct" and config.dynamic_timesteps:
+        if config.mask_loss and config.lambda_m > 0:
+            def penalty(m: nn.Module) -> torch.Tensor:
+                return config.lambda_m * mask_loss(m, config.mask_loss)
+        if config.mask_lr is not None:
+            def lr_of(name: str) -> float | None:
+                return config.mask_lr if name.endswith("timestep_mask.tp") else None
+    result = fit(model, train_set, train_config, val_loader, checkpoint,
+                 {"stage": stage, "recipe": recipe.to_dict(),
+                  "prepare": asdict(config) if stage == "prepared" else None, "extra": extra},
+                 resume=resume, device=device, progress=progress, teacher=teacher, penalty=penalty, lr_of=lr_of)
+    record = {"checkpoint": Path(checkpoint).name, "stage": stage, "command": command_line(), "data": data,
+              "train_samples": min(len(train_set), train_config.train_samples or len(train_set)),
+              "val_samples": len(val_loader.dataset) * distributed.world_size(),
+              "processes": distributed.world_size(), "torch_threads": torch.get_num_threads(),
+              "config": asdict(train_config), "distilled": teacher is not None, "history": result.history,
+              "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1)}
+    write_record(Path(checkpoint).with_suffix(".json"), record)
+    return record
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write a JSON record atomically (rank 0 only)."""
+    if distributed.is_main():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, path)
+
+
+def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibration: CalibrationConfig,
+             checkpoint: str | Path, device: str, progress: bool, prepare_config: PrepareConfig | None = None,
+             resume: bool = True, val_samples: int | None = None,
+             masks: MaskConfig | None = None) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
+    """The MST recipe's training steps: prepare (with ``prepare_config``) and calibrate ``loaded`` (if it is an ANN), add
+    Random Spike Masks (if ``masks``), then train, distilling from ``loaded``'s model as it came
+    when ``train_config.distill_alpha`` > 0: the original ANN, or — for masks or spiking attention
+    probabilities or streams added to a prepared model — the prepared model as it came (MST §4.3).
+
+    The student starts from the teacher's weights; its accuracy before training is recorded next
+    to the teacher's.
+    """
+    distill = train_config.distill_alpha > 0
+    added = missing_route_sites(loaded, prepare_config)
+    if distill and loaded.stage != "ann" and masks is None and not added:
+        raise SnnConvertError(f"distillation needs a teacher, but {loaded.source} is already prepared: pass the ANN "
+                              "checkpoint, add spike masks, spiking attention probabilities or spiking streams (the "
+                              "model as it came then teaches the changed one), or --alpha 0 to train without a teacher")
+    masked_already = loaded.prepare_config.masks if loaded.prepare_config is not None else None
+    if masks is not None and masked_already is not None:
+        raise SnnConvertError(f"{loaded.source} is masked already ({masked_already.describe()}): start from the "
+                              "unmasked model")
+    test = eval_loader(loaded.recipe, data, 256, val_samples)
+    teacher_acc = evaluate(loaded.model.to(device), test, device=device) if distill else None
+    model, config, prepared = ensure_prepared(loaded, data, calibration, device, progress, prepare_config)
+    if masks is not None:
+        model = prepare_masked(model, masks)
+        config = replace(config, masks=masks)
+    before = evaluate(model, test, device=device)
+    record = train(model, loaded.recipe, config, data, train_config, checkpoint, device, progress, resume,
+                   val_samples, teacher=loaded.model if distill else None)
+    teacher = ("original ANN" if loaded.stage == "ann" else "unmasked prepared model" if masks is not None
+               else "prepared model without QCFS on " + " and ".join(kind.what for kind in added))
+    record.update(started_from=loaded.source, teacher=teacher if distill else None,
+                  teacher_accuracy=teacher_acc, accuracy_before_training=before,
+                  preparation=prepared, prepare=asdict(config))
+    write_record(Path(checkpoint).with_suffix(".json"), record)
+    return model, config, record
+
+
+def build(name: str, out_dir: str | Path, data: str | None, device: str, progress: bool) -> dict[str, Any]:
+    """Make a recipe's shipped checkpoint as its :class:`BuildPlan` says (each stage resumable):
+    train the ANN from random weights if the plan has an ANN stage, then prepare, calibrate and
+    train the QCFS model (distilling from that ANN when the plan asks)."""
+    recipe = get_recipe(name)
+    plan = recipe.build
+    if plan is None or recipe.checkpoint is None:
+        raise SnnConvertError(f"{name} has no build plan (only the small models trained here do: "
+                              f"{', '.join(n for n in list_recipes() if get_recipe(n).build)}); "
+                              f"fine-tune it on your data with `snnconvert finetune {name} --data DIR`")
+    data = data or plan.data
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    qcfs_config = TrainConfig(**plan.qcfs)
+    torch.manual_seed(qcfs_config.seed)
+    loaded = LoadedModel(build_ann(recipe), recipe, "ann", None, "random initialization", {})
+    stages: dict[str, Any] = {}
+    if plan.ann is not None:
+        ann_path = out / Path(recipe.checkpoint).with_suffix("").name
+        ann_path = ann_path.with_name(ann_path.name + "_ann.pt")
+        stages["ann"] = train(loaded.model, recipe, None, data, TrainConfig(**plan.ann), ann_path, device, progress)
+        loaded.source = str(ann_path)
+    elif qcfs_config.distill_alpha > 0:
+        raise SnnConvertError(f"the build plan of {name} distills without an ANN stage to distill from")
+    _, _, stages["qcfs"] = finetune(loaded, data, qcfs_config, CalibrationConfig(), out / recipe.checkpoint,
+                                    device, progress, PrepareConfig(levels=recipe.levels, **plan.prepare))
+    record = {**stages["qcfs"], "command": command_line(), "build_plan": asdict(plan), "stages": stages}
+    write_record((out / recipe.checkpoint).with_suffix(".json"), record)
+    return record
