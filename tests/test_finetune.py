@@ -12,7 +12,7 @@ from snnconvert.calibrate import CalibrationConfig
 from snnconvert.convert import convert
 from snnconvert.prepare import MaskConfig, PrepareConfig, qcfs_modules, spike_masks
 from snnconvert.prepare.norm import ChannelBatchNorm
-from snnconvert.model_zoo import get_recipe
+from snnconvert.model_zoo import build_ann, get_recipe
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.model_zoo.registry import BuildPlan, Recipe, register_recipe
 from snnconvert.errors import SnnConvertError
@@ -99,7 +99,7 @@ def test_mlp_batchnorm_starts_as_identity_and_folds_away():
 def test_finetune_starts_from_the_teacher_and_records_it(tmp_path):
     recipe = get_recipe("swin_nano")
     torch.manual_seed(0)
-    ann = LoadedModel(workflow.build_ann(recipe), recipe, "ann", None, "test ANN", {})
+    ann = LoadedModel(build_ann(recipe), recipe, "ann", None, "test ANN", {})
     config = TrainConfig(epochs=1, batch_size=100, lr=1e-3, distill_alpha=0.5, temperature=2.0)
     model, prep, record = workflow.finetune(ann, "embedded", config, CalibrationConfig(num_samples=64),
                                             tmp_path / "ft.pt", "cpu", False, val_samples=200)
