@@ -17,7 +17,7 @@ import torch
 from snnconvert import workflow
 from snnconvert.convert import NeuronConfig, convert
 from snnconvert.data import load_dataset, make_loader
-from snnconvert.runtime import simulate
+from snnconvert.runtime import Watch, simulate
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     prepared = workflow.load(args.model, args.prepared, **adapt)
     x, y = next(iter(make_loader(load_dataset("embedded", "test", prepared.recipe.input_spec), args.limit)))
     snn = convert(prepared.model, neuron=NeuronConfig(args.neuron, coding=args.coding))
-    result = simulate(snn, x, y, timesteps=args.timesteps, reference=ann)
+    result = simulate(snn, x, y, timesteps=args.timesteps, watch=Watch(reference=ann))
     with torch.no_grad():
         expected, qcfs = ann(x).argmax(1), prepared.model.eval()(x).argmax(1)
     n = len(y)

@@ -1,6 +1,6 @@
 """Neuron × surrogate × encoding variants of a directly trained spiking model on a short budget,
 one factor changed at a time from a baseline (the direct-training survey's protocol; its baseline
-is PLIF τ = 2.5, arctan surrogate, rate encoding).
+is PLIF τ = 2.5, arctan surrogate, Poisson encoding).
 
 Run: python benchmarks/direct_variants.py [--model spiking_vit_nano] [--train-samples 10000]
      [--epochs 1] [--limit 2000] [--out runs/direct_variants]
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from snnconvert import workflow
+from snnconvert.spec import DataSpec, DirectSpec
 from snnconvert.direct import ENCODERS, NODES, SURROGATES
 from snnconvert.model_zoo import direct_config, get_recipe
 from snnconvert.train import TrainConfig
@@ -47,7 +48,7 @@ def main() -> None:
     rows = []
     for label, config in variants:
         folder = Path(args.out) / label.replace(" ", "_")
-        report = workflow.direct_train(args.model, args.data, config, train, str(folder), args.limit, 256, "cpu",
+        report = workflow.direct_train(DirectSpec(args.model, config, train, DataSpec(args.data, args.limit)), str(folder), "cpu",
                                        progress=False)
         sim = report["simulations"]["direct"]
         spike_percent = sum(l["spike_percent"] for l in sim["layers"]) / max(1, len(sim["layers"]))

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from snnconvert import workflow
+from snnconvert.spec import DataSpec, DirectSpec
 from snnconvert.model_zoo import direct_config, get_recipe
 from snnconvert.train import TrainConfig
 
@@ -39,7 +40,7 @@ def _run(name: str, config, train: TrainConfig, args) -> dict:
     if (out / "report.json").exists():
         report = json.loads((out / "report.json").read_text())
     else:
-        report = workflow.direct_train(MODEL, args.data, config, train, str(out), args.limit, 256, "cpu",
+        report = workflow.direct_train(DirectSpec(MODEL, config, train, DataSpec(args.data, args.limit)), str(out), "cpu",
                                        progress=False)
     sim = report["simulations"]["direct"]
     steps = report["dynamic_timesteps"]

@@ -21,7 +21,7 @@ from snnconvert import workflow
 from snnconvert.convert import NeuronConfig
 from snnconvert.model_zoo import get_recipe, shipped_checkpoint
 from snnconvert.report.early_exit import exit_rows
-from snnconvert.runtime import simulate
+from snnconvert.runtime import SimulationOptions, Watch, simulate
 from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve
 
 RULES = [ExitRule("confidence", c) for c in (0.5, 0.7, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999)] + \
@@ -43,7 +43,7 @@ def main() -> None:
         loader = workflow.eval_loader(recipe, args.data, args.batch_size, args.limit)
         trace = ExitTrace()
         start = time.perf_counter()
-        full = simulate(snn, loader, timesteps=args.timesteps, metrics="basic", trace=trace)
+        full = simulate(snn, loader, timesteps=args.timesteps, options=SimulationOptions(metrics="basic"), watch=Watch(trace=trace))
         full_s = time.perf_counter() - start
         rows = exit_rows(exit_curve(trace, RULES), full.accuracy)
         print(f"\n{name}: {full.samples} images, accuracy at T_max {full.accuracy[-1]:.2f} % ({full_s:.0f} s)")
@@ -62,7 +62,7 @@ def main() -> None:
             best = min(eligible, key=lambda r: r["mean_steps"])
             rule = ExitRule(best["rule"], best["value"])
             start = time.perf_counter()
-            online = simulate(snn, loader, timesteps=args.timesteps, metrics="basic", exit_rule=rule)
+            online = simulate(snn, loader, timesteps=args.timesteps, options=SimulationOptions(metrics="basic"), watch=Watch(exit_rule=rule))
             online_s = time.perf_counter() - start
             print(f"fewest steps within {within:g} points: {rule.describe()}; run with images leaving the batch: "
                   f"accuracy {online.accuracy[-1]:.2f} % (offline {best['accuracy']:.2f}), mean steps "

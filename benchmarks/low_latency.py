@@ -32,7 +32,7 @@ from snnconvert import workflow
 from snnconvert.calibrate import CalibrationConfig, CorrectionConfig
 from snnconvert.convert import NeuronConfig, convert
 from snnconvert.prepare import PrepareConfig
-from snnconvert.runtime import evaluate, simulate
+from snnconvert.runtime import Watch, evaluate, simulate
 
 DATA = "fashion-mnist"
 ANN = Path(__file__).parent / "artifacts" / "resnet_nano_ann.pt"
@@ -101,15 +101,14 @@ def cnn(limit: int | None, batch_size: int, routes: list[int] | None) -> dict:
                                                   PrepareConfig.calibration_only(route.levels))
         accuracy, agreement = {}, {}
         if route.correction is None:  # one run gives every t
-            result = simulate(convert(prepared, "compensated", route.neuron), test, timesteps=max(CNN_STEPS),
-                              reference=loaded.model)
+            result = simulate(convert(prepared, "compensated", route.neuron), test, timesteps=max(CNN_STEPS), watch=Watch(reference=loaded.model))
             accuracy = {t: result.accuracy[t - 1] for t in CNN_STEPS}
             agreement = {t: result.agreement[t - 1] for t in CNN_STEPS}
         else:
             for t in CORRECTED_STEPS:
                 snn = convert(prepared, "compensated", route.neuron)
                 workflow.calibrate_snn(snn, prepared, images, t, CorrectionConfig(route.correction), [], "ann")
-                result = simulate(snn, test, timesteps=t, reference=loaded.model)
+                result = simulate(snn, test, timesteps=t, watch=Watch(reference=loaded.model))
                 accuracy[t], agreement[t] = result.accuracy[-1], result.agreement[-1]
         print(_row(route.label, accuracy, agreement) + f"  ({time.perf_counter() - start:.0f} s)", flush=True)
         rows.append({"route": route.label, "accuracy": accuracy, "agreement": agreement})
@@ -121,7 +120,7 @@ def _count_runs(snn_of, test, reference, qcfs: float, label: str) -> list[dict]:
     runs = []
     for k, steps in ((1, TRANSFORMER_STEPS), (2, TRANSFORMER_STEPS[:1])):
         for t in steps:
-            result = simulate(snn_of(NeuronConfig("signed-if", k, "count")), test, timesteps=t, reference=reference)
+            result = simulate(snn_of(NeuronConfig("signed-if", k, "count")), test, timesteps=t, watch=Watch(reference=reference))
             runs.append({"k": k, "T": t, "accuracy": result.accuracy[-1], "gap": qcfs - result.accuracy[-1],
                          "agreement": result.agreement[-1], "spikes": result.spikes_per_sample,
                          "energy_uj": result.energy_per_sample_pj() / 1e6})
@@ -155,7 +154,7 @@ def transformers(models: list[str], limit: int | None, iso_limit: int, max_if_st
         print("| model | count-coded run | its accuracy % | spikes | energy µJ | IF at T | IF accuracy % | IF spikes | "
               "IF energy µJ |")
         print("|---|---|---|---|---|---|---|---|---|")
-        plain = simulate(snn_of(NeuronConfig("if")), subset, timesteps=max_if_steps, reference=qcfs_ann)
+        plain = simulate(snn_of(NeuronConfig("if")), subset, timesteps=max_if_steps, watch=Watch(reference=qcfs_ann))
         iso, plain_at = [], {}  # IF runs stopped at an iso-accuracy T, by T
         for run in count:
             mine = simulate(snn_of(NeuronConfig("signed-if", run["k"], "count")), subset, timesteps=run["T"])

@@ -85,7 +85,7 @@ def main() -> None:
             onnx_s = median_time(lambda: step.run(x, t, state), args.repeats)
             timings = {}
             for fold in (True, False):
-                with Execution(snn, SimulationOptions(chunk=1), fold=fold) as execution, torch.no_grad():
+                with Execution(snn, SimulationOptions(chunk=1, fold=fold)) as execution, torch.no_grad():
                     execution.reset()
                     inputs = execution.inputs(images)
                     execution.run(inputs, 1)

@@ -55,10 +55,9 @@ from snnconvert.convert import NeuronConfig, convert
 from snnconvert.prepare import PrepareConfig, prepare_with_report
 from snnconvert.data import load_dataset, make_loader
 from snnconvert.model_zoo import get_recipe, load_model
-from snnconvert.runtime import IFNeuron, execution, reset_states, simulate
+from snnconvert.runtime import IFNeuron, SimulationOptions, Watch, reset_states, simulate
 from snnconvert.runtime.early_exit import ExitRule
 
-SKIPPABLE = execution._SKIPPABLE
 
 
 def _zoo(name: str, batch: int, device: str):
@@ -129,9 +128,10 @@ def _spikingjelly_run(net: nn.Module, x: torch.Tensor, steps: int, monitored: bo
 ANSWER_NEURONS = ("signed-if", "signed-burst-if")
 
 
-def _variants(chunk: int) -> dict[str, dict]:
-    return {"plain": dict(chunk=1, fold=False), "fold": dict(chunk=1), "fold+K (default)": {},
-            f"fold+{chunk}": dict(chunk=chunk), "fold+K basic": dict(metrics="basic")}
+def _variants(chunk: int) -> dict[str, SimulationOptions]:
+    return {"plain": SimulationOptions(chunk=1, fold=False), "fold": SimulationOptions(chunk=1),
+            "fold+K (default)": SimulationOptions(), f"fold+{chunk}": SimulationOptions(chunk=chunk),
+            "fold+K basic": SimulationOptions(metrics="basic")}
 
 
 def _timm_random(name: str, size: int, batch: int, device: str):
@@ -165,15 +165,11 @@ def _cost(name: str, model: nn.Module, prepared: nn.Module, x: torch.Tensor, y: 
     answers = {}
 
     def every_step(neuron: str, skip: bool) -> None:
-        execution._SKIPPABLE = SKIPPABLE if skip else ()  # the A/B switch of silent-layer skipping
-        try:
-            simulate(counted[neuron], x, y, timesteps=args.answer_timesteps, device=args.device)
-        finally:
-            execution._SKIPPABLE = SKIPPABLE
+        simulate(counted[neuron], x, y, timesteps=args.answer_timesteps, device=args.device,
+                 options=SimulationOptions(skip_silent=skip))
 
     def answer(neuron: str, batches: int = 1) -> None:
-        answers[neuron] = simulate(counted[neuron], [(x, y)] * batches, timesteps=args.answer_timesteps,
-                                   device=args.device, exit_rule=ExitRule("quiet"))
+        answers[neuron] = simulate(counted[neuron], [(x, y)] * batches, timesteps=args.answer_timesteps, device=args.device, watch=Watch(exit_rule=ExitRule("quiet")))
 
     T = args.timesteps
     for _ in range(args.repeats):
@@ -184,8 +180,8 @@ def _cost(name: str, model: nn.Module, prepared: nn.Module, x: torch.Tensor, y: 
             for skip, how in ((True, "skipping"), (False, "running")):
                 times[f"every step {neuron} {how}"].append(_timed(lambda: every_step(neuron, skip)))
         for key, options in variants.items():
-            times[key].append(_timed(lambda: simulate(snn, x, y, timesteps=T, device=args.device, **options)))
-            times[f"{key} T=1"].append(_timed(lambda: simulate(snn, x, y, timesteps=1, device=args.device, **options)))
+            times[key].append(_timed(lambda: simulate(snn, x, y, timesteps=T, device=args.device, options=options)))
+            times[f"{key} T=1"].append(_timed(lambda: simulate(snn, x, y, timesteps=1, device=args.device, options=options)))
         if jelly is not None:
             times["spikingjelly"].append(_timed(lambda: _spikingjelly_run(jelly, x, T, False)))
             times["spikingjelly+monitor"].append(_timed(lambda: _spikingjelly_run(jelly, x, T, True)))
@@ -225,7 +221,7 @@ def _peak_rss_mib() -> float:
 
 def _peak_rss_child(name: str, timesteps: int, chunk: int) -> None:
     _, model, x, y = _zoo(name, 32, "cpu")
-    simulate(convert(model, "compensated"), x, y, timesteps=timesteps, chunk=chunk)
+    simulate(convert(model, "compensated"), x, y, timesteps=timesteps, options=SimulationOptions(chunk=chunk))
     print(json.dumps({"peak_rss_mib": _peak_rss_mib()}))
 
 

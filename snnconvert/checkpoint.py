@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ _LAYOUT_1_RENAMES = [
     (r"\.reduction\.linear\.", ".reduction."), (r"\.reduction\.act\.", ".reduction_act."),
     (r"\.site\.", "."),
 ]
+
+
+@dataclass(frozen=True)
+class Job:
+    """How a long job (training, a simulation) runs: with a progress bar or not, writing its
+    progress atomically to ``checkpoint`` (None: nowhere) and, with ``resume``, going on from the
+    progress it finds there after an interruption (else starting afresh)."""
+
+    progress: bool = False
+    checkpoint: str | Path | None = None
+    resume: bool = True
 
 
 def kept_checkpoints(path: str | Path, keep: int = 2) -> list[Path]:

@@ -7,7 +7,9 @@ a file), it is what :func:`snnconvert.workflow.run` runs; the run resolves what 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,14 @@ import yaml
 
 from snnconvert.calibrate import CalibrationConfig, CorrectionConfig
 from snnconvert.convert import NeuronConfig
+from snnconvert.direct import DirectConfig
 from snnconvert.errors import ArgumentError
+from snnconvert.export.session import BACKENDS
 from snnconvert.prepare import MaskConfig, PrepareConfig
+from snnconvert.runtime.early_exit import ExitRule
 from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.runtime.execution import SimulationOptions
+from snnconvert.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,39 @@ class DataSpec:
     batch_size: int = 256
 
 
+class Spec:
+    """A frozen dataclass of configs that reads and writes itself as JSON-able data; a report
+    stores the spec it ran, so :meth:`read` of the report reruns it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-able data (what a report stores)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """A spec from :meth:`to_dict`'s form; an unknown or missing field is named."""
+        return _build(cls, data, f"the {cls.__name__}")
+
+    @classmethod
+    def read(cls, path: str | Path):
+        """The spec a file holds: a YAML or JSON spec, or a report (``report.json``, ``sweep.json``: its ``spec``)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise ArgumentError(f"cannot read the spec {path}: {error}") from None
+        if isinstance(data, dict) and ("simulations" in data or "rows" in data):  # a report
+            if "spec" not in data:
+                raise ArgumentError(f"{path} is a report written before reports stored their spec: "
+                                    "run the command line again")
+            data = data["spec"]
+        if not isinstance(data, dict):
+            raise ArgumentError(f"{path} holds no spec (a mapping of {cls.__name__}'s fields)")
+        return cls.from_dict(data)
+
+
 @dataclass(frozen=True)
-class RunSpec:
+class RunSpec(Spec):
     """One run of the whole pipeline: load → prepare + calibrate (+ masks) (+ fine-tune) → convert
     (+ correct) → simulate → report.
 
@@ -97,40 +134,172 @@ class RunSpec:
     simulation: SimulationOptions = field(default_factory=SimulationOptions)
     costs: EnergyCosts = EnergyCosts()
 
-    def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON-able data (what a report stores)."""
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
-        """A spec from :meth:`to_dict`'s form; an unknown or missing field is named."""
-        return _build(cls, data, "the run spec")
-
-    @classmethod
-    def read(cls, path: str | Path) -> RunSpec:
-        """The spec a file holds: a YAML or JSON spec, or a report (``report.json``: its ``spec``)."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise ArgumentError(f"cannot read the run spec {path}: {error}") from None
-        if isinstance(data, dict) and "simulations" in data:  # a report
-            if "spec" not in data:
-                raise ArgumentError(f"{path} is a report written before reports stored their run spec: "
-                                    "run the command line again")
-            data = data["spec"]
-        if not isinstance(data, dict):
-            raise ArgumentError(f"{path} holds no run spec (a mapping with 'model', 'data', …)")
-        return cls.from_dict(data)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modes", tuple(self.modes))  # a list, from a file
 
 
-#: the configs a spec is made of, by field
-_PARTS = {"model": ModelSource, "data": DataSpec, "prepare": PrepareConfig, "calibration": CalibrationConfig,
-          "neuron": NeuronConfig, "masks": MaskConfig, "correction": CorrectionConfig,
-          "simulation": SimulationOptions, "costs": EnergyCosts}
+@dataclass(frozen=True)
+class SweepSpec(Spec):
+    """A Random Spike Masking sweep of a prepared model (``snnconvert mask-sweep``): every target
+    at every ratio on every block and, with ``block_ratio``, at that ratio on the first k blocks
+    for every k; each simulated for T steps (None: the recipe's) against the unmasked SNN. With
+    ``finetune``, every masked model is also fine-tuned with distillation from the unmasked one
+    and simulated again; ``seed`` is the first mask's."""
+
+    model: ModelSource
+    data: DataSpec = DataSpec()
+    timesteps: int | None = None
+    targets: tuple[str, ...] = ("attn", "mlp")
+    ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9)
+    block_ratio: float | None = None
+    neuron: NeuronConfig = NeuronConfig()
+    seed: int = 0
+    finetune: TrainConfig | None = None
+    simulation: SimulationOptions = field(default_factory=SimulationOptions)
+    costs: EnergyCosts = EnergyCosts()
+
+    def __post_init__(self) -> None:
+        for name in ("targets", "ratios"):  # lists, from a file
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        MaskConfig({t: 0.0 for t in self.targets})  # names the unknown targets
+
+
+@dataclass(frozen=True)
+class DirectSpec(Spec):
+    """Direct training of a spiking recipe (``snnconvert direct-train``): ``direct`` the model's
+    neurons, surrogate, encoding and T, ``train`` the hyper-parameters, then simulated on the
+    data's test split (its first ``limit`` images also validate the training)."""
+
+    model: str
+    direct: DirectConfig
+    train: TrainConfig
+    data: DataSpec = DataSpec()
+    costs: EnergyCosts = EnergyCosts()
+
+
+@dataclass(frozen=True)
+class TrainSpec(Spec):
+    """Training (``snnconvert train``) or fine-tuning (``snnconvert finetune``) of one model.
+
+    Attributes:
+        model: the model and the weights it starts from.
+        train: the hyper-parameters.
+        data: the data (its first ``limit`` test images validate after each epoch).
+        prepare: how an ANN is prepared for QCFS training, and the route's sites added to a
+            prepared one; None: the original ANN is trained as it is (``train --ann``).
+        calibration: the prepared model's initial thresholds and BatchNorm statistics.
+        masks: Random Spike Masks added to the student (fine-tuning).
+        finetune: the MST recipe: a trained model fine-tuned with distillation from itself as it
+            came, so it must be an ANN unless masks or the route's sites are added.
+    """
+
+    model: ModelSource
+    train: TrainConfig
+    data: DataSpec = DataSpec("fashion-mnist")
+    prepare: PrepareConfig | None = None
+    calibration: CalibrationConfig = CalibrationConfig()
+    masks: MaskConfig | None = None
+    finetune: bool = False
+
+
+@dataclass(frozen=True)
+class CalibrateSpec(Spec):
+    """Calibration of a model's thresholds (``snnconvert calibrate``), and optionally of its SNN.
+
+    Attributes:
+        model: the model (an ANN is prepared first, as ``prepare`` says) and its weights.
+        data: the data (its training split's sample images calibrate).
+        calibration: the threshold rule and the number of sample images.
+        batchnorm: also re-estimate every BatchNorm's statistics of a prepared model.
+        prepare: how an ANN is prepared.
+        timesteps: T of the SNN's correction and its error report (None: the recipe's).
+        neuron: what QCFS becomes in that SNN.
+        correction: convert the model and remove each layer's mean conversion error at T.
+        reference: what the SNN is compared with, ``ann`` or ``qcfs`` (None: ``ann`` for an ANN
+            checkpoint, ``qcfs`` for a prepared one).
+        error_at: the steps the per-layer error report is measured at (empty: T); None: no report.
+    """
+
+    model: ModelSource
+    data: DataSpec = DataSpec()
+    calibration: CalibrationConfig = CalibrationConfig()
+    batchnorm: bool = False
+    prepare: PrepareConfig | None = None
+    timesteps: int | None = None
+    neuron: NeuronConfig = NeuronConfig()
+    correction: CorrectionConfig | None = None
+    reference: str | None = None
+    error_at: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.error_at is not None:  # a list, from a file
+            object.__setattr__(self, "error_at", tuple(self.error_at))
+
+
+@dataclass(frozen=True)
+class SimulateSpec(Spec):
+    """A simulation of a converted model (``snnconvert simulate``).
+
+    Attributes:
+        model: a recipe and its converted or prepared checkpoint, or an SNN step exported to ONNX
+            by ``snnconvert export`` (``name`` ends in ``.onnx``).
+        data: the data (its test split is simulated).
+        timesteps: T (None: the recipe's, or the one in the ONNX file).
+        mode: the attention mode a prepared checkpoint is converted with.
+        neuron: what a prepared checkpoint's QCFS becomes.
+        backend: ``torch`` or ``onnxruntime`` (None: onnxruntime for an ONNX file, else torch).
+        exit_rule: stop each image once it holds.
+        exit_curve: rules evaluated offline on one pass of T steps.
+        simulation: how the simulation runs and what it measures.
+        costs: energy per operation.
+    """
+
+    model: ModelSource
+    data: DataSpec = DataSpec()
+    timesteps: int | None = None
+    mode: str = "compensated"
+    neuron: NeuronConfig = NeuronConfig()
+    backend: str | None = None
+    exit_rule: ExitRule | None = None
+    exit_curve: tuple[ExitRule, ...] = ()
+    simulation: SimulationOptions = field(default_factory=SimulationOptions)
+    costs: EnergyCosts = EnergyCosts()
+
+    def __post_init__(self) -> None:
+        curve = tuple(r if isinstance(r, ExitRule) else ExitRule(**r) for r in self.exit_curve)  # dicts, from a file
+        object.__setattr__(self, "exit_curve", curve)
+        if self.exit_rule is not None and self.exit_curve:
+            raise ArgumentError("an early-exit curve runs every image T steps to evaluate its rules offline; an "
+                                "exit rule stops them: pick one")
+        if self.backend not in (None, *BACKENDS):
+            raise ArgumentError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.exported and self.backend == "torch":
+            raise ArgumentError(f"{self.model.name} is an ONNX step: it runs with the onnxruntime backend")
+
+    @property
+    def exported(self) -> bool:
+        """Whether the model is an SNN step exported to ONNX."""
+        return self.model.name.endswith(".onnx")
+
+    @property
+    def resolved_backend(self) -> str:
+        """The backend: as given, else onnxruntime for an ONNX file and torch for a checkpoint."""
+        return self.backend or ("onnxruntime" if self.exported else "torch")
+
+    def torch_only(self, device: str) -> list[str]:
+        """The options set here (as command-line options) that only the torch backend has: the
+        onnxruntime backend runs the exported float32 step on the CPU, one step per call."""
+        if self.resolved_backend != "onnxruntime":
+            return []
+        options = self.simulation
+        given = {"--device": device != "cpu", "--chunk": options.chunk is not None,
+                 "--precision": options.precision != "fp32", "--compile": bool(options.compile),
+                 "--event-driven": bool(options.event_driven)}
+        return [name for name, on in given.items() if on]
 
 
 def _build(kind: type, data: Any, where: str):
+    """``kind`` (a dataclass) from JSON-able ``data``, its dataclass fields built in turn."""
     if not isinstance(data, dict):
         raise ArgumentError(f"{where} must be a mapping of {kind.__name__}'s fields, got {data!r}")
     known = {f.name for f in fields(kind)}
@@ -138,14 +307,17 @@ def _build(kind: type, data: Any, where: str):
     if unknown:
         raise ArgumentError(f"{where}: unknown field(s) {', '.join(unknown)}; {kind.__name__} has "
                             f"{', '.join(sorted(known))}")
+    missing = [f.name for f in fields(kind) if f.name not in data and f.default is MISSING
+               and f.default_factory is MISSING]
+    if missing:
+        raise ArgumentError(f"{where} has no {', '.join(missing)}")
+    hints = typing.get_type_hints(kind)
     values = {}
     for name, value in data.items():
-        part = _PARTS.get(name) if kind is RunSpec else None
+        hint = hints[name]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)  # X | None
+        part = next((t for t in (hint, *(typing.get_args(hint) if union else ())) if is_dataclass(t)), None)
         values[name] = _build(part, value, f"{where}.{name}") if part is not None and value is not None else value
-    if kind is RunSpec:
-        values["modes"] = tuple(values.get("modes", ("compensated",)))
-        if "model" not in values:
-            raise ArgumentError(f"{where} has no model: give model.name at least")
     try:
         return kind(**values)
     except TypeError as error:

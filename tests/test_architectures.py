@@ -51,7 +51,7 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
     # where such rounding is ~1e-16 and cannot move a spike, with a margin of 1e-12
     if_snn = convert(model64)
     for net in (if_snn, counted):
-        single = _steps(net, x64, Execution(net, SimulationOptions(chunk=1), fold=False))
+        single = _steps(net, x64, Execution(net, SimulationOptions(chunk=1, fold=False)))
         batched = _steps(net, x64, Execution(net, SimulationOptions(chunk=3)))
         assert (batched - single).abs().max() <= 1e-12 * max(1.0, single.abs().max().item())
 
@@ -59,9 +59,9 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
     # than it does densely; after the first step nothing is sent, so the whole run costs less
     accounting = OpAccounting(counted, event_driven=True)
     with watching(counted, accounting.streams):
-        watched = _steps(counted, x64, Execution(counted, SimulationOptions(chunk=1), fold=False))
+        watched = _steps(counted, x64, Execution(counted, SimulationOptions(chunk=1, fold=False)))
     assert torch.equal(watched, single)
-    dense, driven = (simulate(counted, x64[:4], y[:4], timesteps=3, event_driven=e) for e in (False, True))
+    dense, driven = (simulate(counted, x64[:4], y[:4], timesteps=3, options=SimulationOptions(event_driven=e)) for e in (False, True))
     assert dense.correct == driven.correct
     dense_ops = {o.name: o for o in dense.ops}
     folded = set(accounting.free.get(FOLDED_SCALING, []))
@@ -71,8 +71,8 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
         a = dense_ops[b.name]
         assert costs.of(b.sops, b.macs, b.float_ops, b.adds) <= costs.of(a.sops, a.macs, a.float_ops, a.adds), (a, b)
     assert driven.energy_per_sample_pj() < dense.energy_per_sample_pj()
-    result = simulate(if_snn, x64[:4], y[:4], timesteps=3, chunk=2)  # input folded, 2 + 1 steps per call
-    plain = simulate(if_snn, x64[:4], y[:4], timesteps=3, chunk=1, fold=False)
+    result = simulate(if_snn, x64[:4], y[:4], timesteps=3, options=SimulationOptions(chunk=2))  # input folded, 2 + 1 steps per call
+    plain = simulate(if_snn, x64[:4], y[:4], timesteps=3, options=SimulationOptions(chunk=1, fold=False))
     assert (plain.correct, plain.ops) == (result.correct, result.ops)  # counts of events: integers
     for a, b in zip(plain.layers, result.layers):
         assert (a.name, a.spikes, a.neuron_steps, a.firing, a.negative) == (b.name, b.spikes, b.neuron_steps,
@@ -81,7 +81,7 @@ def test_signed_burst_snn_is_its_qcfs_ann_at_t_equals_levels(arch):
 
     snn32 = convert(model.float())  # the simulator runs the float32 SNN with every op accounted for
     assert OpAccounting(snn32).unaccounted == []  # every op of the graph is counted or free for a stated reason
-    result = simulate(snn32, x[:4], y[:4], timesteps=3, chunk=2)
+    result = simulate(snn32, x[:4], y[:4], timesteps=3, options=SimulationOptions(chunk=2))
     assert len(result.correct) == 3 and result.layers
     assert result.energy_per_sample_pj() > 0 and any(op.sops > 0 for op in result.ops)
 
@@ -119,6 +119,6 @@ def test_the_event_driven_routes_sites_keep_the_count_coded_snn_its_qcfs_ann(arc
         total = first + counted(x.double())
     for out in (first, total):
         assert (out - target).abs().max().item() <= 1e-9 * max(1.0, target.abs().max().item())
-    ops = {o.name: o for o in simulate(counted, x.double()[:4], y[:4], timesteps=2, event_driven=True).ops}
+    ops = {o.name: o for o in simulate(counted, x.double()[:4], y[:4], timesteps=2, options=SimulationOptions(event_driven=True)).ops}
     fed = [ops[op_name(user)] for node in counted.graph.nodes if node.target in streams for user in node.users]
     assert len(fed) >= len(streams) and all(op.macs == 0 for op in fed), fed

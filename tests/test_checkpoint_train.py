@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from snnconvert.checkpoint import atomic_save, kept_checkpoints, load_checkpoint, save_checkpoint
+from snnconvert.checkpoint import Job, atomic_save, kept_checkpoints, load_checkpoint, save_checkpoint
 from snnconvert.prepare import prepare
 from snnconvert.errors import CheckpointError
 from snnconvert.train import TrainConfig, fit
@@ -92,18 +92,17 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     meta = {"stage": "prepared", "recipe": {"name": "test"}, "prepare": {"levels": 8, "threshold": 4.0}}
 
     reference = _model()
-    fit(reference, data, config, checkpoint=tmp_path / "ref.pt", checkpoint_meta=meta, progress=False)
+    fit(reference, data, config, checkpoint_meta=meta, job=Job(checkpoint=tmp_path / "ref.pt"))
 
     killed = _model()
     with pytest.raises(KeyboardInterrupt):
         # 6 steps per epoch; dies during step 3 of epoch 2, after the checkpoint at its step 2
-        fit(killed, _Crashing(data, 16 * 8 + 5), config, checkpoint=tmp_path / "run.pt", checkpoint_meta=meta,
-            progress=False)
+        fit(killed, _Crashing(data, 16 * 8 + 5), config, checkpoint_meta=meta, job=Job(checkpoint=tmp_path / "run.pt"))
     state = load_checkpoint(tmp_path / "run.pt")["train_state"]
     assert (state["epoch"], state["batch"]) == (1, 2)
 
     resumed = _model()
-    result = fit(resumed, data, config, checkpoint=tmp_path / "run.pt", checkpoint_meta=meta, progress=False)
+    result = fit(resumed, data, config, checkpoint_meta=meta, job=Job(checkpoint=tmp_path / "run.pt"))
     assert result.resumed_from == {"epoch": 1, "batch": 2}
     assert len(result.history) == 2
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
@@ -120,11 +119,10 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path):
     config = TrainConfig(epochs=2, batch_size=16, lr=1e-2, warmup_epochs=0.5, checkpoint_every=2)
     meta = {"stage": "prepared", "recipe": {"name": "test"}, "prepare": None}
     reference = _model()
-    fit(reference, data, config, checkpoint=tmp_path / "ref.pt", checkpoint_meta=meta, progress=False)
+    fit(reference, data, config, checkpoint_meta=meta, job=Job(checkpoint=tmp_path / "ref.pt"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.pt"]
     with pytest.raises(KeyboardInterrupt):  # dies in epoch 2 after its step-4 checkpoint: the one before is step 2
-        fit(_model(), _Crashing(data, 16 * 10 + 5), config, checkpoint=tmp_path / "run.pt", checkpoint_meta=meta,
-            progress=False)
+        fit(_model(), _Crashing(data, 16 * 10 + 5), config, checkpoint_meta=meta, job=Job(checkpoint=tmp_path / "run.pt"))
     newest, previous = kept_checkpoints(tmp_path / "run.pt", 2)
     assert previous.name == "run.previous.pt"
     assert [load_checkpoint(p)["train_state"]["batch"] for p in (newest, previous)] == [4, 2]
@@ -134,7 +132,7 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path):
     resumed = _model()
     with pytest.warns(UserWarning, match=r"skipped run.pt \(checkpoint .* cannot be read .*\); kept it as "
                                          r"run.pt.damaged and resumed from run.previous.pt"):
-        result = fit(resumed, data, config, checkpoint=newest, checkpoint_meta=meta, progress=False)
+        result = fit(resumed, data, config, checkpoint_meta=meta, job=Job(checkpoint=newest))
     assert result.resumed_from == {"epoch": 1, "batch": 2}
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name  # the same steps from the same state, in the same process: bit for bit
@@ -142,7 +140,7 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path):
 
     newest.write_bytes(b"")  # and when no kept checkpoint reads: the newest one's error
     with pytest.raises(CheckpointError, match="is empty .*--no-resume"):
-        fit(_model(), data, config, checkpoint=newest, checkpoint_meta=meta, progress=False)
+        fit(_model(), data, config, checkpoint_meta=meta, job=Job(checkpoint=newest))
 
 
 def test_keep_checkpoints_keeps_that_many_and_resume_may_change_it(tmp_path):
@@ -150,14 +148,12 @@ def test_keep_checkpoints_keeps_that_many_and_resume_may_change_it(tmp_path):
     meta = {"stage": "prepared", "recipe": {"name": "test"}, "prepare": None}
     config = TrainConfig(epochs=2, batch_size=16, checkpoint_every=1, keep_checkpoints=3)
     with pytest.raises(KeyboardInterrupt):
-        fit(_model(), _Crashing(data, 16 * 4 + 3), config, checkpoint=tmp_path / "run.pt", checkpoint_meta=meta,
-            progress=False)
+        fit(_model(), _Crashing(data, 16 * 4 + 3), config, checkpoint_meta=meta, job=Job(checkpoint=tmp_path / "run.pt"))
     kept = kept_checkpoints(tmp_path / "run.pt", 3)
     assert [p.name for p in kept] == ["run.pt", "run.previous.pt", "run.previous2.pt"]
     assert [load_checkpoint(p)["train_state"]["batch"] for p in kept] == [4, 3, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in kept)
-    result = fit(_model(), data, dataclasses.replace(config, keep_checkpoints=1), checkpoint=tmp_path / "run.pt",
-                 checkpoint_meta=meta, progress=False)
+    result = fit(_model(), data, dataclasses.replace(config, keep_checkpoints=1), checkpoint_meta=meta, job=Job(checkpoint=tmp_path / "run.pt"))
     assert result.resumed_from == {"epoch": 0, "batch": 4}
     with pytest.raises(ValueError, match="keep_checkpoints must be >= 1"):
         TrainConfig(keep_checkpoints=0)
@@ -200,11 +196,9 @@ def test_a_writer_killed_mid_write_leaves_no_temporary_after_the_next_run(tmp_pa
 def test_resume_with_other_settings_is_refused(tmp_path):
     data = load_dataset("embedded", "train", SPEC_28).subset(32)
     meta = {"stage": "prepared", "recipe": {"name": "test"}, "prepare": None}
-    fit(_model(), data, TrainConfig(epochs=1, batch_size=16), checkpoint=tmp_path / "c.pt", checkpoint_meta=meta,
-        progress=False)
+    fit(_model(), data, TrainConfig(epochs=1, batch_size=16), checkpoint_meta=meta, job=Job(checkpoint=tmp_path / "c.pt"))
     with pytest.raises(CheckpointError, match="other settings"):
-        fit(_model(), data, TrainConfig(epochs=2, batch_size=16), checkpoint=tmp_path / "c.pt",
-            checkpoint_meta=meta, progress=False)
+        fit(_model(), data, TrainConfig(epochs=2, batch_size=16), checkpoint_meta=meta, job=Job(checkpoint=tmp_path / "c.pt"))
 
 
 def _snnconvert(*args):
@@ -254,8 +248,6 @@ def test_killed_cli_training_resumes_and_says_so(tmp_path):
 def test_resume_of_another_models_run_is_refused(tmp_path):
     data = load_dataset("embedded", "train", SPEC_28).subset(32)
     config = TrainConfig(epochs=1, batch_size=16)
-    fit(_model(), data, config, checkpoint=tmp_path / "c.pt",
-        checkpoint_meta={"stage": "prepared", "recipe": {"name": "a"}, "prepare": None}, progress=False)
+    fit(_model(), data, config, checkpoint_meta={"stage": "prepared", "recipe": {"name": "a"}, "prepare": None}, job=Job(checkpoint=tmp_path / "c.pt"))
     with pytest.raises(CheckpointError, match="run of 'a', not a prepared run of 'b'"):
-        fit(_model(), data, config, checkpoint=tmp_path / "c.pt",
-            checkpoint_meta={"stage": "prepared", "recipe": {"name": "b"}, "prepare": None}, progress=False)
+        fit(_model(), data, config, checkpoint_meta={"stage": "prepared", "recipe": {"name": "b"}, "prepare": None}, job=Job(checkpoint=tmp_path / "c.pt"))

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from snnconvert.cli import main
 from snnconvert.model_zoo import get_recipe, shipped_checkpoint
+from snnconvert.spec import SweepSpec
 
 
 def _invoke(*args: str):
@@ -204,6 +205,9 @@ def test_mask_sweep_writes_table_and_plot(tmp_path):
     assert rows[-1]["spikes_per_sample"] == pytest.approx(rows[1]["spikes_per_sample"], rel=1e-9)  # k = all 4 blocks
     assert (out / "sweep.png").stat().st_size > 1000 and "| mlp | 0.50 |" in (out / "sweep.md").read_text()
     assert not list(out.glob("*.progress*"))
+    spec = SweepSpec.read(out / "sweep.json")  # the sweep's spec, T resolved
+    assert spec.timesteps == 8 and spec.targets == ("mlp",) and spec.ratios == (0.0, 0.5) and spec.block_ratio == 0.5
+    assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     proc = _entry("mask-sweep", "vit_nano", "--targets", "values", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "unknown masking targets" in proc.stderr
 

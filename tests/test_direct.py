@@ -81,7 +81,7 @@ def test_encoders_spike_statistics():
     torch.manual_seed(0)
     p = torch.rand(1, 1, 16, 16)
     x = (p - 0.3) / 0.4  # normalized the way the datasets do it; encoders map back to p
-    rate = make_encoder("rate", 4, (0.3,), (0.4,))
+    rate = make_encoder("poisson", 4, (0.3,), (0.4,))
     mean = torch.stack([rate(x) for _ in range(2000)]).mean(0)
     assert set(rate(x).unique().tolist()) <= {0.0, 1.0}
     assert (mean - p).abs().max() < 5 * math.sqrt(0.25 / 2000)
@@ -97,6 +97,7 @@ def test_encoders_spike_statistics():
     assert set(out[0].unique().tolist()) <= {0.0, 0.5} and set(out[7].unique().tolist()) <= {0.0, 2.0 ** -8}
     direct = make_encoder("direct", 4)
     assert torch.equal(direct(x), x) and not direct.emits_spikes and rate.emits_spikes
+    assert DirectConfig(encoding="rate").encoding == "poisson"  # the name checkpoints of 0.1 stored
 
 
 def test_events_to_frames_and_channel_reduction():

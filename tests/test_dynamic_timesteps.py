@@ -140,7 +140,7 @@ def test_a_stopped_layer_and_what_only_it_reads_are_not_computed_and_the_result_
     expected_calls = {name: min(T, stops.get(name, T)) for name in calls}
     for chunk in (1, 4):
         calls.clear()
-        with Execution(snn, SimulationOptions(chunk=chunk), fold=False) as execution, torch.no_grad():
+        with Execution(snn, SimulationOptions(chunk=chunk, fold=False)) as execution, torch.no_grad():
             execution.reset()
             inputs = execution.inputs(x)
             out = torch.cat([execution.run(inputs, k) for k in ([chunk] * (T // chunk) + [T % chunk]) if k])

@@ -6,7 +6,8 @@ from snnconvert import workflow
 from snnconvert.convert import NeuronConfig
 from snnconvert.errors import SnnConvertError
 from snnconvert.model_zoo import get_recipe, shipped_checkpoint
-from snnconvert.runtime import simulate
+from snnconvert.checkpoint import Job
+from snnconvert.runtime import Watch, simulate
 from snnconvert.runtime import reset_states
 from snnconvert.runtime.early_exit import ExitRule, ExitTrace, Quiescence, confidence, exit_curve, exit_steps
 
@@ -42,7 +43,7 @@ def test_early_exit_drops_samples_and_equals_the_offline_curve():
     x, y = images(SPEC_28, 32)
     x = x.double()
     trace = ExitTrace()
-    full = simulate(snn, x, y, timesteps=T, trace=trace)
+    full = simulate(snn, x, y, timesteps=T, watch=Watch(trace=trace))
     assert full.mean_steps == T
     rules = [ExitRule("confidence", c) for c in (0.5, 0.9, 0.99)] + [ExitRule("stable", k) for k in (2, 4)]
     curve = exit_curve(trace, rules)
@@ -52,7 +53,7 @@ def test_early_exit_drops_samples_and_equals_the_offline_curve():
     for point in curve:
         seen = []
         hook = first_neuron.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
-        online = simulate(snn, x, y, timesteps=T, exit_rule=point.rule)
+        online = simulate(snn, x, y, timesteps=T, watch=Watch(exit_rule=point.rule))
         hook.remove()
         assert online.accuracy[-1] == pytest.approx(point.accuracy)
         assert online.mean_steps == pytest.approx(point.mean_steps)
@@ -62,19 +63,22 @@ def test_early_exit_drops_samples_and_equals_the_offline_curve():
             assert sum(o.macs for o in online.ops) < sum(o.macs for o in full.ops)
             assert sum(l.neuron_steps for l in online.layers) < sum(l.neuron_steps for l in full.layers)
     with pytest.raises(ValueError, match="drop exit_rule"):
-        simulate(snn, x, y, timesteps=T, exit_rule=rules[0], trace=ExitTrace())
+        simulate(snn, x, y, timesteps=T, watch=Watch(exit_rule=rules[0], trace=ExitTrace()))
 
 
 def test_command_line_early_exit(tmp_path):
     from click.testing import CliRunner
 
     from snnconvert.cli import main
+    from snnconvert.spec import SimulateSpec
 
     run = CliRunner().invoke(main, ["simulate", "vit_nano", "-T", "16", "--limit", "32", "--quiet", "--out",
                                     str(tmp_path), "--early-exit", "0.5,0.99,stable:4"])
     assert run.exit_code == 0, run.output
     assert "| confidence ≥ 0.99 |" in run.output and "| prediction unchanged for 4 steps |" in run.output
     assert {p.name for p in tmp_path.iterdir()} >= {"early_exit.json", "early_exit.md", "early_exit.png", "report.md"}
+    spec = SimulateSpec.read(tmp_path / "report.json")  # the simulation's spec, rules and T resolved
+    assert spec.timesteps == 16 and [r.describe() for r in spec.exit_curve][-1] == "prediction unchanged for 4 steps"
     for bad in (["--exit", "1.5"], ["--exit", "stable:0"], ["--exit", "0.9", "--early-exit", "0.5"]):
         refused = CliRunner().invoke(main, ["simulate", "vit_nano", "-T", "4", "--limit", "8", *bad])
         assert refused.exit_code != 0 and ("--exit" in refused.output or "--early-exit" in refused.output)
@@ -87,12 +91,12 @@ def test_an_interrupted_traced_run_resumes_to_the_same_curve(tmp_path):
     batches = list(zip(x.split(8), y.split(8)))
     rules = [ExitRule("confidence", 0.9), ExitRule("stable", 2)]
     whole = ExitTrace()
-    simulate(snn, batches, timesteps=6, trace=whole)
+    simulate(snn, batches, timesteps=6, watch=Watch(trace=whole))
 
     progress, resumed = tmp_path / "progress.pt", ExitTrace()
     with pytest.raises(KeyboardInterrupt):
-        simulate(snn, DiesAfter(batches, 2), timesteps=6, trace=ExitTrace(), checkpoint=progress)
-    assert simulate(snn, batches, timesteps=6, trace=resumed, checkpoint=progress).resumed_from_batch == 2
+        simulate(snn, DiesAfter(batches, 2), timesteps=6, watch=Watch(trace=ExitTrace()), job=Job(checkpoint=progress))
+    assert simulate(snn, batches, timesteps=6, watch=Watch(trace=resumed), job=Job(checkpoint=progress)).resumed_from_batch == 2
     assert exit_curve(resumed, rules) == exit_curve(whole, rules)
 
 
@@ -123,8 +127,8 @@ def test_a_quiet_sample_sends_nothing_at_any_later_step(counted_vit):
 def test_quiet_exit_is_exact_and_stops_early(counted_vit):
     snn, x, y = counted_vit
     trace = ExitTrace()
-    full = simulate(snn, x, y, timesteps=32, trace=trace)
-    quiet = simulate(snn, x, y, timesteps=32, exit_rule=ExitRule("quiet"))
+    full = simulate(snn, x, y, timesteps=32, watch=Watch(trace=trace))
+    quiet = simulate(snn, x, y, timesteps=32, watch=Watch(exit_rule=ExitRule("quiet")))
     assert quiet.accuracy[-1] == full.accuracy[-1]
     assert quiet.mean_steps < 24
     (point,) = exit_curve(trace, [ExitRule("quiet")])
@@ -142,9 +146,9 @@ def test_quiet_exit_refuses_models_it_is_not_exact_on():
                                NeuronConfig())
     x, y = images(SPEC_28, 4)
     with pytest.raises(SnnConvertError, match="rate coding"):
-        simulate(loaded.snn, x, y, timesteps=4, exit_rule=ExitRule("quiet"))
+        simulate(loaded.snn, x, y, timesteps=4, watch=Watch(exit_rule=ExitRule("quiet")))
     trace = ExitTrace()
-    simulate(loaded.snn, x, y, timesteps=4, trace=trace)
+    simulate(loaded.snn, x, y, timesteps=4, watch=Watch(trace=trace))
     with pytest.raises(SnnConvertError, match="count coding"):
         exit_curve(trace, [ExitRule("quiet")])
 

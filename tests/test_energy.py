@@ -9,7 +9,7 @@ from torch import nn
 from snnconvert.convert import convert
 from snnconvert.prepare import PrepareConfig, prepare
 from snnconvert.graph.events import EVENTS, REAL, classify
-from snnconvert.runtime import reset_states, simulate
+from snnconvert.runtime import SimulationOptions, reset_states, simulate
 from snnconvert.errors import ArgumentError
 from snnconvert.runtime.coding import InputOnce
 from snnconvert.runtime.energy.conventions import TwinCosts, energy_conventions
@@ -250,7 +250,7 @@ def test_event_driven_weight_layers_take_a_mixed_stream_as_its_real_part_once_th
 
 
 def _ops_of(model: nn.Module, x: torch.Tensor, timesteps: int, event_driven: bool) -> dict:
-    result = simulate(model, x, torch.zeros(len(x), dtype=torch.long), timesteps=timesteps, event_driven=event_driven)
+    result = simulate(model, x, torch.zeros(len(x), dtype=torch.long), timesteps=timesteps, options=SimulationOptions(event_driven=event_driven))
     return {o.name: o for o in result.ops}
 
 
@@ -273,7 +273,7 @@ def test_event_driven_needs_count_coding():
     model = nn.Sequential(IFNeuron(1.0), nn.Linear(4, 2))
     x = torch.rand(2, 4)
     with pytest.raises(ArgumentError, match="count-coded"):
-        simulate(model, x, torch.zeros(2, dtype=torch.long), timesteps=2, event_driven=True)
+        simulate(model, x, torch.zeros(2, dtype=torch.long), timesteps=2, options=SimulationOptions(event_driven=True))
 
 
 def test_energy_conventions_by_hand():

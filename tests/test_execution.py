@@ -12,7 +12,6 @@ from snnconvert.direct import make_node
 from snnconvert.graph.events import INPUT, classify
 from snnconvert.runtime import Execution, IFNeuron, SimulationOptions, SpikeMonitor, reset_states, simulate
 from snnconvert.runtime.energy import OpAccounting
-from snnconvert.runtime import execution as execution_module
 from snnconvert.runtime.execution import split_input
 from snnconvert.runtime.neurons import SpikingNeuron
 
@@ -85,13 +84,13 @@ def test_direct_training_neurons_record_what_a_hard_reset_discards():
 def test_basic_metrics_count_the_same_spikes_and_say_what_they_left_out():
     prepared, x, y = _prepared(tiny_vit(), SPEC_28)
     snn = convert(prepared)
-    full, basic = simulate(snn, x, y, timesteps=5), simulate(snn, x, y, timesteps=5, metrics="basic")
+    full, basic = simulate(snn, x, y, timesteps=5), simulate(snn, x, y, timesteps=5, options=SimulationOptions(metrics="basic"))
     assert [l.spikes for l in full.layers] == [l.spikes for l in basic.layers] and full.ops == basic.ops
     assert all(l.spike_percent is None and l.negative_percent is None and l.mean_residual is None
                for l in basic.layers)
     assert all(l.spike_percent is not None for l in full.layers)
     with pytest.raises(ValueError, match="basic' or 'full"):
-        simulate(snn, x, y, timesteps=2, metrics="none")  # spikes are always counted (the energy needs them)
+        simulate(snn, x, y, timesteps=2, options=SimulationOptions(metrics="none"))  # spikes are always counted (the energy needs them)
 
 
 def test_the_input_is_folded_up_to_the_first_neurons_and_counted_once():
@@ -115,7 +114,7 @@ def test_the_input_is_folded_up_to_the_first_neurons_and_counted_once():
     stem_ops = {o.name: o for o in result.ops}["conv1"]
     per_sample = {o.name: o for o in OpAccounting(snn).per_sample()}["conv1"].macs
     assert stem_ops.macs == len(x) * per_sample  # once per image, not T times
-    unfolded = simulate(snn, x, y, timesteps=T, fold=False, chunk=1)
+    unfolded = simulate(snn, x, y, timesteps=T, options=SimulationOptions(fold=False, chunk=1))
     assert unfolded.correct == result.correct and unfolded.layers == result.layers
 
 
@@ -123,9 +122,9 @@ def test_time_batched_runs_equal_single_steps_with_masks_and_a_ragged_last_chunk
     prepared, x, y = _prepared(tiny_vit(), SPEC_28, n=24)
     add_spike_masks(prepared, MaskConfig({"q": 0.5, "attn": 0.25, "mlp": 0.5}, seed=1))
     snn = convert(prepared)
-    single = simulate(snn, [(x[:12], y[:12]), (x[12:], y[12:])], timesteps=7, chunk=1, fold=False)
+    single = simulate(snn, [(x[:12], y[:12]), (x[12:], y[12:])], timesteps=7, options=SimulationOptions(chunk=1, fold=False))
     for chunk in (3, 7, 16):
-        batched = simulate(snn, [(x[:12], y[:12]), (x[12:], y[12:])], timesteps=7, chunk=chunk)
+        batched = simulate(snn, [(x[:12], y[:12]), (x[12:], y[12:])], timesteps=7, options=SimulationOptions(chunk=chunk))
         assert (batched.correct, batched.layers, batched.ops) == (single.correct, single.layers, single.ops)
     assert all(m.steps == 1 for m in snn.modules() if hasattr(m, "steps"))  # back to single steps after
 
@@ -139,9 +138,9 @@ def test_direct_training_models_run_time_batched():
     model = SpikingClassifier(net, make_encoder(config.encoding, config.timesteps), config.timesteps).eval()
     x, y = images(SPEC_28, 8)
     torch.manual_seed(1)  # the rate encoder draws from the global generator, step after step
-    single = simulate(model.stepper(), x, y, timesteps=5, chunk=1)
+    single = simulate(model.stepper(), x, y, timesteps=5, options=SimulationOptions(chunk=1))
     torch.manual_seed(1)
-    batched = simulate(model.stepper(), x, y, timesteps=5, chunk=2)
+    batched = simulate(model.stepper(), x, y, timesteps=5, options=SimulationOptions(chunk=2))
     assert (batched.correct, batched.layers, batched.ops) == (single.correct, single.layers, single.ops)
     assert any(o.sops > 0 for o in batched.ops)  # the rate encoder's spikes are counted through its hook
 
@@ -159,7 +158,7 @@ def test_half_precision_keeps_membranes_and_totals_in_float32():
     assert all(m.v.dtype == torch.float32 for m in neurons)
     compensated = [m for m in snn.modules() if hasattr(m, "sum") and isinstance(m.sum, list)]
     assert compensated and all(s.dtype == torch.float32 for m in compensated for s in m.sum)
-    fp32, bf16 = simulate(snn, x, y, timesteps=8), simulate(snn, x, y, timesteps=8, precision="bf16")
+    fp32, bf16 = simulate(snn, x, y, timesteps=8), simulate(snn, x, y, timesteps=8, options=SimulationOptions(precision="bf16"))
     assert abs(fp32.accuracy[-1] - bf16.accuracy[-1]) <= 25.0 and bf16.spikes_per_sample > 0
     with pytest.raises(ValueError, match="unknown precision"):
         SimulationOptions(precision="int8")
@@ -168,8 +167,8 @@ def test_half_precision_keeps_membranes_and_totals_in_float32():
 def test_compiled_step_graph_gives_the_same_result():
     prepared, x, y = _prepared(tiny_vit(), SPEC_28, n=8)
     snn = convert(prepared)
-    plain = simulate(snn, x, y, timesteps=3, chunk=1)
-    compiled = simulate(copy.deepcopy(snn), x, y, timesteps=3, chunk=1, compile="eager")
+    plain = simulate(snn, x, y, timesteps=3, options=SimulationOptions(chunk=1))
+    compiled = simulate(copy.deepcopy(snn), x, y, timesteps=3, options=SimulationOptions(chunk=1, compile="eager"))
     assert compiled.correct == plain.correct and [l.spikes for l in compiled.layers] == [l.spikes for l in plain.layers]
 
 
@@ -183,16 +182,15 @@ def test_silent_layers_do_not_run_and_every_step_is_unchanged(monkeypatch):
     linear = nn.Linear.forward
     monkeypatch.setattr(nn.Linear, "forward", lambda self, v: calls.append(self) or linear(self, v))
 
-    def steps(skippable: tuple) -> torch.Tensor:
+    def steps(skip: bool) -> torch.Tensor:
         calls.clear()
-        monkeypatch.setattr(execution_module, "_SKIPPABLE", skippable)
         reset_states(snn)
-        with Execution(snn, SimulationOptions(chunk=1)) as execution:
+        with Execution(snn, SimulationOptions(chunk=1, skip_silent=skip)) as execution:
             inputs = execution.inputs(x)
             return torch.stack([execution.run(inputs, 1) for _ in range(4)])
 
-    plain, plain_calls = steps(()), len(calls)
-    skipped, skipped_calls = steps((nn.Linear,)), len(calls)
+    plain, plain_calls = steps(False), len(calls)
+    skipped, skipped_calls = steps(True), len(calls)
     assert torch.equal(plain, skipped)
     layers = sum(isinstance(m, nn.Linear) for m in snn.modules())
     assert plain_calls == 4 * layers and skipped_calls < plain_calls  # the silent steps did not run them

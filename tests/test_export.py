@@ -24,6 +24,7 @@ from snnconvert.errors import CheckpointError, SnnConvertError
 from snnconvert.export import OPSET, export_ann, export_snn
 from snnconvert.export.nir import nir_blockers
 from snnconvert.export.parity import parity
+from snnconvert.checkpoint import Job
 from snnconvert.export.session import OnnxStep, read_metadata, simulate_onnx
 from snnconvert.runtime import simulate
 
@@ -111,15 +112,15 @@ def test_interrupted_onnxruntime_simulation_resumes(tmp_path):
 
     progress = tmp_path / "ort.progress.pt"
     with pytest.raises(KeyboardInterrupt):
-        simulate_onnx(path, DiesAfter(batches, 2), checkpoint=progress)
-    resumed = simulate_onnx(path, batches, checkpoint=progress)
+        simulate_onnx(path, DiesAfter(batches, 2), job=Job(checkpoint=progress))
+    resumed = simulate_onnx(path, batches, job=Job(checkpoint=progress))
     assert resumed.resumed_from_batch == 2 and resumed.correct == whole.correct
     assert [l.spikes for l in resumed.layers] == [l.spikes for l in whole.layers] and resumed.ops == whole.ops
     export_snn(snn, path, x[:3], {"timesteps": 4})  # the same model written again: the same file
-    assert simulate_onnx(path, batches, checkpoint=progress).resumed_from_batch == len(batches)
+    assert simulate_onnx(path, batches, job=Job(checkpoint=progress)).resumed_from_batch == len(batches)
     export_snn(snn, path, x[:2], {"timesteps": 5})  # another file
     with pytest.raises(CheckpointError, match="another simulation"):
-        simulate_onnx(path, batches, checkpoint=progress)
+        simulate_onnx(path, batches, job=Job(checkpoint=progress))
 
 
 def test_count_coding_signed_neurons_and_spike_masks_export(tmp_path):

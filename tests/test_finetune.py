@@ -8,6 +8,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from snnconvert import workflow
+from snnconvert.checkpoint import Job
+from snnconvert.spec import DataSpec
 from snnconvert.calibrate import CalibrationConfig
 from snnconvert.convert import convert
 from snnconvert.prepare import MaskConfig, PrepareConfig, qcfs_modules, spike_masks
@@ -17,7 +19,7 @@ from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.model_zoo.registry import BuildPlan, Recipe, register_recipe
 from snnconvert.errors import SnnConvertError
 from snnconvert.runtime import evaluate, reseed_masks
-from snnconvert.train import DistillationLoss, TrainConfig, fit
+from snnconvert.train import DistillationLoss, Objective, TrainConfig, fit
 
 from conftest import SPEC_32, calibrated, images, tiny_swin
 
@@ -40,8 +42,7 @@ def test_distillation_options_are_checked():
     with pytest.raises(ValueError, match="temperature"):
         TrainConfig(distill_alpha=0.5, temperature=0)
     with pytest.raises(ValueError, match="teacher"):
-        fit(nn.Linear(4, 3), TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long)),
-            TrainConfig(epochs=1, distill_alpha=0.5), progress=False)
+        fit(nn.Linear(4, 3), TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long)), TrainConfig(epochs=1, distill_alpha=0.5))
 
 
 def test_train_samples_takes_a_seeded_subset():
@@ -54,7 +55,7 @@ def test_train_samples_takes_a_seeded_subset():
 
     data = Counting(torch.randn(100, 4), torch.zeros(100, dtype=torch.long))
     for _ in range(2):
-        fit(nn.Linear(4, 3), data, TrainConfig(epochs=1, batch_size=5, train_samples=10, seed=3), progress=False)
+        fit(nn.Linear(4, 3), data, TrainConfig(epochs=1, batch_size=5, train_samples=10, seed=3))
     assert len(seen) == 20 and sorted(seen[:10]) == sorted(seen[10:]) and len(set(seen)) == 10
 
 
@@ -69,7 +70,7 @@ def test_distillation_pulls_the_student_to_the_teacher():
         torch.manual_seed(1)
         student = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 5))
         fit(student, data, TrainConfig(epochs=15, batch_size=64, lr=1e-2, label_smoothing=0, distill_alpha=alpha,
-                                       temperature=1.0), progress=False, teacher=teacher)
+                                       temperature=1.0), objective=Objective(teacher=teacher))
         with torch.no_grad():
             return (student(x).argmax(-1) == teacher(x).argmax(-1)).float().mean().item()
 
@@ -101,8 +102,8 @@ def test_finetune_starts_from_the_teacher_and_records_it(tmp_path):
     torch.manual_seed(0)
     ann = LoadedModel(build_ann(recipe), recipe, "ann", None, "test ANN", {})
     config = TrainConfig(epochs=1, batch_size=100, lr=1e-3, distill_alpha=0.5, temperature=2.0)
-    model, prep, record = workflow.finetune(ann, "embedded", config, CalibrationConfig(num_samples=64),
-                                            tmp_path / "ft.pt", "cpu", False, val_samples=200)
+    model, prep, record = workflow.finetune(ann, DataSpec("embedded", 200), config, CalibrationConfig(num_samples=64),
+                                            "cpu", Job(checkpoint=tmp_path / "ft.pt"))
     assert record["distilled"] and record["started_from"] == "test ANN" and prep.levels == recipe.levels
     assert record["teacher_accuracy"] is not None and len(record["history"]) == 1
     # the student's weights came from the teacher: patch embedding unchanged up to training
@@ -116,9 +117,9 @@ def test_spiking_probabilities_are_fine_tuned_against_the_prepared_model_as_it_c
     loaded = workflow.load("vit_nano", None)  # the shipped prepared model: real-valued probabilities
     config = TrainConfig(epochs=1, batch_size=100, lr=5e-4, warmup_epochs=0, distill_alpha=0.5, train_samples=200)
     torch.manual_seed(0)
-    student, prep, record = workflow.finetune(loaded, "embedded", config, CalibrationConfig(num_samples=32),
-                                              tmp_path / "p.pt", "cpu", False,
-                                              PrepareConfig(spike_probabilities=True), val_samples=100)
+    student, prep, record = workflow.finetune(loaded, DataSpec("embedded", 100), config, CalibrationConfig(num_samples=32),
+                                              "cpu", Job(checkpoint=tmp_path / "p.pt"),
+                                              PrepareConfig(spike_probabilities=True))
     assert record["teacher"] == "prepared model without QCFS on attention probabilities" and record["distilled"]
     assert prep.spike_probabilities and record["preparation"]["changes"][0].startswith("changes QCFS on attention")
     sites = [n for n, q in qcfs_modules(student).items() if q.role == "probabilities"]
@@ -133,8 +134,8 @@ def test_masked_finetune_distills_from_the_unmasked_model(tmp_path):
     masks = MaskConfig({"mlp": 0.5}, seed=3)
     config = TrainConfig(epochs=1, batch_size=100, lr=5e-4, warmup_epochs=0, distill_alpha=0.5)
     torch.manual_seed(0)
-    student, prep, record = workflow.finetune(loaded, "embedded", config, CalibrationConfig(), tmp_path / "m.pt",
-                                              "cpu", False, val_samples=200, masks=masks)
+    student, prep, record = workflow.finetune(loaded, DataSpec("embedded", 200), config, CalibrationConfig(), "cpu",
+                                              Job(checkpoint=tmp_path / "m.pt"), masks=masks)
     assert record["teacher"] == "unmasked prepared model" and record["distilled"] and prep.masks == masks
     assert record["teacher_accuracy"] > record["accuracy_before_training"]  # masking costs accuracy at first
     assert len(spike_masks(student)) == 4 and not spike_masks(loaded.model)
@@ -147,10 +148,11 @@ def test_masked_finetune_distills_from_the_unmasked_model(tmp_path):
     with torch.no_grad():
         assert torch.equal(reloaded.model.eval()(x), student.eval()(x))  # same weights, same mask seeds
     with pytest.raises(SnnConvertError, match="masked already"):
-        workflow.finetune(reloaded, "embedded", config, CalibrationConfig(), tmp_path / "n.pt", "cpu", False,
-                          masks=masks)
+        workflow.finetune(reloaded, DataSpec("embedded"), config, CalibrationConfig(), "cpu",
+                          Job(checkpoint=tmp_path / "n.pt"), masks=masks)
     with pytest.raises(SnnConvertError, match="needs a teacher"):
-        workflow.finetune(loaded, "embedded", config, CalibrationConfig(), tmp_path / "n.pt", "cpu", False)
+        workflow.finetune(loaded, DataSpec("embedded"), config, CalibrationConfig(), "cpu",
+                          Job(checkpoint=tmp_path / "n.pt"))
 
 
 def test_zoo_build_trains_ann_then_distills(tmp_path):

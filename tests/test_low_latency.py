@@ -11,7 +11,7 @@ from snnconvert.convert import NeuronConfig, convert
 from snnconvert.prepare import PrepareConfig, prepare, prepare_with_report
 from snnconvert.prepare.rewrite import qcfs_modules
 from snnconvert.errors import SnnConvertError
-from snnconvert.runtime import reset_states, simulate
+from snnconvert.runtime import Watch, reset_states, simulate
 from snnconvert.runtime.neurons import IFNeuron, SignedIFNeuron
 
 from conftest import SPEC_28, SPEC_32, calibrated, images, tiny_swin, tiny_timm_resnet, tiny_vit
@@ -37,7 +37,7 @@ def test_correction_removes_the_mean_error_of_one_layer(method):
     prepared, snn, name = _one_relu_layer(x)
     before = conversion_errors(snn, prepared, x, [T])[name][T]
     assert before.mean == pytest.approx(-0.125, abs=1e-3)
-    mu = correct(snn, prepared, x, T, method)[name]
+    mu = correct(snn, prepared, x, T, CorrectionConfig(method))[name]
     assert float(mu) == pytest.approx(0.125, abs=1e-3)
     after = conversion_errors(snn, prepared, x, [T])[name][T]
     assert abs(after.mean) < 1e-3 and after.rms < before.rms
@@ -61,7 +61,7 @@ def test_layers_are_corrected_on_the_spikes_of_the_corrected_layers_before_them(
         snn.get_submodule(name).initial_potential = torch.tensor(0.0)
     T = 3
     errors_before = conversion_errors(snn, prepared, x, [T])
-    mu = correct(snn, prepared, x, T, "bias", iterations=3)
+    mu = correct(snn, prepared, x, T, CorrectionConfig("bias", 3))
     assert {name: tuple(m.shape) for name, m in mu.items()} == {"1": (8,), "3": (5,)}
     errors_after = conversion_errors(snn, prepared, x, [T])
     for name in ("1", "3"):
@@ -183,13 +183,13 @@ def test_simulation_reports_agreement_with_a_reference():
     x, y = images(SPEC_28, 16)
     prepared, _ = calibrated(tiny_vit(), x)
     snn = convert(prepared, "compensated", NeuronConfig("signed-burst-if", coding="count"))
-    result = simulate(snn, x, y, timesteps=2, reference=prepared)
+    result = simulate(snn, x, y, timesteps=2, watch=Watch(reference=prepared))
     assert result.agreement == [100.0, 100.0]
     shifted = copy.deepcopy(prepared)
     with torch.no_grad():
         shifted.head.bias.add_(torch.arange(10.0) * 100)  # always predicts class 9
     expected = 100 * float((prepared(x).argmax(1) == 9).float().mean())
-    assert simulate(snn, x, y, timesteps=1, reference=shifted).agreement == [pytest.approx(expected)]
+    assert simulate(snn, x, y, timesteps=1, watch=Watch(reference=shifted)).agreement == [pytest.approx(expected)]
 
 
 def test_converted_checkpoint_with_count_coding_and_corrections_reloads_identically(tmp_path):
@@ -224,4 +224,4 @@ def test_count_coding_refuses_the_mst_mode_and_bad_neuron_options():
     with pytest.raises(SnnConvertError, match="max_spikes"):
         NeuronConfig(max_spikes=0)
     with pytest.raises(SnnConvertError, match="correction"):
-        correct(convert(prepared), prepared, x, 4, "weights")
+        correct(convert(prepared), prepared, x, 4, CorrectionConfig("weights"))

@@ -4,7 +4,7 @@ import timm
 import torch
 from torch import nn
 
-from snnconvert.calibrate import CalibrationConfig
+from snnconvert.calibrate import CalibrationConfig, CorrectionConfig
 from snnconvert.convert import NeuronConfig, convert
 from snnconvert.prepare import (ChannelBatchNorm, PrepareConfig, change_effects, prepare, prepare_with_report,
                                 qcfs_modules)
@@ -139,7 +139,7 @@ def test_prepared_checkpoint_names_are_stable():
 def test_the_readme_api_runs_and_bad_options_are_refused():
     import snnconvert as sc
     from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
-    from snnconvert.runtime import simulate
+    from snnconvert.runtime import Watch, simulate
 
     x, y = images(SPEC_28, 32)
     loader = [(x, y)]
@@ -157,8 +157,8 @@ def test_the_readme_api_runs_and_bad_options_are_refused():
     qcfs_cnn = sc.prepare(cnn, x32[:2], sc.PrepareConfig.calibration_only(levels=8))
     calibrate_thresholds(qcfs_cnn, loader, CalibrationConfig("percentile", 99.99))
     snn = sc.convert(qcfs_cnn, neuron=sc.NeuronConfig("signed-if", max_spikes=1, coding="rate"))
-    correct(snn, qcfs_cnn, x32, timesteps=4, method="potential")
-    result = simulate(snn, loader, timesteps=4, reference=cnn)
+    correct(snn, qcfs_cnn, x32, timesteps=4, config=CorrectionConfig("potential"))
+    result = simulate(snn, loader, timesteps=4, watch=Watch(reference=cnn))
     assert len(result.agreement) == 4 and 0 <= result.agreement[-1] <= 100
     with pytest.raises(SnnConvertError, match="unknown activations"):
         PrepareConfig(keep_activations=("swish",))

@@ -6,6 +6,7 @@ from torch import nn
 from snnconvert.convert import convert
 from snnconvert.prepare import prepare
 from snnconvert.prepare.qcfs import QCFS
+from snnconvert.checkpoint import Job
 from snnconvert.runtime import IFNeuron, SpikeMonitor, simulate
 from snnconvert.runtime.operators import ExpectationCompensated
 
@@ -81,8 +82,7 @@ def test_state_does_not_grow_with_t():
 def test_wrong_input_shape_is_named():
     snn = _tiny_snn()
     with pytest.raises(ValueError, match=r"expects \[N, 1, 28, 28\]"):
-        simulate(snn, torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long), timesteps=2,
-                 input_shape=(1, 28, 28))
+        simulate(snn, torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long), timesteps=2)  # its meta's shape
 
 
 def test_monitor_detaches():
@@ -117,17 +117,17 @@ def test_interrupted_simulation_resumes_to_the_same_result(tmp_path):
 
     progress = tmp_path / "sim.progress.pt"
     with pytest.raises(KeyboardInterrupt):
-        simulate(snn, DiesAfter(batches, 2), timesteps=6, checkpoint=progress)
-    resumed = simulate(snn, batches, timesteps=6, checkpoint=progress)
+        simulate(snn, DiesAfter(batches, 2), timesteps=6, job=Job(checkpoint=progress))
+    resumed = simulate(snn, batches, timesteps=6, job=Job(checkpoint=progress))
     assert resumed.resumed_from_batch == 2 and whole.resumed_from_batch is None
     assert resumed.correct == whole.correct and resumed.samples == 48
     assert [(l.spikes, l.neuron_steps) for l in resumed.layers] == [(l.spikes, l.neuron_steps) for l in whole.layers]
     with pytest.raises(CheckpointError, match="another simulation"):
-        simulate(snn, batches, timesteps=7, checkpoint=progress)
+        simulate(snn, batches, timesteps=7, job=Job(checkpoint=progress))
     with pytest.raises(CheckpointError, match="another simulation"):
-        simulate(snn, batches[:2], timesteps=6, checkpoint=progress)
+        simulate(snn, batches[:2], timesteps=6, job=Job(checkpoint=progress))
     with pytest.raises(CheckpointError, match="another simulation"):
-        simulate(_tiny_snn(), batches, timesteps=6, checkpoint=progress)  # other weights
+        simulate(_tiny_snn(), batches, timesteps=6, job=Job(checkpoint=progress))  # other weights
 
 
 def test_spiking_metrics_by_hand():

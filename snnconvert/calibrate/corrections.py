@@ -207,9 +207,9 @@ class _ChannelMean:
 
 
 @torch.no_grad()
-def correct(snn: fx.GraphModule, prepared: nn.Module, images: torch.Tensor, timesteps: int, method: str = "bias",
-            reference: str = "ann", iterations: int = 1, batch_size: int = 64, progress: bool = False
-            ) -> dict[str, torch.Tensor]:
+def correct(snn: fx.GraphModule, prepared: nn.Module, images: torch.Tensor, timesteps: int,
+            config: CorrectionConfig = CorrectionConfig(), reference: str = "ann", batch_size: int = 64,
+            progress: bool = False) -> dict[str, torch.Tensor]:
     """Remove the mean conversion error after ``timesteps`` steps at every site of ``snn`` (in
     place), layer by layer: by a bias on the neuron's input or by its initial potential.
 
@@ -218,11 +218,11 @@ def correct(snn: fx.GraphModule, prepared: nn.Module, images: torch.Tensor, time
         prepared: the QCFS model it was converted from (the reference ANN).
         images: sample images (a batch; run ``batch_size`` at a time).
         timesteps: T, the step the correction is for.
-        method: ``bias`` or ``potential`` (:data:`CORRECTIONS`).
+        config: the method, ``bias`` or ``potential`` (:data:`CORRECTIONS`), and the iterations:
+            corrections per site, each on the error left by the ones before (a shift of the input
+            moves the mean output less than itself where the neuron is silent or saturated, so
+            one pass leaves part of the error).
         reference: ``ann`` or ``qcfs`` (:data:`REFERENCES`).
-        iterations: corrections per site, each on the error left by the ones before (a shift of
-            the input moves the mean output less than itself where the neuron is silent or
-            saturated, so one pass leaves part of the error).
 
     Returns:
         μ per site (per channel where the site has channels), in the units of the site's input.
@@ -233,7 +233,7 @@ def correct(snn: fx.GraphModule, prepared: nn.Module, images: torch.Tensor, time
     checks.batch(images, "correct", "images", getattr(snn, "meta", {}).get("input_shape"), call)
     checks.count(timesteps, "correct", "timesteps")
     checks.count(batch_size, "correct", "batch_size")
-    CorrectionConfig(method, iterations)  # names a bad method or count
+    method, iterations = config.method, config.iterations
     coding, qcfs, sites = _coding(snn), qcfs_modules(prepared), _sites(snn, prepared)
     wanted = {n: _ChannelMean(qcfs[n].channel_axis) for n in sites}
     for batch in _batches(images, batch_size):

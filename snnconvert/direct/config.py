@@ -22,7 +22,8 @@ class DirectConfig:
         timesteps: T, the steps the loss averages over (and the simulation runs).
         neuron: ``if``, ``lif``, ``plif`` or ``klif``.
         surrogate: ``sigmoid``, ``atan``, ``softsign`` or ``triangle`` (default α each).
-        encoding: ``direct``, ``rate``, ``latency`` or ``phase``.
+        encoding: ``direct``, ``poisson``, ``latency`` or ``phase`` (``rate``, the name stored by
+            earlier versions, reads as ``poisson``).
         tau: the (initial, for PLIF/KLIF) membrane time constant; unused by IF.
         reset: ``hard`` or ``soft``.
         detach_reset: no gradient through the reset.
@@ -53,6 +54,8 @@ class DirectConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask_loss", check_groups(self.mask_loss))  # a stored list, as a tuple
+        if self.encoding == "rate":  # the Poisson encoder's name before 0.2, in stored checkpoints and reports
+            object.__setattr__(self, "encoding", "poisson")
         check_fields(self)
         for value, known, what in ((self.neuron, NODES, "neuron"), (self.surrogate, SURROGATES, "surrogate"),
                                    (self.encoding, ENCODERS, "encoding"), (self.reset, RESETS, "reset")):

@@ -49,7 +49,9 @@ class DirectEncoder(Encoder):
         return x
 
 
-class RateEncoder(Encoder):
+class PoissonEncoder(Encoder):
+    """Bernoulli spikes each step with probability the pixel's intensity (Poisson spike trains)."""
+
     emits_spikes = True
 
     def encode(self, x, t):
@@ -91,7 +93,7 @@ class PhaseEncoder(Encoder):
 #: encoders by name: ``factory(timesteps, mean, std)``
 ENCODERS: dict[str, Callable[..., Encoder]] = {
     "direct": lambda timesteps, **kw: DirectEncoder(**kw),
-    "rate": lambda timesteps, **kw: RateEncoder(**kw),
+    "poisson": lambda timesteps, **kw: PoissonEncoder(**kw),
     "latency": lambda timesteps, **kw: LatencyEncoder(timesteps, **kw),
     "phase": lambda timesteps, **kw: PhaseEncoder(**kw),
 }

@@ -22,10 +22,10 @@ import torch
 
 from snnconvert.errors import CheckpointError, SnnConvertError
 from snnconvert.export.onnx import StateEntry, initial_state
-from snnconvert.runtime.early_exit import ExitRule, ExitTrace
+from snnconvert.checkpoint import Job
 from snnconvert.runtime.energy import EventCounts, OpTable
 from snnconvert.runtime.monitors import SpikeMonitor
-from snnconvert.runtime.simulator import SimulationResult, run_simulation
+from snnconvert.runtime.simulator import Instruments, SimulationResult, Watch, run_simulation
 from snnconvert.runtime.statistics import Recorder
 
 #: where ``snnconvert simulate`` runs a model: PyTorch, or its exported step in onnxruntime
@@ -175,18 +175,19 @@ class OnnxExecution:
 
 
 def simulate_onnx(path: str | Path, data, labels: torch.Tensor | None = None, timesteps: int | None = None,
-                  progress: bool = False, checkpoint: str | Path | None = None, metrics: str = "full",
-                  threads: int | None = None, exit_rule: ExitRule | None = None,
-                  trace: ExitTrace | None = None) -> SimulationResult:
+                  metrics: str = "full", threads: int | None = None, watch: Watch = Watch(),
+                  job: Job = Job()) -> SimulationResult:
     """:func:`~snnconvert.runtime.simulate` for an exported step in onnxruntime (CPU): accuracy
     at every t, spikes per layer and energy, counted as for the PyTorch model (``timesteps``
-    None: the T in the file)."""
+    None: the T in the file; ``metrics`` as in
+    :class:`~snnconvert.runtime.execution.SimulationOptions`, ``watch`` without the quiet exit)."""
     step = OnnxStep(path, threads)
     execution = OnnxExecution(step)
     table = OpTable.from_dict(step.metadata["energy"])
     timesteps = timesteps or int(step.metadata.get("timesteps", 0))
     if not timesteps:
         raise SnnConvertError(f"{path} records no default T: pass timesteps")
-    with SpikeMonitor(execution.neurons, metrics) as monitor, EventCounts(execution.sources, table.mapped, table.marks) as events:
-        return run_simulation(execution, monitor, events, table, {"onnx": step.fingerprint()}, data, labels,
-                              timesteps, "cpu", progress, step.input_shape, checkpoint, None, exit_rule, trace)
+    with SpikeMonitor(execution.neurons, metrics) as monitor, \
+            EventCounts(execution.sources, table.mapped, table.marks) as events:
+        instruments = Instruments(execution, monitor, events, table, {"onnx": step.fingerprint()})
+        return run_simulation(instruments, data, labels, timesteps, "cpu", step.input_shape, watch, job)

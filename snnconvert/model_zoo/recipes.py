@@ -55,5 +55,5 @@ register_recipe(Recipe(
 register_recipe(Recipe(
     "spiking_vit_nano", "spiking_vit_nano", input_size=(1, 28, 28), mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
     timesteps=4, model_args=dict(img_size=28, in_chans=1, num_classes=10),
-    direct={"neuron": "plif", "surrogate": "atan", "encoding": "rate", "tau": 2.5, "train": _DIRECT_TRAIN},
+    direct={"neuron": "plif", "surrogate": "atan", "encoding": "poisson", "tau": 2.5, "train": _DIRECT_TRAIN},
     description="the survey's simple spiking ViT, 4 blocks, dim 64, 28 px; direct training"))

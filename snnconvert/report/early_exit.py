@@ -25,6 +25,16 @@ def exit_rows(points: list[ExitPoint], accuracy_per_step: list[float]) -> list[d
     return rows
 
 
+def early_exit_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The early-exit report of a simulation report whose one simulation evaluated exit rules
+    offline: its header, samples, accuracy per step and the rules' rows."""
+    sim = next(iter(report["simulations"].values()))
+    header = {k: v for k, v in report.items() if k not in ("backend", "ann_accuracy", "energy_costs_pj", "simulations",
+                                                           "spec")}
+    return {**header, "samples": sim["samples"], "accuracy_per_step": sim["accuracy_per_step"],
+            "rows": sim["early_exit"]}
+
+
 def early_exit_table(report: dict[str, Any]) -> list[str]:
     """The rules' table, as Markdown lines."""
     lines = ["| rule | accuracy (%) | change from T_max (points) | mean steps | T_max ÷ mean steps "

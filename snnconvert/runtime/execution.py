@@ -49,13 +49,30 @@ ROWS_PER_CALL = {"cuda": 8192}
 @dataclass(frozen=True)
 class SimulationOptions:
     """How :func:`~snnconvert.runtime.simulate` runs, not what it computes (every choice gives the
-    same outputs; ``metrics`` and ``event_driven`` choose what is measured; see its arguments)."""
+    same outputs; ``metrics`` and ``event_driven`` choose what is measured).
+
+    Attributes:
+        chunk: K, the steps run per call (time batching; exact against single steps); memory grows
+            with K, not T. None: about :data:`ROWS_PER_CALL` samples per call on a GPU, one step
+            per call on a CPU (where memory traffic, not the number of calls, sets the cost).
+        metrics: ``full`` (every spiking statistic), or ``basic`` (spikes and energy only: the
+            layers' firing, negative and residual potential are None).
+        precision: ``fp32``, or ``bf16`` / ``fp16`` matmuls with float32 membranes and totals.
+        compile: ``torch.compile`` the step graph (worth it on a GPU; a string names the backend).
+        event_driven: count each op's work from the increments its inputs sent (count coding:
+            :mod:`snnconvert.runtime.streams`); None: wherever the model is count-coded.
+        fold: compute what depends on the input alone once per batch.
+        skip_silent: at fp32 on a CPU, a bias-less weight layer fed only zeros returns zeros
+            without running (exact); False runs every layer at every step.
+    """
 
     chunk: int | None = None
     metrics: str = "full"
     precision: str = "fp32"
     compile: bool | str = False
     event_driven: bool | None = None
+    fold: bool = True
+    skip_silent: bool = True
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -168,16 +185,14 @@ class Execution:
 
     Args:
         snn: the converted model (a GraphModule).
-        options: K (``chunk``; None: about :data:`ROWS_PER_CALL` samples per call on a GPU, one
-            step per call on a CPU, see :meth:`steps_per_call`), precision (autocast of the step
-            graph on its device) and ``compile`` (``torch.compile`` the step graph; a string names
-            the backend).
-        fold: compute the input-only values once per batch.
+        options: K (``chunk``, see :meth:`steps_per_call`), precision (autocast of the step graph
+            on its device), ``compile``, ``fold`` and ``skip_silent`` (:class:`SimulationOptions`).
     """
 
-    def __init__(self, snn: fx.GraphModule, options: SimulationOptions = SimulationOptions(), fold: bool = True):
+    def __init__(self, snn: fx.GraphModule, options: SimulationOptions = SimulationOptions()):
         self.snn, self.chunk, self.precision, self.compile = snn, options.chunk, options.precision, options.compile
-        self.prefix, self.step = split_input(snn) if fold else (None, snn)
+        self.skip_silent = options.skip_silent
+        self.prefix, self.step = split_input(snn) if options.fold else (None, snn)
         self._stops = run_steps(self.step)
         self._ends = sorted(set(self._stops.values()))  # the steps after which some nodes stop
         self._phases: dict[int, nn.Module] = {}  # the graph run after step k (k = 0 or an end), compiled
@@ -253,7 +268,7 @@ class Execution:
         self._steps = 1
 
     def __enter__(self) -> Execution:
-        if self.precision == "fp32" and not self.compile:
+        if self.skip_silent and self.precision == "fp32" and not self.compile:
             self._skipping = [m for m in self.step.modules() if isinstance(m, _SKIPPABLE) and m.bias is None]
             for layer in self._skipping:
                 layer.forward = _SkipSilent(layer.forward)

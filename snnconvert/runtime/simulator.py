@@ -20,7 +20,7 @@ from torch import fx, nn
 from tqdm.auto import tqdm
 
 from snnconvert import checks, distributed
-from snnconvert.checkpoint import atomic_save
+from snnconvert.checkpoint import Job, atomic_save
 from snnconvert.errors import ArgumentError, CheckpointError, first_line
 from snnconvert.graph.shapes import annotate
 from snnconvert.graph.trace import trace
@@ -180,13 +180,49 @@ def _as_graph(snn: nn.Module, data, labels, device) -> fx.GraphModule:
     return graph
 
 
+@dataclass(frozen=True, eq=False)
+class Watch:
+    """What a simulation watches besides accuracy, spikes and energy.
+
+    Attributes:
+        reference: an ANN (the original or the QCFS model) whose predictions the SNN's are compared
+            with at every step (``agreement``).
+        exit_rule: stop each sample once it holds, and drop it from the batch (one step per call;
+            see :mod:`snnconvert.runtime.early_exit`).
+        trace: record every sample's confidence and prediction at every step (what every exit
+            rule would give: :func:`~snnconvert.runtime.early_exit.exit_curve`).
+    """
+
+    reference: nn.Module | None = None
+    exit_rule: ExitRule | None = None
+    trace: ExitTrace | None = None
+
+    def __post_init__(self) -> None:
+        if self.exit_rule is not None and self.trace is not None:
+            raise ArgumentError("a traced run (every rule's exits, offline) runs every sample T steps: drop exit_rule")
+
+
+@dataclass
+class Instruments:
+    """What the simulation loop drives and reads, for any runtime: ``execution`` runs the steps of
+    a batch (:class:`~snnconvert.runtime.execution.Execution`, or an exported model's runtime),
+    ``monitor`` and ``events`` read the spikes its neurons recorded, ``table`` costs the ops,
+    ``signature`` names the model in progress files, ``coding`` is the model's and ``quiescence``
+    says which samples are quiet (None: not watched; the ``quiet`` exit needs it)."""
+
+    execution: Execution
+    monitor: SpikeMonitor
+    events: EventCounts
+    table: OpTable
+    signature: dict
+    coding: str = "rate"
+    quiescence: Quiescence | None = None
+
+
 @torch.no_grad()
 def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps: int = 32,
-             device: str | torch.device = "cpu", progress: bool = False,
-             input_shape: tuple[int, ...] | None = None, checkpoint: str | Path | None = None,
-             reference: nn.Module | None = None, metrics: str = "full", chunk: int | None = None, fold: bool = True,
-             precision: str = "fp32", compile: bool | str = False, exit_rule: ExitRule | None = None,
-             trace: ExitTrace | None = None, event_driven: bool | None = None) -> SimulationResult:
+             device: str | torch.device = "cpu", options: SimulationOptions = SimulationOptions(),
+             watch: Watch = Watch(), job: Job = Job()) -> SimulationResult:
     """Run a converted model for ``timesteps`` steps on a batch or a DataLoader.
 
     Under torchrun each process simulates its shard of the data and the counts are summed, so
@@ -196,78 +232,55 @@ def simulate(snn: nn.Module, data, labels: torch.Tensor | None = None, timesteps
         snn: output of :func:`snnconvert.convert.convert` (any other single-step spiking module
             is traced on the first sample).
         data: an image batch ``[N, C, H, W]`` (with ``labels``), or an iterable of
-            ``(images, labels)`` batches.
+            ``(images, labels)`` batches; checked against the model's input shape on every batch.
         labels: ``[N]`` class indices when ``data`` is a tensor.
         timesteps: T, the number of steps.
         device: where to run.
-        progress: show a progress bar over batches.
-        input_shape: the ``(C, H, W)`` the model expects; checked on every batch.
-        checkpoint: progress file, written atomically after every batch; a run that finds it
-            skips the batches already simulated (``resumed_from_batch`` says how many).
-        reference: an ANN (the original or the QCFS model) whose predictions the SNN's are compared
-            with at every step (``agreement``).
-        metrics: ``full`` (every spiking statistic), or ``basic`` (spikes and energy only: the
-            layers' firing, negative and residual potential are None).
-        chunk: K, the steps run per call (time batching; exact against single steps, see
-            :mod:`snnconvert.runtime.execution`); memory grows with K, not T. None: about 8192
-            samples per call on a GPU, one step per call on a CPU (where memory traffic, not
-            the number of calls, sets the cost).
-        fold: compute what depends on the input alone once per batch (rate coding).
-        precision: ``fp32``, or ``bf16`` / ``fp16`` matmuls with float32 membranes and totals.
-        compile: ``torch.compile`` the step graph (worth it on a GPU; a string names the backend).
-        exit_rule: stop each sample once it holds, and drop it from the batch (one step per call;
-            see :mod:`snnconvert.runtime.early_exit`).
-        trace: record every sample's confidence and prediction at every step (what every exit
-            rule would give: :func:`~snnconvert.runtime.early_exit.exit_curve`).
-        event_driven: count each op's work from the increments its inputs sent (count coding:
-            :mod:`snnconvert.runtime.streams`); None: wherever the model is count-coded. The
-            outputs are the same either way.
+        options: how it runs (steps per call, precision, compiling, folding, skipping) and what it
+            measures (``metrics``, ``event_driven``): :class:`SimulationOptions`.
+        watch: agreement with a reference ANN, an early exit, a trace of every step: :class:`Watch`.
+        job: a progress bar over batches, and the progress file, written atomically after every
+            batch; a run that finds it skips the batches already simulated (``resumed_from_batch``
+            says how many) unless ``job.resume`` is False.
 
     Raises:
         ArgumentError: bad arguments, or a ``quiet`` exit on a model it is not exact on.
     """
     checks.module(snn, "simulate", "snn", call="simulate(snn, images, labels, timesteps)")
-    check_data(data, labels, timesteps, input_shape or getattr(snn, "meta", {}).get("input_shape"))
-    options = SimulationOptions(chunk, metrics, precision, compile)
+    check_data(data, labels, timesteps, getattr(snn, "meta", {}).get("input_shape"))
     snn = _as_graph(snn.eval().to(device), data, labels, device)
     coding = coding_of(snn)
-    if event_driven and coding != "count":
+    if options.event_driven and coding != "count":
         raise ArgumentError("event-driven execution needs a count-coded model: under rate coding the image and every "
                             "bias are presented at every step, so every value changes at every step; convert with "
                             "count coding (--coding count) or drop --event-driven")
-    accounting = OpAccounting(snn, event_driven=coding == "count" if event_driven is None else event_driven)
-    watch = None
-    if exit_rule is not None and exit_rule.kind == "quiet":
-        watch = Quiescence(snn)
-    elif trace is not None:
-        trace.quiet_problems = quiet_problems(snn)
-        watch = None if trace.quiet_problems else Quiescence(snn)
-    with watching(snn, accounting.streams), Execution(snn, options, fold) as execution, \
-            SpikeMonitor(snn, metrics) as monitor, \
+    event_driven = coding == "count" if options.event_driven is None else options.event_driven
+    accounting = OpAccounting(snn, event_driven=event_driven)
+    quiescence = None
+    if watch.exit_rule is not None and watch.exit_rule.kind == "quiet":
+        quiescence = Quiescence(snn)
+    elif watch.trace is not None:
+        watch.trace.quiet_problems = quiet_problems(snn)
+        quiescence = None if watch.trace.quiet_problems else Quiescence(snn)
+    with watching(snn, accounting.streams), Execution(snn, options) as execution, \
+            SpikeMonitor(snn, options.metrics) as monitor, \
             EventCounts({n: snn.get_submodule(n) for n in accounting.sources}, accounting.mapped,
                         accounting.marks) as events:
-        result = run_simulation(execution, monitor, events, accounting, model_signature(snn), data, labels,
-                                timesteps, device, progress, input_shape, checkpoint, reference, exit_rule, trace,
-                                coding, watch)
+        instruments = Instruments(execution, monitor, events, accounting, model_signature(snn), coding, quiescence)
+        result = run_simulation(instruments, data, labels, timesteps, device, snn.meta.get("input_shape"), watch, job)
     result.event_driven = accounting.event_driven
     return result
 
 
 @torch.no_grad()
-def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCounts, table: OpTable, signature: dict,
-                   data, labels: torch.Tensor | None, timesteps: int, device: str | torch.device = "cpu",
-                   progress: bool = False, input_shape: tuple[int, ...] | None = None,
-                   checkpoint: str | Path | None = None, reference: nn.Module | None = None,
-                   exit_rule: ExitRule | None = None, trace: ExitTrace | None = None, coding: str = "rate",
-                   watch: Quiescence | None = None) -> SimulationResult:
-    """The simulation loop of :func:`simulate`, for any runtime: ``execution`` runs the steps of a
-    batch (:class:`~snnconvert.runtime.execution.Execution`, or an exported model's runtime),
-    ``monitor`` and ``events`` read the spikes its neurons recorded, ``table`` costs the ops,
-    ``signature`` names the model in progress files, ``coding`` is the model's and ``watch`` says
-    which samples are quiet (the ``quiet`` exit; see :func:`simulate` for the rest)."""
-    if exit_rule is not None and trace is not None:
-        raise ArgumentError("a traced run (every rule's exits, offline) runs every sample T steps: drop exit_rule")
-    if exit_rule is not None and exit_rule.kind == "quiet" and watch is None:
+def run_simulation(instruments: Instruments, data, labels: torch.Tensor | None, timesteps: int,
+                   device: str | torch.device = "cpu", input_shape: tuple[int, ...] | None = None,
+                   watch: Watch = Watch(), job: Job = Job()) -> SimulationResult:
+    """The simulation loop of :func:`simulate`, for any runtime's ``instruments`` (see
+    :func:`simulate` for the rest; ``input_shape`` is checked on every batch)."""
+    monitor, events, table = instruments.monitor, instruments.events, instruments.table
+    reference, exit_rule, trace = watch.reference, watch.exit_rule, watch.trace
+    if exit_rule is not None and exit_rule.kind == "quiet" and instruments.quiescence is None:
         raise ArgumentError("the quiet exit needs the model's neurons watched: run it with snnconvert.simulate "
                             "on the PyTorch model")
     check_data(data, labels, timesteps, input_shape)
@@ -279,12 +292,12 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
     sample_steps = {k: 0 for k in (None, *sorted(table.marks))}  # in all, and counted up to each mark
     start = time.perf_counter()
     batches = _batches(data, labels)
-    if progress:
+    if job.progress:
         total = len(data) if hasattr(data, "__len__") and not isinstance(data, torch.Tensor) else None
         batches = tqdm(batches, total=total, desc=f"simulate T={timesteps}", unit="batch")
-    path = _progress_file(checkpoint) if checkpoint is not None else None
-    signature = _signature(signature, monitor, timesteps, data, reference, exit_rule, trace is not None)
-    saved = _load_progress(path, signature) if path is not None else None
+    path = _progress_file(job.checkpoint) if job.checkpoint is not None else None
+    signature = _signature(instruments.signature, monitor, timesteps, data, reference, exit_rule, trace is not None)
+    saved = _load_progress(path, signature) if path is not None and job.resume else None
     if saved is not None:
         correct, agreeing = saved["correct"], saved["agreeing"]
         samples, done, sample_steps = int(saved["samples"]), int(saved["batches"]), dict(saved["sample_steps"])
@@ -298,10 +311,9 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
         checks.batch(images, "simulate", "the input batch", input_shape)
         images, targets = images.to(device), targets.to(device)
         expected = _predictions(reference, images, index) if reference is not None else None
-        execution.reset(index)
-        batch_correct, batch_agreeing, batch_steps = _run_batch(execution, events, images, targets, expected,
-                                                                timesteps, exit_rule, trace, table.marks,
-                                                                coding, watch)
+        instruments.execution.reset(index)
+        batch_correct, batch_agreeing, batch_steps = _run_batch(instruments, images, targets, expected, timesteps,
+                                                                watch)
         sample_steps = {k: n + batch_steps[k] for k, n in sample_steps.items()}
         correct += batch_correct.cpu()
         agreeing += batch_agreeing.cpu()
@@ -313,7 +325,7 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
                          "sample_steps": sample_steps, "correct": correct,
                          "agreeing": agreeing, "spiking": monitor.totals(), "events": events.state(),
                          "trace": trace.state() if trace is not None else None}, path)
-    execution.reset(0)
+    instruments.execution.reset(0)
     counts = distributed.all_reduce(torch.cat([correct, agreeing, torch.tensor([samples, *sample_steps.values()])]))
     correct, agreeing = counts[:timesteps], counts[timesteps:2 * timesteps]
     samples = int(counts[2 * timesteps])
@@ -331,24 +343,25 @@ def run_simulation(execution: Execution, monitor: SpikeMonitor, events: EventCou
                             sample_steps=sample_steps[None], exit_rule=exit_rule)
 
 
-def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, targets: torch.Tensor,
-               expected: torch.Tensor | None, timesteps: int, exit_rule: ExitRule | None = None,
-               trace: ExitTrace | None = None, marks: set[int] = frozenset(), coding: str = "rate",
-               watch: Quiescence | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[int | None, int]]:
+def _run_batch(instruments: Instruments, images: torch.Tensor, targets: torch.Tensor, expected: torch.Tensor | None,
+               timesteps: int, watch: Watch) -> tuple[torch.Tensor, torch.Tensor, dict[int | None, int]]:
     """Correct and agreeing predictions after each of ``timesteps`` steps on one batch, and the
-    steps run in all (key None) and up to each of ``marks`` (samples that stop, under
-    ``exit_rule``, keep their prediction and leave)."""
+    steps run in all (key None) and up to each of the op table's marks (samples that stop, under
+    the watch's exit rule, keep their prediction and leave)."""
+    execution, events, coding, quiescence = (instruments.execution, instruments.events, instruments.coding,
+                                             instruments.quiescence)
+    exit_rule, trace = watch.exit_rule, watch.trace
     correct = torch.zeros(timesteps, dtype=torch.long, device=images.device)
     agreeing = torch.zeros_like(correct)
     inputs = execution.inputs(images)
-    chunk = 1 if exit_rule is not None or watch is not None else execution.steps_per_call(images)
+    chunk = 1 if exit_rule is not None or quiescence is not None else execution.steps_per_call(images)
     predicted = None  # the prediction of every sample (one that stopped: its last)
     active = torch.arange(len(images), device=images.device)  # the samples still in the batch
     unchanged = torch.zeros_like(active)
     started = torch.zeros_like(active, dtype=torch.bool)  # the output's first event has come
     traced = [] if trace is not None else None
     total_out, previous, t = None, None, 0
-    sample_steps = {k: 0 for k in (None, *marks)}
+    sample_steps = {k: 0 for k in (None, *instruments.table.marks)}
     while t < timesteps:
         events.steps = min(chunk, timesteps - t)
         for out in execution.run(inputs, events.steps):
@@ -364,7 +377,7 @@ def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, 
                 predicted[active] = now
                 started = started | ~output_silent(out, previous, coding)
             previous = out
-            silent = watch.settled(len(active)).to(active.device) if watch is not None else None
+            silent = quiescence.settled(len(active)).to(active.device) if quiescence is not None else None
             t += 1
             for k in sample_steps:
                 if k is None or t <= k:
@@ -388,7 +401,7 @@ def _run_batch(execution: Execution, events: EventCounts, images: torch.Tensor, 
     if traced is not None:
         columns = list(zip(*traced))
         trace.add(*(torch.stack(c, 1) for c in columns[:3]),
-                  torch.stack(columns[3], 1) if watch is not None else None, targets)
+                  torch.stack(columns[3], 1) if quiescence is not None else None, targets)
     return correct, agreeing, sample_steps
 
 

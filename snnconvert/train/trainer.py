@@ -20,7 +20,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from snnconvert import distributed
 from snnconvert.checks import check_fields
-from snnconvert.checkpoint import load_newest, remove_previous, save_checkpoint
+from snnconvert.checkpoint import Job, load_newest, remove_previous, save_checkpoint
 from snnconvert.errors import ArgumentError, CheckpointError, first_line
 from snnconvert.runtime.simulator import evaluate
 from snnconvert.train.distill import DistillationLoss
@@ -127,26 +126,41 @@ def _epoch_batches(n: int, batch_size: int, seed: int, start_batch: int) -> list
     return [chunk.tolist() for chunk in (b.tensor_split(world)[rank] for b in order.split(batch_size)[start_batch:])]
 
 
+@dataclass(frozen=True, eq=False)
+class Objective:
+    """What training minimizes beyond cross-entropy, and how fast each parameter moves.
+
+    Attributes:
+        teacher: the model whose softened logits the student learns (kept frozen, in eval mode;
+            needed when ``distill_alpha`` > 0).
+        penalty: ``penalty(model)`` added to the loss (a regularizer of the parameters, e.g. the
+            mask loss of dynamic time steps).
+        lr_of: ``lr_of(name)`` gives a parameter its own peak learning rate (None: the config's).
+    """
+
+    teacher: nn.Module | None = None
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None
+    lr_of: Callable[[str], float | None] | None = None
+
+
 def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, val_loader: DataLoader | None = None,
-        checkpoint: str | Path | None = None, checkpoint_meta: dict[str, Any] | None = None,
-        resume: bool = True, device: str | torch.device = "cpu", progress: bool = True,
-        teacher: nn.Module | None = None, penalty: Callable[[nn.Module], torch.Tensor] | None = None,
-        lr_of: Callable[[str], float | None] | None = None) -> TrainResult:
-    """Train ``model`` on ``train_set`` with cross-entropy, distilling from ``teacher`` if given,
-    plus ``penalty(model)`` if given (a regularizer of the parameters, e.g. the mask loss of
-    dynamic time steps); ``lr_of(name)`` gives a parameter its own peak learning rate.
+        device: str | torch.device = "cpu", job: Job = Job(), objective: Objective = Objective(),
+        checkpoint_meta: dict[str, Any] | None = None) -> TrainResult:
+    """Train ``model`` on ``train_set`` with cross-entropy plus the ``objective``'s distillation and penalty.
 
     Args:
         model: a prepared QCFS model (or any classifier).
         train_set: yields ``(image, label)``.
         config: hyper-parameters (``distill_alpha`` > 0 needs a teacher).
         val_loader: evaluated after each epoch (accuracy recorded in the history).
-        checkpoint: file written atomically during training and resumed from when it exists.
+        job: a progress bar; ``job.checkpoint``, the file written atomically during training and,
+            with ``job.resume``, continued from when it holds an unfinished run.
+        objective: the teacher, a penalty, per-parameter learning rates (:class:`Objective`).
         checkpoint_meta: ``stage``, ``recipe`` and ``prepare`` stored with the weights, and
             ``extra`` (JSON-able metadata such as the command line).
-        resume: continue from ``checkpoint`` if it holds an unfinished run.
-        teacher: the model whose softened logits the student learns (kept frozen, in eval mode).
     """
+    checkpoint, resume, progress = job.checkpoint, job.resume, job.progress
+    teacher, penalty, lr_of = objective.teacher, objective.penalty, objective.lr_of
     if config.distill_alpha > 0 and teacher is None:
         raise ValueError("distill_alpha > 0 needs a teacher model")
     if config.batch_size % distributed.world_size():

@@ -12,12 +12,14 @@ from torch import nn
 from snnconvert import distributed
 from snnconvert.calibrate.corrections import CorrectionConfig, conversion_errors, correct, site_calibrations
 from snnconvert.checkpoint import save_checkpoint
-from snnconvert.convert import NeuronConfig
+from snnconvert.convert import NeuronConfig, convert, float_operations
+from snnconvert.convert.convert import FloatOp
 from snnconvert.prepare import PrepareConfig
 from snnconvert.errors import SnnConvertError
 from snnconvert.export import OPSET, export_ann, export_snn
 from snnconvert.export.nir import nir_blockers
 from snnconvert.model_zoo import (Recipe, get_recipe, shipped_checkpoint)
+from snnconvert.spec import ModelSource
 from snnconvert.workflow.load import load, load_snn, model_metadata
 
 
@@ -30,12 +32,13 @@ def save_converted(path: str | Path, snn: nn.Module, recipe: Recipe, config: Pre
                         neuron=asdict(neuron), snn_calibration=json.dumps(calibration) if calibration else None)
 
 
-def export(model_name: str, checkpoint: str | None, what: str, out: str | Path, fmt: str = "onnx",
-           mode: str = "compensated", neuron: NeuronConfig = NeuronConfig(), timesteps: int | None = None,
-           pretrained: bool = True) -> dict[str, Any]:
-    """Write ``model_name`` as ``fmt``: ``what="snn"`` one time step of its SNN (from a converted,
-    prepared or directly trained checkpoint; default: the shipped one), ``"ann"`` the ANN the
-    checkpoint holds (the QCFS model of a prepared one, else the original). Returns what was written."""
+def export(source: ModelSource, what: str, out: str | Path, fmt: str = "onnx", mode: str = "compensated",
+           neuron: NeuronConfig = NeuronConfig(), timesteps: int | None = None) -> dict[str, Any]:
+    """Write the ``source`` model as ``fmt``: ``what="snn"`` one time step of its SNN (from a
+    converted, prepared or directly trained checkpoint; default: the shipped one), ``"ann"`` the
+    ANN the checkpoint holds (the QCFS model of a prepared one, else the original). Returns what
+    was written."""
+    model_name, checkpoint = source.name, source.checkpoint
     if fmt == "nir" and what != "snn":
         raise SnnConvertError("NIR describes spiking networks: export --what snn to NIR, or the ANN to ONNX")
     if what == "snn":
@@ -55,7 +58,7 @@ def export(model_name: str, checkpoint: str | None, what: str, out: str | Path, 
                     "weights": str(path), **model_metadata(recipe, timesteps)}
         proto = export_snn(loaded_snn.snn, out, recipe.example_batch(), metadata)
     else:
-        loaded = load(model_name, checkpoint, pretrained=pretrained)
+        loaded = load(model_name, checkpoint, pretrained=source.pretrained, **source.loading())
         recipe = loaded.recipe
         kind = "QCFS ANN (prepared)" if loaded.stage == "prepared" else "original ANN"
         proto = export_ann(loaded.model, out, recipe.example_batch(),
@@ -74,9 +77,19 @@ def calibrate_snn(snn: nn.Module, prepared: nn.Module, images: torch.Tensor, tim
     before = conversion_errors(snn, prepared, images, error_at, reference) if error_at else None
     applied = after = None
     if correction is not None:
-        applied = correct(snn, prepared, images, timesteps, correction.method, reference, correction.iterations,
-                          progress=progress)
+        applied = correct(snn, prepared, images, timesteps, correction, reference, progress=progress)
         after = conversion_errors(snn, prepared, images, error_at, reference) if error_at else None
     return {"correction": asdict(correction) if correction else None, "timesteps": timesteps, "reference": reference,
             "images": len(images), "error_at": error_at,
             "sites": [asdict(row) for row in site_calibrations(prepared, applied, before, after)]}
+
+
+def convert_checkpoint(source: ModelSource, mode: str, neuron: NeuronConfig, out: str | Path) -> list[FloatOp]:
+    """Convert the prepared checkpoint ``source`` names and save the SNN to ``out`` (``snnconvert
+    convert``); returns the operations that still run in floating point."""
+    loaded = load(source.name, source.checkpoint, **source.loading())
+    if loaded.stage != "prepared":
+        raise SnnConvertError("convert needs a prepared checkpoint: run `snnconvert calibrate` or `train` first")
+    snn = convert(loaded.model, mode, neuron)
+    save_converted(out, snn, loaded.recipe, loaded.prepare_config, mode, neuron)
+    return float_operations(snn)

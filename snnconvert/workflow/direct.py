@@ -12,12 +12,12 @@ from torch import fx
 from snnconvert.direct import DirectConfig
 from snnconvert.direct.dynamic_timesteps import average_steps, layer_steps
 from snnconvert.model_zoo import (build_spiking_classifier, get_recipe)
-from snnconvert.runtime.energy import EnergyCosts
+from snnconvert.checkpoint import Job
 from snnconvert.runtime.execution import run_steps
-from snnconvert.train import TrainConfig
+from snnconvert.spec import DataSpec, DirectSpec
 from snnconvert.workflow.load import eval_loader
 from snnconvert.workflow.finetune import train
-from snnconvert.workflow.simulate import simulate_and_summarize, report_header, finish_report
+from snnconvert.workflow.simulate import Measures, simulate_and_summarize, report_header, finish_report
 
 
 def timestep_summary(snn: fx.GraphModule, config: DirectConfig) -> dict[str, Any]:
@@ -35,28 +35,29 @@ def timestep_summary(snn: fx.GraphModule, config: DirectConfig) -> dict[str, Any
                         "computed": computed.get(layer.name, config.timesteps)} for layer in layers]}
 
 
-def direct_train(model_name: str, data: str, config: DirectConfig, train_config: TrainConfig, out: str,
-                 limit: int | None, batch_size: int, device: str, progress: bool,
-                 costs: EnergyCosts = EnergyCosts()) -> dict[str, Any]:
-    """Train a spiking model directly (surrogate gradients, BPTT over T steps; the loss on the mean
-    of the T outputs), then simulate it on the test split with the conversion path's simulator and
-    report it the same way (accuracy per step, spikes, spiking metrics, energy). Resumable."""
+def direct_train(spec: DirectSpec, out: str, device: str, progress: bool) -> dict[str, Any]:
+    """Train a spiking model directly as ``spec`` says (surrogate gradients, BPTT over T steps; the
+    loss on the mean of the T outputs), then simulate it on the test split with the conversion
+    path's simulator and report it the same way (accuracy per step, spikes, spiking metrics,
+    energy), in ``out``. Resumable."""
     start = time.perf_counter()
-    recipe = get_recipe(model_name)
+    config, train_config, data, costs = spec.direct, spec.train, spec.data, spec.costs
+    recipe = get_recipe(spec.model)
     out_dir = Path(out)
     torch.manual_seed(train_config.seed)
     model = build_spiking_classifier(recipe, config)
-    record = train(model, recipe, config, data, train_config, out_dir / "direct.pt", device, progress,
-                   val_samples=limit)
-    test = eval_loader(recipe, data, batch_size, limit)
+    record = train(model, recipe, config, DataSpec(data.name, data.limit), train_config, device,
+                   Job(progress, out_dir / "direct.pt"))
+    test = eval_loader(recipe, data.name, data.batch_size, data.limit)
     progress_file = out_dir / "simulation_direct.progress.pt"
     snn = model.for_inference(recipe.example_batch().to(device))
-    sim = simulate_and_summarize(snn, recipe, test, config.timesteps, None, device, progress, progress_file, costs)
-    report = {**report_header(recipe, str(out_dir / "direct.pt"), data, None, config.timesteps, config.neuron),
+    sim = simulate_and_summarize(snn, recipe, test, config.timesteps, device, Job(progress, progress_file),
+                                 Measures(costs=costs))
+    report = {**report_header(recipe, str(out_dir / "direct.pt"), data.name, None, config.timesteps, config.neuron),
               "method": "direct", "direct": asdict(config), "training": record, "ann_accuracy": {},
               "energy_costs_pj": asdict(costs), "simulations": {"direct": sim},
               "dynamic_timesteps": timestep_summary(snn, config) if config.dynamic_timesteps else None,
-              "parameters": sum(p.numel() for p in model.parameters()),
+              "parameters": sum(p.numel() for p in model.parameters()), "spec": spec.to_dict(),
               "seconds": round(time.perf_counter() - start, 1)}
     finish_report(report, out_dir, [progress_file])
     return report

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from snnconvert import distributed
+from snnconvert.checkpoint import Job
 from snnconvert.calibrate import CalibrationConfig
 from snnconvert.prepare import MaskConfig, PrepareConfig
 from snnconvert.direct import DirectConfig
@@ -20,8 +21,9 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.model_zoo import (Recipe, build_ann, get_recipe, list_recipes)
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.runtime import evaluate
-from snnconvert.train import TrainConfig, fit
-from snnconvert.workflow.load import dataset, eval_loader
+from snnconvert.spec import DataSpec, TrainSpec
+from snnconvert.train import Objective, TrainConfig, fit
+from snnconvert.workflow.load import dataset, eval_loader, load
 from snnconvert.workflow.prepare import ensure_prepared, missing_route_sites, prepare_masked
 
 
@@ -30,17 +32,18 @@ def command_line() -> str:
     return " ".join(["snnconvert", *sys.argv[1:]])
 
 
-def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | DirectConfig | None, data: str,
-          train_config: TrainConfig, checkpoint: str | Path, device: str, progress: bool, resume: bool = True,
-          val_samples: int | None = None, teacher: nn.Module | None = None) -> dict[str, Any]:
+def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | DirectConfig | None, data: DataSpec,
+          train_config: TrainConfig, device: str, job: Job, teacher: nn.Module | None = None) -> dict[str, Any]:
     """Train a prepared model (``config`` a PrepareConfig), a directly trained SNN (a DirectConfig)
-    or, with ``config`` None, the original ANN on the training split, distilling from ``teacher``
-    when given; the checkpoint doubles as the resume file.
+    or, with ``config`` None, the original ANN on ``data``'s training split (validated on its first
+    ``data.limit`` test images), distilling from ``teacher`` when given; ``job.checkpoint`` doubles
+    as the resume file.
 
     Returns the training record (also written as JSON next to the checkpoint).
     """
-    train_set = dataset(recipe, data, "train", augment=True)
-    val_loader = eval_loader(recipe, data, 256, val_samples)
+    checkpoint = job.checkpoint
+    train_set = dataset(recipe, data.name, "train", augment=True)
+    val_loader = eval_loader(recipe, data.name, data.batch_size, data.limit)
     stage = "ann" if config is None else "direct" if isinstance(config, DirectConfig) else "prepared"
     extra = {"command": command_line(), **({"direct": asdict(config)} if stage == "direct" else {})}
     penalty = lr_of = None
@@ -51,11 +54,10 @@ def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | DirectConfig
         if config.mask_lr is not None:
             def lr_of(name: str) -> float | None:
                 return config.mask_lr if name.endswith("timestep_mask.tp") else None
-    result = fit(model, train_set, train_config, val_loader, checkpoint,
+    result = fit(model, train_set, train_config, val_loader, device, job, Objective(teacher, penalty, lr_of),
                  {"stage": stage, "recipe": recipe.to_dict(),
-                  "prepare": asdict(config) if stage == "prepared" else None, "extra": extra},
-                 resume=resume, device=device, progress=progress, teacher=teacher, penalty=penalty, lr_of=lr_of)
-    record = {"checkpoint": Path(checkpoint).name, "stage": stage, "command": command_line(), "data": data,
+                  "prepare": asdict(config) if stage == "prepared" else None, "extra": extra})
+    record = {"checkpoint": Path(checkpoint).name, "stage": stage, "command": command_line(), "data": data.name,
               "train_samples": min(len(train_set), train_config.train_samples or len(train_set)),
               "val_samples": len(val_loader.dataset) * distributed.world_size(),
               "processes": distributed.world_size(), "torch_threads": torch.get_num_threads(),
@@ -73,11 +75,11 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
         os.replace(tmp, path)
 
 
-def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibration: CalibrationConfig,
-             checkpoint: str | Path, device: str, progress: bool, prepare_config: PrepareConfig | None = None,
-             resume: bool = True, val_samples: int | None = None,
+def finetune(loaded: LoadedModel, data: DataSpec, train_config: TrainConfig, calibration: CalibrationConfig,
+             device: str, job: Job, prepare_config: PrepareConfig | None = None,
              masks: MaskConfig | None = None) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
-    """The MST recipe's training steps: prepare (with ``prepare_config``) and calibrate ``loaded`` (if it is an ANN), add
+    """The MST recipe's training steps (:func:`train` on ``data``, checkpoint and resume as
+    ``job`` says): prepare (with ``prepare_config``) and calibrate ``loaded`` (if it is an ANN), add
     Random Spike Masks (if ``masks``), then train, distilling from ``loaded``'s model as it came
     when ``train_config.distill_alpha`` > 0: the original ANN, or — for masks or spiking attention
     probabilities or streams added to a prepared model — the prepared model as it came (MST §4.3).
@@ -95,21 +97,21 @@ def finetune(loaded: LoadedModel, data: str, train_config: TrainConfig, calibrat
     if masks is not None and masked_already is not None:
         raise SnnConvertError(f"{loaded.source} is masked already ({masked_already.describe()}): start from the "
                               "unmasked model")
-    test = eval_loader(loaded.recipe, data, 256, val_samples)
+    test = eval_loader(loaded.recipe, data.name, data.batch_size, data.limit)
     teacher_acc = evaluate(loaded.model.to(device), test, device=device) if distill else None
-    model, config, prepared = ensure_prepared(loaded, data, calibration, device, progress, prepare_config)
+    model, config, prepared = ensure_prepared(loaded, data.name, calibration, device, job.progress, prepare_config)
     if masks is not None:
         model = prepare_masked(model, masks)
         config = replace(config, masks=masks)
     before = evaluate(model, test, device=device)
-    record = train(model, loaded.recipe, config, data, train_config, checkpoint, device, progress, resume,
-                   val_samples, teacher=loaded.model if distill else None)
+    record = train(model, loaded.recipe, config, data, train_config, device, job,
+                   teacher=loaded.model if distill else None)
     teacher = ("original ANN" if loaded.stage == "ann" else "unmasked prepared model" if masks is not None
                else "prepared model without QCFS on " + " and ".join(kind.what for kind in added))
     record.update(started_from=loaded.source, teacher=teacher if distill else None,
                   teacher_accuracy=teacher_acc, accuracy_before_training=before,
                   preparation=prepared, prepare=asdict(config))
-    write_record(Path(checkpoint).with_suffix(".json"), record)
+    write_record(Path(job.checkpoint).with_suffix(".json"), record)
     return model, config, record
 
 
@@ -123,7 +125,7 @@ def build(name: str, out_dir: str | Path, data: str | None, device: str, progres
         raise SnnConvertError(f"{name} has no build plan (only the small models trained here do: "
                               f"{', '.join(n for n in list_recipes() if get_recipe(n).build)}); "
                               f"fine-tune it on your data with `snnconvert finetune {name} --data DIR`")
-    data = data or plan.data
+    data = DataSpec(data or plan.data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     qcfs_config = TrainConfig(**plan.qcfs)
@@ -133,12 +135,37 @@ def build(name: str, out_dir: str | Path, data: str | None, device: str, progres
     if plan.ann is not None:
         ann_path = out / Path(recipe.checkpoint).with_suffix("").name
         ann_path = ann_path.with_name(ann_path.name + "_ann.pt")
-        stages["ann"] = train(loaded.model, recipe, None, data, TrainConfig(**plan.ann), ann_path, device, progress)
+        stages["ann"] = train(loaded.model, recipe, None, data, TrainConfig(**plan.ann), device, Job(progress, ann_path))
         loaded.source = str(ann_path)
     elif qcfs_config.distill_alpha > 0:
         raise SnnConvertError(f"the build plan of {name} distills without an ANN stage to distill from")
-    _, _, stages["qcfs"] = finetune(loaded, data, qcfs_config, CalibrationConfig(), out / recipe.checkpoint,
-                                    device, progress, PrepareConfig(levels=recipe.levels, **plan.prepare))
+    _, _, stages["qcfs"] = finetune(loaded, data, qcfs_config, CalibrationConfig(), device,
+                                    Job(progress, out / recipe.checkpoint), PrepareConfig(levels=recipe.levels, **plan.prepare))
     record = {**stages["qcfs"], "command": command_line(), "build_plan": asdict(plan), "stages": stages}
     write_record((out / recipe.checkpoint).with_suffix(".json"), record)
     return record
+
+
+def training(spec: TrainSpec, device: str, job: Job) -> dict[str, Any]:
+    """Train or fine-tune as ``spec`` says, the checkpoint (and resume file) at ``job.checkpoint``: the
+    original ANN as it is (``spec.prepare`` None), or the prepared QCFS model (an ANN is prepared
+    and calibrated first), distilling from the model as it came when the config says so.
+
+    Returns the training record, with ``loading`` (what loading the weights did).
+    """
+    source = spec.model
+    torch.manual_seed(spec.train.seed)  # before the model is built: its initialization is the run's
+    loaded = load(source.name, source.checkpoint, source.pretrained, shipped=False, **source.loading())
+    if spec.prepare is None:
+        if loaded.stage != "ann":
+            raise SnnConvertError(f"--ann trains an unprepared ANN, but {source.checkpoint} is {loaded.stage}")
+        record = train(loaded.model, loaded.recipe, None, spec.data, spec.train, device, job)
+    else:
+        if spec.finetune and loaded.stage != "ann" and spec.masks is None and not missing_route_sites(loaded,
+                                                                                                       spec.prepare):
+            raise SnnConvertError(f"finetune starts from a trained ANN, but {loaded.source} is {loaded.stage}: pass the "
+                                  "ANN's checkpoint, add --mask, --spike-probabilities or --spike-streams to fine-tune "
+                                  "a changed copy against it, or `snnconvert train MODEL --checkpoint FILE` to keep "
+                                  "training it")
+        _, _, record = finetune(loaded, spec.data, spec.train, spec.calibration, device, job, spec.prepare, spec.masks)
+    return {**record, "loading": loaded.metadata.get("loading", {})}

@@ -11,12 +11,15 @@ from torch import nn
 from snnconvert import distributed
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
 from snnconvert.checkpoint import save_checkpoint
-from snnconvert.prepare import MaskConfig, PrepareConfig, add_spike_masks, change_effects, prepare_with_report
+from snnconvert.errors import SnnConvertError
+from snnconvert.prepare import (MaskConfig, PrepareConfig, add_spike_masks, change_effects, prepare_with_report,
+                                qcfs_modules)
 from snnconvert.prepare.rewrite import ROUTE_SITES, PrepareReport, RouteSites
 from snnconvert.model_zoo import (Recipe)
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.runtime import evaluate
-from snnconvert.workflow.load import calibration_loader, calibration_batch
+from snnconvert.spec import ModelSource
+from snnconvert.workflow.load import calibration_loader, calibration_batch, load
 
 
 def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConfig, device: str, progress: bool,
@@ -100,3 +103,14 @@ def prepare_masked(model: nn.Module, masks: MaskConfig) -> nn.Module:
     masked = copy.deepcopy(model)
     add_spike_masks(masked, masks)
     return masked
+
+
+def prepare_checkpoint(source: ModelSource, config: PrepareConfig, out: str | Path) -> tuple[PrepareReport, int]:
+    """Prepare the ANN ``source`` names with ``config`` and save it uncalibrated to ``out``
+    (``snnconvert prepare``); returns what prepare changed and the number of QCFS sites."""
+    loaded = load(source.name, source.checkpoint, source.pretrained, shipped=False, **source.loading())
+    if loaded.stage == "prepared":
+        raise SnnConvertError(f"{source.checkpoint} is already prepared: calibrate, train or convert it instead")
+    prepared, report = prepare_with_report(loaded.model, loaded.recipe.example_batch(), config)
+    save_prepared(out, prepared, loaded.recipe, config)
+    return report, len(qcfs_modules(prepared))

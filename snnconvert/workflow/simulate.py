@@ -1,6 +1,7 @@
 """The simulate stage, and the whole pipeline a run spec describes (:func:`run`)."""
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -10,22 +11,23 @@ import torch
 from torch import nn
 
 from snnconvert import distributed
+from snnconvert.checkpoint import Job
 from snnconvert.convert import NeuronConfig, convert, float_operations
 from snnconvert.prepare.qcfs import rate_limit_model
 from snnconvert.errors import SnnConvertError
-from snnconvert.model_zoo import (Recipe, get_recipe)
+from snnconvert.model_zoo import Recipe, get_recipe, shipped_checkpoint
 from snnconvert.report import simulation_summary, write_report
-from snnconvert.report.early_exit import exit_rows
-from snnconvert.runtime import SimulationOptions, evaluate, simulate
+from snnconvert.report.early_exit import early_exit_report, exit_rows, write_early_exit_report
+from snnconvert.runtime import SimulationOptions, Watch, evaluate, simulate
 from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve, quiet_problems
 from snnconvert.runtime.energy.conventions import energy_conventions
 from snnconvert.runtime.energy import EnergyCosts, OpAccounting
-from snnconvert.spec import RunSpec
+from snnconvert.spec import DataSpec, RunSpec, SimulateSpec
 from snnconvert.train import TrainConfig
-from snnconvert.workflow.load import load, calibration_loader, eval_loader, calibration_batch
+from snnconvert.workflow.load import load, load_snn, calibration_loader, eval_loader, calibration_batch
 from snnconvert.workflow.prepare import ensure_prepared, save_prepared, prepare_masked
 from snnconvert.workflow.finetune import finetune
-from snnconvert.workflow.convert import calibrate_snn
+from snnconvert.workflow.convert import calibrate_snn, export
 
 
 @dataclass(frozen=True)
@@ -47,41 +49,48 @@ class Exits:
         return replace(self, rule=ExitRule("quiet")), []
 
 
-def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: int, ann_accuracy: float | None,
-                           device: str, progress: bool, progress_file: Path | None = None,
-                           costs: EnergyCosts = EnergyCosts(),
-                           reference: tuple[str, nn.Module] | None = None,
-                           options: SimulationOptions = SimulationOptions(), exits: Exits = Exits()) -> dict[str, Any]:
-    """Simulate a converted model and summarize it (accuracy per t, agreement with the
-    ``reference`` ANN's predictions (a label and the model), spikes, floating-point ops; with
-    ``exits``, samples stopping early, or every rule's exits from one pass).
+@dataclass(frozen=True, eq=False)
+class Measures:
+    """What a simulation runs with and is measured against: ``options`` (how it runs), ``exits``,
+    the energy ``costs``, the ANN accuracy the gaps are taken to, and the ``reference`` ANN (a
+    label and the model) whose predictions the SNN's are compared with."""
 
-    With ``progress_file`` the simulation resumes from it after an interruption (see :func:`simulate`).
-    """
-    label, model = reference if reference is not None else (None, None)
-    exits, notes = exits.on_route(snn, options)
+    options: SimulationOptions = SimulationOptions()
+    exits: Exits = Exits()
+    costs: EnergyCosts = EnergyCosts()
+    ann_accuracy: float | None = None
+    reference: tuple[str, nn.Module] | None = None
+
+
+def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: int, device: str, job: Job,
+                           measures: Measures = Measures()) -> dict[str, Any]:
+    """Simulate a converted model for ``timesteps`` steps and summarize it (accuracy per t,
+    agreement with the reference ANN, spikes, energy, floating-point ops; with exits, samples
+    stopping early, or every rule's exits from one pass). It resumes from ``job.checkpoint``
+    after an interruption (see :func:`~snnconvert.runtime.simulate`)."""
+    label, model = measures.reference if measures.reference is not None else (None, None)
+    exits, notes = measures.exits.on_route(snn, measures.options)
     trace = ExitTrace() if exits.curve else None
-    result = simulate(snn, loader, timesteps=timesteps, device=device, progress=progress and distributed.is_main(),
-                      input_shape=recipe.input_size, checkpoint=progress_file, reference=model, **asdict(options),
-                      exit_rule=exits.rule, trace=trace)
-    summary = simulation_summary(result, ann_accuracy, costs, label)
+    result = simulate(snn, loader, timesteps=timesteps, device=device, options=measures.options,
+                      watch=Watch(model, exits.rule, trace), job=replace(job, progress=job.progress and distributed.is_main()))
+    summary = simulation_summary(result, measures.ann_accuracy, measures.costs, label)
     if notes:
         summary["notes"] = notes
     neuron_steps = sum(layer.neuron_steps for layer in result.layers)
     summary["energy_conventions"] = energy_conventions(
         result.ops, OpAccounting(snn, dense=True).per_sample(), result.samples, neuron_steps / max(1, result.samples),
-        neuron_steps / max(1, result.sample_steps), getattr(snn, "meta", {}).get("levels"), costs)
+        neuron_steps / max(1, result.sample_steps), getattr(snn, "meta", {}).get("levels"), measures.costs)
     summary["float_operations"] = [asdict(op) for op in float_operations(snn)]
     if trace is not None:
         summary["early_exit"] = exit_rows(exit_curve(trace, exits.curve), result.accuracy)
     return summary
 
 
-def simulate_exported(path: str | Path, data: str, timesteps: int | None, batch_size: int, limit: int | None,
-                      progress: bool, progress_file: Path | None = None, costs: EnergyCosts = EnergyCosts(),
-                      metrics: str = "full", exits: Exits = Exits()) -> tuple[dict[str, Any], Recipe]:
+def simulate_exported(path: str | Path, data: DataSpec, timesteps: int | None, job: Job,
+                      measures: Measures = Measures()) -> tuple[dict[str, Any], Recipe]:
     """Simulate an exported SNN step in onnxruntime on ``data``'s test split, fitted to the recipe
-    in its metadata, and summarize it as :func:`simulate_and_summarize` does; with the recipe."""
+    in its metadata, and summarize it as :func:`simulate_and_summarize` does (of the options, only
+    ``metrics`` applies); with the recipe."""
     from snnconvert.export.session import read_metadata, simulate_onnx
 
     metadata = read_metadata(path)
@@ -89,11 +98,12 @@ def simulate_exported(path: str | Path, data: str, timesteps: int | None, batch_
         raise SnnConvertError(f"{path} is not an SNN step exported by snnconvert: export one with "
                               "`snnconvert export MODEL --what snn --out FILE`")
     recipe = Recipe.from_dict(metadata["model"])
-    loader = eval_loader(recipe, data, batch_size, limit)
+    loader = eval_loader(recipe, data.name, data.batch_size, data.limit)
+    exits = measures.exits
     trace = ExitTrace() if exits.curve else None
-    result = simulate_onnx(path, loader, timesteps=timesteps, progress=progress, checkpoint=progress_file,
-                           metrics=metrics, exit_rule=exits.rule, trace=trace)
-    summary = simulation_summary(result, None, costs)
+    result = simulate_onnx(path, loader, timesteps=timesteps, metrics=measures.options.metrics,
+                           watch=Watch(exit_rule=exits.rule, trace=trace), job=job)
+    summary = simulation_summary(result, None, measures.costs)
     summary["float_operations"] = metadata["float_operations"]
     if trace is not None:
         summary["early_exit"] = exit_rows(exit_curve(trace, exits.curve), result.accuracy)
@@ -155,9 +165,8 @@ def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> dict[str
     training = None
     if epochs > 0:
         settings = {**finetune_settings, "epochs": epochs}
-        model, config, training = finetune(loaded, data, TrainConfig(**settings), calibration,
-                                           out_dir / "prepared.pt", device, progress, spec.prepare,
-                                           val_samples=limit, masks=masks)
+        model, config, training = finetune(loaded, DataSpec(data, limit), TrainConfig(**settings), calibration,
+                                           device, Job(progress, out_dir / "prepared.pt"), spec.prepare, masks)
         prepared = training["preparation"]
     else:
         model, config, prepared = ensure_prepared(loaded, data, calibration, device, progress, spec.prepare)
@@ -180,8 +189,8 @@ def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> dict[str
         calibrations = {mode: calibrate_snn(snn, model, images.to(device), timesteps, spec.correction, [timesteps],
                                             "ann" if untrained_ann else "qcfs", progress)
                         for mode, snn in snns.items()}
-    sims = {mode: simulate_and_summarize(snn, recipe, test, timesteps, ann_acc["QCFS ANN"], device, progress, path,
-                                         spec.costs, agreement, spec.simulation)
+    measures = Measures(spec.simulation, Exits(), spec.costs, ann_acc["QCFS ANN"], agreement)
+    sims = {mode: simulate_and_summarize(snn, recipe, test, timesteps, device, Job(progress, path), measures)
             for (mode, snn), path in zip(snns.items(), progress_files)}
     report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
               "weights_loading": loaded.metadata.get("loading") or None, "preparation": prepared,
@@ -193,4 +202,53 @@ def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> dict[str
               "simulations": sims, "spec": spec.to_dict(),
               "seconds": round(time.perf_counter() - start, 1)}
     finish_report(report, out_dir, progress_files)
+    return report
+
+
+#: why the onnxruntime backend refuses an option
+TORCH_ONLY = ("set how PyTorch runs or what it watches; the onnxruntime backend runs the exported float32 step on "
+              "the CPU, one step per call: drop them")
+
+
+def simulate_model(spec: SimulateSpec, out: str | None, device: str, progress: bool) -> dict[str, Any]:
+    """Simulate the converted model ``spec`` names (``snnconvert simulate``): a checkpoint in
+    PyTorch, or an SNN step in onnxruntime (a checkpoint is exported first for that backend).
+    With ``out``, the report (and an early-exit curve's report) is written there, and the
+    simulation resumes from its progress file after an interruption.
+
+    Returns the report: the header, ``backend``, ``simulations`` (one, by attention mode).
+    """
+    from snnconvert.export.session import read_metadata
+
+    source, data, simulation = spec.model, spec.data, spec.simulation
+    backend = spec.resolved_backend
+    if spec.torch_only(device):
+        raise SnnConvertError(f"{', '.join(spec.torch_only(device))} {TORCH_ONLY}")
+    job = Job(progress, Path(out) / "simulation.progress.pt" if out else None)
+    measures = Measures(simulation, Exits(spec.exit_rule, spec.exit_curve), spec.costs)
+    with tempfile.TemporaryDirectory() as scratch:
+        if backend == "onnxruntime":
+            path = source.name
+            if not spec.exported:
+                path = str(Path(scratch) / f"{source.name}.onnx")
+                export(source, "snn", path, mode=spec.mode, neuron=spec.neuron, timesteps=spec.timesteps)
+            sim, recipe = simulate_exported(path, data, spec.timesteps, job, measures)
+            metadata = read_metadata(path)
+            weights, neuron, mode, timesteps = path, metadata["neuron"], metadata["attention"], sim["timesteps"]
+        else:
+            weights = source.checkpoint or shipped_checkpoint(get_recipe(source.name))
+            if weights is None:
+                raise SnnConvertError(f"{source.name} has no shipped checkpoint: pass --checkpoint FILE")
+            loaded = load_snn(source.name, str(weights), spec.mode, spec.neuron)
+            recipe, neuron, mode = loaded.recipe, loaded.neuron, loaded.mode
+            timesteps = spec.timesteps or recipe.timesteps
+            test = eval_loader(recipe, data.name, data.batch_size, data.limit)
+            sim = simulate_and_summarize(loaded.snn, recipe, test, timesteps, device, job, measures)
+    report = {**report_header(recipe, str(weights), data.name, None, timesteps, neuron), "backend": backend,
+              "ann_accuracy": {}, "energy_costs_pj": asdict(spec.costs), "simulations": {mode: sim},
+              "spec": replace(spec, timesteps=timesteps).to_dict()}
+    if out:
+        finish_report(report, Path(out), [job.checkpoint])
+        if spec.exit_curve and distributed.is_main():
+            write_early_exit_report(early_exit_report(report), out)
     return report

@@ -1,0 +1,51 @@
+"""The calibrate stage: a model's thresholds (and BatchNorm statistics) from sample images, and
+optionally its SNN corrected layer by layer."""
+from __future__ import annotations
+
+from typing import Any
+
+from snnconvert.calibrate import calibrate_batchnorm, calibrate_thresholds
+from snnconvert.convert import convert
+from snnconvert.spec import CalibrateSpec
+from snnconvert.workflow.convert import calibrate_snn, save_converted
+from snnconvert.workflow.load import calibration_batch, calibration_loader, load
+from snnconvert.workflow.prepare import ensure_prepared, save_prepared
+
+
+def calibrate(spec: CalibrateSpec, out: str, device: str, progress: bool) -> dict[str, Any]:
+    """Calibrate the model ``spec`` names and save it to ``out``: an ANN is prepared (its changes'
+    costs recorded) and calibrated; a prepared model gets its thresholds (and, with
+    ``spec.batchnorm``, its BatchNorm statistics) again. With a correction the model is converted
+    and corrected for T, and ``out`` is a converted checkpoint; with ``error_at`` the SNN's
+    per-layer errors are measured (against ``spec.reference``).
+
+    Returns the record: ``stage`` of the weights, ``preparation`` (None for a prepared model),
+    ``snn`` (the SNN's calibration record, or None), ``timesteps`` and ``converted`` (whether
+    ``out`` holds an SNN).
+    """
+    source, calibration = spec.model, spec.calibration
+    loaded = load(source.name, source.checkpoint, source.pretrained, **source.loading())
+    prepared, config, preparation = ensure_prepared(loaded, spec.data.name, calibration, device, progress,
+                                                    spec.prepare)
+    loader = calibration_loader(loaded.recipe, spec.data.name)
+    if loaded.stage == "prepared":
+        if spec.batchnorm:
+            calibrate_batchnorm(prepared, loader, calibration.num_samples, device, progress)
+        calibrate_thresholds(prepared, loader, calibration, device, progress)
+    timesteps = spec.timesteps or loaded.recipe.timesteps
+    record = {"stage": loaded.stage, "loading": loaded.metadata.get("loading", {}), "preparation": preparation,
+              "snn": None, "timesteps": timesteps, "converted": spec.correction is not None}
+    if spec.correction is None and spec.error_at is None:
+        save_prepared(out, prepared, loaded.recipe, config)
+        return record
+    snn = convert(prepared, "compensated", spec.neuron)
+    images, _ = calibration_batch(loader, calibration.num_samples)
+    reference = spec.reference or ("ann" if loaded.stage == "ann" else "qcfs")
+    error_at = [] if spec.error_at is None else list(spec.error_at) or [timesteps]
+    record["snn"] = calibrate_snn(snn, prepared, images.to(device), timesteps, spec.correction, error_at, reference,
+                                  progress)
+    if spec.correction is not None:
+        save_converted(out, snn, loaded.recipe, config, "compensated", spec.neuron, record["snn"])
+    else:
+        save_prepared(out, prepared, loaded.recipe, config)
+    return record
