@@ -32,11 +32,16 @@ class ModelSource:
     """Where the model and its weights come from.
 
     Attributes:
-        name: a zoo recipe, or a timm architecture.
+        name: a zoo recipe, a timm architecture, or a model of one's own: ``pkg.module:factory``,
+            ``path/file.py:factory`` or ``file.onnx`` (:mod:`snnconvert.model_zoo.sources`).
         checkpoint: an snnconvert checkpoint or a state dict (None: the recipe's shipped checkpoint
-            or timm's pretrained weights, unless ``pretrained`` is False: random weights).
+            or timm's pretrained weights, unless ``pretrained`` is False: random weights; one's
+            own model: its own weights).
         num_classes, input_size, classes: the model built for other data (a new head, other input).
         remap: ``order``: the checkpoint's tensors are the model's in order under other names.
+        model_args: keyword arguments of one's own factory (an ONNX file's: ``input_layout``).
+        mean, std, input_scale, channel_order, interpolation, crop_pct: the preprocessing the
+            model was trained with, ``(pixel · input_scale − mean) / std`` (None: the recipe's).
     """
 
     name: str
@@ -46,15 +51,27 @@ class ModelSource:
     input_size: tuple[int, ...] | None = None
     classes: tuple[str, ...] | None = None
     remap: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_scale: float | None = None
+    channel_order: str | None = None
+    interpolation: str | None = None
+    crop_pct: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("input_size", "classes"):  # lists, from a file
+        for name in ("input_size", "classes", "mean", "std"):  # lists, from a file
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.channel_order not in (None, "rgb", "bgr"):
+            raise ArgumentError(f"channel order must be rgb or bgr, got {self.channel_order!r}")
 
     def loading(self) -> dict[str, Any]:
         """:func:`snnconvert.workflow.load`'s ``adapt`` and ``remap``."""
-        return {"adapt": {"num_classes": self.num_classes, "input_size": self.input_size, "classes": self.classes},
+        preprocessing = {k: getattr(self, k) for k in ("mean", "std", "input_scale", "channel_order",
+                                                       "interpolation", "crop_pct")}
+        return {"adapt": {"num_classes": self.num_classes, "input_size": self.input_size, "classes": self.classes,
+                          "model_args": self.model_args or None, **preprocessing},
                 "remap": self.remap}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import torch
+import yaml
 
 from snnconvert import distributed
 from snnconvert.calibrate import CORRECTIONS, METHODS, REFERENCES, CalibrationConfig, CorrectionConfig
@@ -17,7 +18,8 @@ from snnconvert.prepare import MASK_TARGETS, MaskConfig, PrepareConfig
 from snnconvert.prepare.config import DEFAULT_KEPT_ACTIVATIONS, LAYERNORM_CHOICES, MAX_POOL_CHOICES, SITE_POLICIES
 from snnconvert.prepare.rewrite import ROUTE_SITES
 from snnconvert.data import DATASET_NAMES
-from snnconvert.data.datasets import SKIP_BAD_FILES
+from snnconvert.data.datasets import SKIP_BAD_FILES, native_size
+from snnconvert.model_zoo.sources import is_own
 from snnconvert.direct import ENCODERS, NODES, SURROGATES
 from snnconvert.errors import SnnConvertError
 from snnconvert.outputs import claim_output
@@ -215,8 +217,42 @@ def _prepare_config(model: str, levels, sites, layernorm, keep_activations, max_
                    mlp_batchnorm=mlp_batchnorm, stream_levels=stream_levels, **route)
 
 
+def _preprocessing_options(f):
+    """The preprocessing a model of one's own (or any model) was trained with."""
+    f = click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                     help="A keyword argument of one's own model factory (MODULE:FACTORY or FILE.py:FACTORY), "
+                          "repeatable; VALUE is read as YAML (3, 0.5, true, [1, 2], text).")(f)
+    f = click.option("--input-layout", type=click.Choice(["auto", "nchw", "nhwc"]), default=None,
+                     help="The layout of an ONNX model's input (auto: from its shape; nhwc: channels last, e.g. "
+                          "Keras); every model is fed [N, C, H, W] images.")(f)
+    f = click.option("--mean", type=_Floats(), default=None, metavar="M[,M,M]",
+                     help="Per-channel mean subtracted after scaling: (pixel · input-scale − mean) / std.")(f)
+    f = click.option("--std", type=_Floats(), default=None, metavar="S[,S,S]", help="Per-channel std (see --mean).")(f)
+    f = click.option("--input-scale", type=click.FloatRange(0, min_open=True), default=None,
+                     help="The pixel range the model was trained on: 1 for [0, 1] (default), 255 for raw pixels.")(f)
+    f = click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default=None,
+                     help="rgb (default), or bgr for a model trained on BGR images.")(f)
+    f = click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest"]), default=None,
+                     help="Resize interpolation of photographs (ImageFolder data).")(f)
+    return click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
+                        help="Centre-crop fraction of evaluation photographs (resize to size / crop-pct, crop).")(f)
+
+
+class _Floats(click.ParamType):
+    name = "floats"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not comma-separated numbers (e.g. 0.485,0.456,0.406)", param, ctx)
+
+
 def _model_options(f):
     """How the model is built and its weights read: for other data, or from another implementation."""
+    f = _preprocessing_options(f)
     f = click.option("--remap-keys", type=click.Choice(["order"]), default=None,
                      help="order: the checkpoint's tensors are the model's in order under other names (weights "
                           "saved by another implementation); shapes are checked pair by pair.")(f)
@@ -246,14 +282,31 @@ class _Size(click.ParamType):
 
 
 def _model_source(name: str, checkpoint: str | None = None, pretrained: bool = True, num_classes=None,
-                  input_size=None, class_map=None, remap_keys=None, **_other_options) -> ModelSource:
-    """The model options as a source (``--class-map``'s file read: a JSON list or one name per line)."""
+                  input_size=None, class_map=None, remap_keys=None, model_args=(), input_layout=None, data=None,
+                  **options) -> ModelSource:
+    """The model options as a source (``--class-map``'s file read: a JSON list or one name per line;
+    one's own factory without --input-size built for the data's images)."""
     classes = None
     if class_map:
         text = Path(class_map).read_text()
         classes = tuple(json.loads(text)) if class_map.endswith(".json") else \
             tuple(line.strip() for line in text.splitlines() if line.strip())
-    return ModelSource(name, checkpoint, pretrained, num_classes, input_size, classes, remap_keys)
+    arguments = {}
+    for item in model_args:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. width=64)", param_hint="--model-arg")
+        arguments[key.strip()] = yaml.safe_load(value)
+    if input_layout is not None:
+        if not name.endswith(".onnx"):
+            raise click.BadParameter("--input-layout is the layout of an ONNX model's input", param_hint="--input-layout")
+        arguments["input_layout"] = input_layout
+    if input_size is None and is_own(name) and not name.endswith(".onnx") and data:
+        input_size = native_size(data)
+    preprocessing = {k: options.get(k) for k in ("mean", "std", "input_scale", "channel_order", "interpolation",
+                                                 "crop_pct")}
+    return ModelSource(name, checkpoint, pretrained, num_classes, input_size, classes, remap_keys, arguments,
+                       **preprocessing)
 
 
 def _mask_options(f):

@@ -41,6 +41,8 @@ class InputSpec:
     crop_pct: float = 1.0
     num_classes: int | None = None
     classes: tuple[str, ...] | None = None
+    scale: float = 1.0
+    channel_order: str = "rgb"
 
 
 def fit_images(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
@@ -62,9 +64,17 @@ def fit_images(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
             x = F.pad(x, (left, w - x.shape[-1] - left, top, h - x.shape[-2] - top))
         else:
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return normalize(x, spec)
+
+
+def normalize(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """``[N, C, H, W]`` pixels in [0, 1] as the model takes them: ``(x · scale − mean) / std``,
+    channels reversed first for a BGR model."""
+    if spec.channel_order == "bgr":
+        x = x.flip(1)
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return (x * spec.scale - mean) / std
 
 
 class TensorImages(Dataset):
@@ -125,9 +135,13 @@ def _torchvision(kind: str, root: Path, split: str, spec: InputSpec, augment: bo
     from torchvision import datasets, transforms
 
     train = split == "train"
-    if spec.size[0] == 3:
+    if spec.size[0] == 3 and spec.scale == 1 and spec.channel_order == "rgb":
         tf = create_transform(spec.size, is_training=augment, interpolation=spec.interpolation,
                               mean=spec.mean, std=spec.std, crop_pct=spec.crop_pct)
+    elif spec.size[0] == 3:  # timm's resizing and cropping, then this module's scale, order and normalization
+        tf = transforms.Compose([create_transform(spec.size, is_training=augment, interpolation=spec.interpolation,
+                                                  mean=(0.0,) * 3, std=(1.0,) * 3, crop_pct=spec.crop_pct),
+                                 transforms.Lambda(lambda x: normalize(x[None], spec)[0])])
     else:
         steps = [transforms.RandomHorizontalFlip()] if augment else []
         tf = transforms.Compose([*steps, transforms.ToTensor(), transforms.Lambda(lambda x: fit_images(x[None], spec)[0])])
@@ -211,6 +225,15 @@ def labelled_as_the_model(folder, spec: InputSpec):
     folder.imgs, folder.targets = folder.samples, [label for _, label in folder.samples]
     folder.label_space = "model"
     return folder
+
+
+def native_size(data: str) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of a dataset's images held in memory (IDX, the embedded sample); None for
+    photographs, whose size is the model's choice."""
+    found = load_dataset(data, "test", InputSpec((1, 1, 1), (0.0,), (1.0,)))
+    if not isinstance(found, TensorImages):
+        return None
+    return (1, *found.images.shape[-2:]) if found.images.dim() == 3 else tuple(found.images.shape[1:])
 
 
 def load_dataset(data: str, split: str, spec: InputSpec, augment: bool = False) -> Dataset:

@@ -19,11 +19,15 @@ from snnconvert.runtime.neurons import SpikingNeuron
 from snnconvert.direct import DirectConfig, SpikingClassifier, make_encoder
 from snnconvert.errors import CheckpointError, SnnConvertError, shorten
 from snnconvert.model_zoo.registry import Recipe, get_recipe, list_recipes
+from snnconvert.model_zoo.sources import build_own, with_outputs
 
 
 def build_ann(recipe: Recipe, pretrained: bool = False) -> nn.Module:
-    """The recipe's ANN from timm (``pretrained=True`` downloads timm's weights). An ``img_size``
-    the architecture does not take (a CNN takes any size) is left out."""
+    """The recipe's ANN from timm (``pretrained=True`` downloads timm's weights), or one's own
+    (:mod:`~snnconvert.model_zoo.sources`: its weights are its own). An ``img_size`` the
+    architecture does not take (a CNN takes any size) is left out."""
+    if recipe.source is not None:
+        return build_own(recipe)
     try:
         return timm.create_model(recipe.timm_name, pretrained=pretrained, **recipe.model_args)
     except TypeError as e:
@@ -187,6 +191,9 @@ def load_model(recipe: Recipe, checkpoint: str | Path | None = None, pretrained:
     recipe = recipe.adapted(**adapt)
     path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(recipe) if shipped and not adapt \
         else None
+    if path is None and recipe.source is not None:  # one's own model comes with its weights
+        model = build_ann(recipe)
+        return LoadedModel(model, with_outputs(recipe, model), "ann", None, recipe.source, {})
     if path is None:
         if not pretrained:
             return LoadedModel(build_ann(recipe), recipe, "ann", None, "random initialization", {})
@@ -210,6 +217,7 @@ def load_model(recipe: Recipe, checkpoint: str | Path | None = None, pretrained:
         raise CheckpointError(f"{path} holds a {ckpt['stage']} SNN; pass a prepared (QCFS) or ANN checkpoint, or "
                               "simulate it with `snnconvert simulate`")
     model = build_ann(recipe)
+    recipe = with_outputs(recipe, model)
     config = None
     if ckpt["stage"] == "prepared":
         config = PrepareConfig(**ckpt["prepare"])

@@ -58,12 +58,18 @@ class Recipe:
     """Everything needed to build, feed and convert one model.
 
     Attributes:
-        name: short name (``swin_t``, ``vit_nano`` …).
-        timm_name: the timm architecture (``timm.create_model`` name).
-        model_args: keyword arguments for ``timm.create_model`` (sizes, heads, classes …).
+        name: short name (``swin_t``, ``vit_nano`` …), or the source of a model of one's own.
+        timm_name: the timm architecture (``timm.create_model`` name); ``source`` for one's own.
+        model_args: keyword arguments for ``timm.create_model`` (sizes, heads, classes …), or for
+            the factory of one's own model.
         input_size: ``(C, H, W)``.
-        mean, std: input normalization.
+        mean, std: input normalization: ``(pixel · input_scale − mean) / std``.
         interpolation, crop_pct: resize and centre crop of evaluation images (timm's data config).
+        input_scale: the pixel range the model was trained on: 1 for [0, 1], 255 for raw pixels.
+        channel_order: ``rgb``, or ``bgr`` for a model trained on BGR images.
+        source: a model of one's own (:mod:`snnconvert.model_zoo.sources`): ``pkg.module:factory``,
+            ``path/file.py:factory`` or ``file.onnx``; None: timm.
+        outputs: the class count of a model of one's own (what its output has; None: from ``model_args``).
         levels: QCFS levels L.
         timesteps: default T for simulation.
         finetune: settings of ``snnconvert finetune`` (TrainConfig fields over :data:`FINETUNE_DEFAULTS`).
@@ -92,6 +98,10 @@ class Recipe:
     direct: dict[str, Any] | None = None
     classes: tuple[str, ...] | None = None
     description: str = ""
+    input_scale: float = 1.0
+    channel_order: str = "rgb"
+    source: str | None = None
+    outputs: int | None = None
 
     @classmethod
     def from_timm(cls, name: str, timm_name: str, **fields: Any) -> Recipe:
@@ -105,7 +115,7 @@ class Recipe:
     @property
     def input_spec(self) -> InputSpec:
         return InputSpec(self.input_size, self.mean, self.std, self.interpolation, self.crop_pct, self.num_classes,
-                         self.classes)
+                         self.classes, self.input_scale, self.channel_order)
 
     @property
     def finetune_settings(self) -> dict[str, Any]:
@@ -137,14 +147,26 @@ class Recipe:
     @property
     def num_classes(self) -> int:
         """Classes the model predicts (its ``num_classes``; timm's 1000 for ImageNet models)."""
+        if self.outputs is not None and "num_classes" not in self.model_args:
+            return self.outputs
         return int(self.model_args.get("num_classes", 1000))
 
     def adapted(self, num_classes: int | None = None, input_size: tuple[int, int, int] | None = None,
-                classes: tuple[str, ...] | None = None) -> Recipe:
+                classes: tuple[str, ...] | None = None, model_args: dict[str, Any] | None = None,
+                **preprocessing: Any) -> Recipe:
         """The recipe built for another class count (a new head) or input size (channels and, for
         models that take one, ``img_size``; normalization follows the channel count), or told the
-        names of its classes in output order."""
+        names of its classes in output order; ``model_args`` for the model's builder and
+        ``preprocessing`` (``mean``, ``std``, ``input_scale``, ``channel_order``, ``interpolation``,
+        ``crop_pct``) given on top."""
         recipe = self if classes is None else replace(self, classes=tuple(classes))
+        if model_args:
+            recipe = recipe.with_updates(model_args=dict(model_args))
+            if self.source is not None and self.source.endswith(".onnx") and "input_layout" in model_args:
+                from snnconvert.model_zoo.sources import onnx_input_size
+
+                size = onnx_input_size(self.source, model_args["input_layout"])
+                recipe = replace(recipe, input_size=size, mean=(0.0,) * size[0], std=(1.0,) * size[0])
         if num_classes is not None:
             recipe = recipe.with_updates(model_args={"num_classes": num_classes})
         if input_size is not None:
@@ -152,8 +174,11 @@ class Recipe:
             args = {"in_chans": c, "img_size": (h, w) if h != w else h}
             stats = {} if c == len(self.mean) else {"mean": (sum(self.mean) / len(self.mean),) * c,
                                                     "std": (sum(self.std) / len(self.std),) * c}
+            if self.source is not None:  # one's own model is built at the size it is given
+                args = {}
             recipe = recipe.with_updates(input_size=tuple(input_size), model_args=args, **stats)
-        return recipe
+        given = {k: tuple(v) if k in ("mean", "std") else v for k, v in preprocessing.items() if v is not None}
+        return recipe.with_updates(**given) if given else recipe
 
 
 _RECIPES: dict[str, Recipe] = {}
@@ -180,6 +205,10 @@ def get_recipe(name: str) -> Recipe:
     """
     if name in _RECIPES:
         return _RECIPES[name]
+    from snnconvert.model_zoo.sources import is_own, own_recipe
+
+    if is_own(name):
+        return own_recipe(name)
     import timm
 
     if timm.is_model(name):

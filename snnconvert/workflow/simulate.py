@@ -95,8 +95,9 @@ def simulate_exported(path: str | Path, data: DataSpec, timesteps: int | None, j
 
     metadata = read_metadata(path)
     if "model" not in metadata or metadata.get("format") != "snn-step/1":
-        raise SnnConvertError(f"{path} is not an SNN step exported by snnconvert: export one with "
-                              "`snnconvert export MODEL --what snn --out FILE`")
+        raise SnnConvertError(f"{path} is not an SNN step exported by snnconvert (its metadata says "
+                              f"{metadata.get('format', 'nothing of snnconvert')}): an ANN converts with `snnconvert "
+                              f"{path} --data …`; an SNN step is written by `snnconvert export MODEL --what snn`")
     recipe = Recipe.from_dict(metadata["model"])
     loader = eval_loader(recipe, data.name, data.batch_size, data.limit)
     exits = measures.exits
