@@ -295,8 +295,11 @@ class SimulateSpec(Spec):
 
     @property
     def exported(self) -> bool:
-        """Whether the model is an SNN step exported to ONNX."""
-        return self.model.name.endswith(".onnx")
+        """Whether the model is an SNN step exported to ONNX (its metadata says so; an ONNX ANN of
+        one's own is a model like any other, simulated from its converted or prepared checkpoint)."""
+        from snnconvert.model_zoo.onnx_import import is_snnconvert_step
+
+        return self.model.name.endswith(".onnx") and is_snnconvert_step(self.model.name)
 
     @property
     def resolved_backend(self) -> str:

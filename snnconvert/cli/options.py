@@ -225,9 +225,9 @@ def _preprocessing_options(f):
     f = click.option("--input-layout", type=click.Choice(["auto", "nchw", "nhwc"]), default=None,
                      help="The layout of an ONNX model's input (auto: from its shape; nhwc: channels last, e.g. "
                           "Keras); every model is fed [N, C, H, W] images.")(f)
-    f = click.option("--mean", type=_Floats(), default=None, metavar="M[,M,M]",
+    f = click.option("--mean", type=_Numbers(), default=None, metavar="M[,M,M]",
                      help="Per-channel mean subtracted after scaling: (pixel · input-scale − mean) / std.")(f)
-    f = click.option("--std", type=_Floats(), default=None, metavar="S[,S,S]", help="Per-channel std (see --mean).")(f)
+    f = click.option("--std", type=_Numbers(), default=None, metavar="S[,S,S]", help="Per-channel std (see --mean).")(f)
     f = click.option("--input-scale", type=click.FloatRange(0, min_open=True), default=None,
                      help="The pixel range the model was trained on: 1 for [0, 1] (default), 255 for raw pixels.")(f)
     f = click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default=None,
@@ -238,16 +238,25 @@ def _preprocessing_options(f):
                         help="Centre-crop fraction of evaluation photographs (resize to size / crop-pct, crop).")(f)
 
 
-class _Floats(click.ParamType):
-    name = "floats"
+class _Numbers(click.ParamType):
+    """Comma-separated numbers: ``C,H,W`` (three positive integers), or floats (any count)."""
+
+    def __init__(self, size: bool = False):
+        self.size = size
+        self.name = "C,H,W" if size else "floats"
 
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
         try:
-            return tuple(float(v) for v in str(value).split(","))
+            numbers = tuple((int if self.size else float)(v) for v in str(value).split(","))
         except ValueError:
+            numbers = ()
+        if self.size and (len(numbers) != 3 or min(numbers) < 1):
+            self.fail(f"{value!r} is not C,H,W (three positive integers, e.g. 1,32,32)", param, ctx)
+        if not numbers:
             self.fail(f"{value!r} is not comma-separated numbers (e.g. 0.485,0.456,0.406)", param, ctx)
+        return numbers
 
 
 def _model_options(f):
@@ -259,26 +268,11 @@ def _model_options(f):
     f = click.option("--class-map", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="The model's class names in output order, one per line: an ImageFolder of some of the "
                           "model's classes is labelled through it (ImageNet synset folders are recognized).")(f)
-    f = click.option("--input-size", type=_Size(), default=None, metavar="C,H,W",
+    f = click.option("--input-size", type=_Numbers(size=True), default=None, metavar="C,H,W",
                      help="Build the model for C×H×W inputs (channels, and the image size of models that take "
                           "one); layers whose weights no longer fit start afresh.")(f)
     return click.option("--num-classes", type=click.IntRange(1), default=None,
                         help="Build the model with a new head for N classes (train it: --epochs).")(f)
-
-
-class _Size(click.ParamType):
-    name = "C,H,W"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            size = tuple(int(v) for v in str(value).split(","))
-        except ValueError:
-            size = ()
-        if len(size) != 3 or min(size) < 1:
-            self.fail(f"{value!r} is not C,H,W (three positive integers, e.g. 1,32,32)", param, ctx)
-        return size
 
 
 def _model_source(name: str, checkpoint: str | None = None, pretrained: bool = True, num_classes=None,
@@ -409,6 +403,11 @@ def _floats(text: str) -> list[float]:
         raise click.BadParameter(f"expected comma-separated numbers such as 0,0.25,0.5, got {text!r}") from e
 
 
+def _checkpoint_option(text: str):
+    """``--checkpoint FILE``, said of what the command reads."""
+    return click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help=text)
+
+
 def _group(*decorators):
     """One decorator applying ``decorators`` as if stacked in this order above a function."""
     def decorate(f):
@@ -427,8 +426,7 @@ RUN = _group(
     click.option("--timesteps", "-T", type=click.IntRange(1), default=None,
                   help="Simulation steps T (default: the recipe's). Accuracy is reported at every t ≤ T."),
     _data_option(),
-    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                  help="Weights: an snnconvert checkpoint (ann or prepared) or a plain/timm state dict. "
+    _checkpoint_option("Weights: an snnconvert checkpoint (ann or prepared) or a plain/timm state dict. "
                        "Default: the checkpoint shipped for the recipe, else timm's pretrained weights."),
     _calibration_options,
     _prepare_options,
@@ -460,7 +458,7 @@ RUN = _group(
 
 PREPARE = _group(
     click.argument("model"),
-    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="ANN weights (state dict)."),
+    _checkpoint_option("ANN weights (state dict)."),
     _prepare_options,
     _no_finetune_option,
     _model_options,
@@ -472,8 +470,7 @@ PREPARE = _group(
 
 TRAIN = _group(
     click.argument("model"),
-    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                  help="Start from these weights (ANN or prepared); default: the recipe's ANN, randomly initialized."),
+    _checkpoint_option("Start from these weights (ANN or prepared); default: the recipe's ANN, randomly initialized."),
     click.option("--ann", is_flag=True, help="Train the original ANN (LayerNorm, GELU/ReLU) without preparing it: "
                   "the stand-in for pretrained weights that `finetune` then converts."),
     _training_options,
@@ -482,8 +479,7 @@ TRAIN = _group(
 
 FINETUNE = _group(
     click.argument("model"),
-    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                  help="The trained ANN (teacher and starting point); default: timm's pretrained weights."),
+    _checkpoint_option("The trained ANN (teacher and starting point); default: timm's pretrained weights."),
     click.option("--mlp-batchnorm", is_flag=True, help="Add a BatchNorm after each MLP Linear (MST's variant; "
                   "started as the identity, folded away at conversion)."),
     _mask_options,
@@ -493,8 +489,7 @@ FINETUNE = _group(
 
 CALIBRATE = _group(
     click.argument("model"),
-    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                  help="Prepared or ANN weights (default: the recipe's shipped checkpoint or timm's)."),
+    _checkpoint_option("Prepared or ANN weights (default: the recipe's shipped checkpoint or timm's)."),
     _data_option(),
     _calibration_options,
     click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
@@ -523,8 +518,7 @@ CALIBRATE = _group(
 
 CONVERT = _group(
     click.argument("model"),
-    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                  help="Prepared checkpoint (default: the recipe's shipped one)."),
+    _checkpoint_option("Prepared checkpoint (default: the recipe's shipped one)."),
     click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
                   help="compensated: spike-correct products and softmax; mst: per-step ops (MST reference)."),
     _neuron_options,
@@ -534,8 +528,7 @@ CONVERT = _group(
 
 SIMULATE = _group(
     click.argument("model"),
-    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                  help="Converted or prepared checkpoint (default: the recipe's shipped one)."),
+    _checkpoint_option("Converted or prepared checkpoint (default: the recipe's shipped one)."),
     click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Steps T (default: the recipe's)."),
     _data_option(),
     click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
@@ -562,8 +555,7 @@ SIMULATE = _group(
 
 EXPORT = _group(
     click.argument("model"),
-    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                  help="Converted, prepared, directly trained or ANN checkpoint (default: the recipe's shipped one, "
+    _checkpoint_option("Converted, prepared, directly trained or ANN checkpoint (default: the recipe's shipped one, "
                        "else timm's pretrained weights for --what ann)."),
     click.option("--what", type=click.Choice(["snn", "ann"]), required=True,
                   help="snn: one time step of the SNN, its state (membranes, spike counts, running totals, the step "
@@ -583,8 +575,7 @@ EXPORT = _group(
 
 MASK_SWEEP = _group(
     click.argument("model"),
-    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                  help="Prepared checkpoint (default: the recipe's shipped one)."),
+    _checkpoint_option("Prepared checkpoint (default: the recipe's shipped one)."),
     click.option("--ratios", default="0,0.25,0.5,0.75,0.9", show_default=True, help="Masking ratios p, comma-separated."),
     click.option("--targets", default="attn,mlp", show_default=True,
                   help="Comma-separated sites: q, k, attn (scores), mlp (hidden layer), conv (CNN activations)."),
@@ -709,8 +700,6 @@ def simulate_spec(model: str, given: dict) -> SimulateSpec:
     if exit_rule is not None and curve:
         raise click.BadParameter("--early-exit runs every image T steps to evaluate its rules offline; --exit stops "
                                  "them: pick one", param_hint="--exit")
-    if model.endswith(".onnx") and given["backend"] == "torch":
-        raise click.BadParameter(f"{model} is an ONNX step: it runs with --backend onnxruntime", param_hint="--backend")
     spec = SimulateSpec(ModelSource(model, given["checkpoint"]), DataSpec(given["data"], given["limit"],
                                                                           given["batch_size"]),
                         given["timesteps"], given["mode"], _neuron_config(**given), given["backend"], exit_rule, curve,
