@@ -202,19 +202,19 @@ def _no_finetune_option(f):
                              "activation stay floating-point ops unless the preparation options say otherwise.")(f)
 
 
-def _prepare_config(model: str, levels, sites, layernorm, keep_activations, max_pool, no_finetune=False,
-                    mlp_batchnorm=False, event_driven=None, stream_levels=None, **options) -> PrepareConfig:
+def _prepare_config(model: str, given: dict) -> PrepareConfig:
     """The preparation options as a config: the route's defaults (fine-tuning, or calibration alone
     with --no-finetune) with the options given on top; --event-driven asks for each of the route's
     sites (spiking attention probabilities and streams) where the model has them (None), unless
     --no-spike-probabilities or --no-spike-streams."""
-    route = {kind.option: options.get(kind.option) for kind in ROUTE_SITES}
-    route = {option: (None if event_driven else False) if asked is None else asked for option, asked in route.items()}
-    levels = levels or get_recipe(model).levels
-    base = PrepareConfig.calibration_only(levels) if no_finetune else PrepareConfig(levels)
-    given = {k: v for k, v in dict(sites=sites, layernorm=layernorm, max_pool=max_pool).items() if v is not None}
-    return replace(base, **given, keep_activations=tuple(dict.fromkeys(base.keep_activations + keep_activations)),
-                   mlp_batchnorm=mlp_batchnorm, stream_levels=stream_levels, **route)
+    unasked = None if given.get("event_driven") else False
+    route = {kind.option: unasked if given.get(kind.option) is None else given[kind.option] for kind in ROUTE_SITES}
+    levels = given["levels"] or get_recipe(model).levels
+    base = PrepareConfig.calibration_only(levels) if given.get("no_finetune") else PrepareConfig(levels)
+    chosen = {k: given[k] for k in ("sites", "layernorm", "max_pool") if given[k] is not None}
+    kept = tuple(dict.fromkeys(base.keep_activations + given["keep_activations"]))
+    return replace(base, **chosen, keep_activations=kept, mlp_batchnorm=given.get("mlp_batchnorm", False),
+                   stream_levels=given.get("stream_levels"), **route)
 
 
 def _preprocessing_options(f):
@@ -275,18 +275,17 @@ def _model_options(f):
                         help="Build the model with a new head for N classes (train it: --epochs).")(f)
 
 
-def _model_source(name: str, checkpoint: str | None = None, pretrained: bool = True, num_classes=None,
-                  input_size=None, class_map=None, remap_keys=None, model_args=(), input_layout=None, data=None,
-                  **options) -> ModelSource:
+def _model_source(name: str, given: dict, pretrained: bool | None = None) -> ModelSource:
     """The model options as a source (``--class-map``'s file read: a JSON list or one name per line;
     one's own factory without --input-size built for the data's images)."""
+    class_map, input_size, input_layout = given.get("class_map"), given.get("input_size"), given.get("input_layout")
     classes = None
     if class_map:
         text = Path(class_map).read_text()
         classes = tuple(json.loads(text)) if class_map.endswith(".json") else \
             tuple(line.strip() for line in text.splitlines() if line.strip())
     arguments = {}
-    for item in model_args:
+    for item in given.get("model_args", ()):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. width=64)", param_hint="--model-arg")
@@ -295,11 +294,12 @@ def _model_source(name: str, checkpoint: str | None = None, pretrained: bool = T
         if not name.endswith(".onnx"):
             raise click.BadParameter("--input-layout is the layout of an ONNX model's input", param_hint="--input-layout")
         arguments["input_layout"] = input_layout
-    if input_size is None and is_own(name) and not name.endswith(".onnx") and data:
-        input_size = native_size(data)
-    preprocessing = {k: options.get(k) for k in ("mean", "std", "input_scale", "channel_order", "interpolation",
-                                                 "crop_pct")}
-    return ModelSource(name, checkpoint, pretrained, num_classes, input_size, classes, remap_keys, arguments,
+    if input_size is None and is_own(name) and not name.endswith(".onnx") and given.get("data"):
+        input_size = native_size(given["data"])
+    preprocessing = {k: given.get(k) for k in ("mean", "std", "input_scale", "channel_order", "interpolation",
+                                               "crop_pct")}
+    return ModelSource(name, given.get("checkpoint"), given.get("pretrained", True) if pretrained is None else pretrained,
+                       given.get("num_classes"), input_size, classes, given.get("remap_keys"), arguments,
                        **preprocessing)
 
 
@@ -670,8 +670,8 @@ def run_spec(model: str, given: dict) -> RunSpec:
     """``snnconvert run``'s options as a spec."""
     if given["no_finetune"] and given["epochs"]:
         raise click.BadParameter("--no-finetune converts without training: leave out --epochs", param_hint="--epochs")
-    return RunSpec(_model_source(model, **given), DataSpec(given["data"], given["limit"], given["batch_size"]),
-                   given["timesteps"], _prepare_config(model, **given), _calibration(**given), _neuron_config(**given),
+    return RunSpec(_model_source(model, given), DataSpec(given["data"], given["limit"], given["batch_size"]),
+                   given["timesteps"], _prepare_config(model, given), _calibration(**given), _neuron_config(**given),
                    0 if given["no_finetune"] else given["epochs"], tuple(given["modes"]) or ("compensated",),
                    _mask_config(**given), _correction(**given), _simulation(**given), _costs(**given))
 
@@ -680,16 +680,16 @@ def train_spec(model: str, given: dict, finetune: bool) -> TrainSpec:
     """``snnconvert train`` / ``finetune``'s options as a spec (fine-tuning: the recipe's
     hyper-parameters under the ones given, and pretrained weights by default)."""
     config = _train_config(get_recipe(model).finetune_settings if finetune else {}, given)
-    return TrainSpec(_model_source(model, pretrained=finetune, **given), config, DataSpec(given["data"], given["limit"]),
-                     None if given.get("ann") else _prepare_config(model, **given), _calibration(**given),
+    return TrainSpec(_model_source(model, given, pretrained=finetune), config, DataSpec(given["data"], given["limit"]),
+                     None if given.get("ann") else _prepare_config(model, given), _calibration(**given),
                      _mask_config(**given) if finetune else None, finetune)
 
 
 def calibrate_spec(model: str, given: dict) -> CalibrateSpec:
     """``snnconvert calibrate``'s options as a spec."""
     error_at = tuple(given["error_at"]) if given["show_report"] else None
-    return CalibrateSpec(_model_source(model, **given), DataSpec(given["data"]), _calibration(**given),
-                         given["batchnorm"], _prepare_config(model, **given), given["timesteps"],
+    return CalibrateSpec(_model_source(model, given), DataSpec(given["data"]), _calibration(**given),
+                         given["batchnorm"], _prepare_config(model, given), given["timesteps"],
                          _neuron_config(**given), _correction(**given), given["reference"], error_at)
 
 
@@ -751,7 +751,7 @@ def direct_spec(model: str, given: dict) -> DirectSpec:
 
 def model_source(model: str, given: dict) -> ModelSource:
     """The model options of a command as a source."""
-    return _model_source(model, **given)
+    return _model_source(model, given)
 
 
 def neuron_config(given: dict) -> NeuronConfig:
@@ -761,7 +761,7 @@ def neuron_config(given: dict) -> NeuronConfig:
 
 def prepare_config(model: str, given: dict) -> PrepareConfig:
     """The preparation options of a command as a config."""
-    return _prepare_config(model, **given)
+    return _prepare_config(model, given)
 
 
 def _costs(e_ac: float, e_mac: float, **_other_options) -> EnergyCosts:

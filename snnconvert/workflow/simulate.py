@@ -16,6 +16,7 @@ from snnconvert.convert import NeuronConfig, convert, float_operations
 from snnconvert.prepare.qcfs import rate_limit_model
 from snnconvert.errors import SnnConvertError
 from snnconvert.model_zoo import Recipe, get_recipe, shipped_checkpoint
+from snnconvert.model_zoo.sources import is_own
 from snnconvert.report import simulation_summary, write_report
 from snnconvert.report.early_exit import early_exit_report, exit_rows, write_early_exit_report
 from snnconvert.runtime import SimulationOptions, Watch, evaluate, simulate
@@ -238,6 +239,10 @@ def simulate_model(spec: SimulateSpec, out: str | None, device: str, progress: b
             weights, neuron, mode, timesteps = path, metadata["neuron"], metadata["attention"], sim["timesteps"]
         else:
             weights = source.checkpoint or shipped_checkpoint(get_recipe(source.name))
+            if weights is None and is_own(source.name):
+                raise SnnConvertError(f"{source.name} is an ANN (not an SNN step, by its metadata): convert it with "
+                                      f"`snnconvert {source.name} …` and simulate the prepared.pt it writes "
+                                      "(--checkpoint)")
             if weights is None:
                 raise SnnConvertError(f"{source.name} has no shipped checkpoint: pass --checkpoint FILE")
             loaded = load_snn(source.name, str(weights), spec.mode, spec.neuron)
