@@ -15,13 +15,11 @@ import torch
 from torch import fx, nn
 
 from snnconvert.prepare.norm import ChannelBatchNorm, batchnorm_affine
-from snnconvert.graph import ops
+from snnconvert.graph.batchnorms import batchnorm_neighbours
 from snnconvert.graph.edit import bypass, finish
 from snnconvert.graph.shapes import example_input
 
 _BN = nn.modules.batchnorm._BatchNorm
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_POOLING = {"mean", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d"}
 
 
 def _fold_after(layer: nn.Module, bn: _BN) -> None:
@@ -64,65 +62,12 @@ class _Probe(fx.Interpreter):
         return value
 
 
-def _chain(start: fx.Node, step, allowed) -> tuple[fx.Node, list[fx.Node]] | None:
-    """Follow single-use links from ``start`` with ``step`` while ``allowed``; the node reached
-    and the nodes passed."""
-    passed, node = [], start
-    while True:
-        nxt = step(node)
-        if nxt is None:
-            return None
-        if not allowed(nxt):
-            return nxt, passed
-        passed.append(nxt)
-        node = nxt
-
-
-def _candidates(gm: fx.GraphModule) -> list[tuple[str, fx.Node, fx.Node, int, int]]:
-    """``(direction, layer, bn, layer axis, bn axis)`` for every BatchNorm next to a layer."""
-    dynamic = ops.dynamic_nodes(gm.graph)
-    kinds = {n: ops.kind(n, gm, dynamic.__contains__) for n in gm.graph.nodes}
-
-    def module(node):
-        return gm.get_submodule(node.target) if node.op == "call_module" else None
-
-    def readers(node):  # users of its values (not of its shape alone)
-        return [u for u in node.users if node in ops.data_inputs(u)]
-
-    def single_input(node):
-        inputs = [n for n in ops.data_inputs(node) if n in dynamic]
-        return inputs[0] if len(inputs) == 1 and len(readers(inputs[0])) == 1 else None
-
-    def single_user(node):
-        found = readers(node)
-        return found[0] if len(found) == 1 else None
-
-    def rearranging(node):
-        return kinds.get(node) in (ops.STRUCTURAL, ops.IDENTITY)
-
-    def pooling(node):
-        return rearranging(node) or ops.describe(node, gm).strip(".()") in _POOLING
-
-    found = []
-    for node in gm.graph.nodes:
-        bn = module(node)
-        if not isinstance(bn, _BN) or bn.training:
-            continue
-        before = _chain(node, single_input, rearranging)
-        if before is not None and isinstance(module(before[0]), _LAYERS) and len(readers(before[0])) == 1:
-            found.append(("after", before[0], node, _channel_axis(module(before[0])), _channel_axis(bn)))
-            continue
-        after = _chain(node, single_user, pooling)
-        if after is not None and isinstance(module(after[0]), nn.Linear) and single_input(after[0]) is not None:
-            found.append(("before", after[0], node, -1, _channel_axis(bn)))
-    return found
-
-
 @torch.no_grad()
 def fold_batchnorms(gm: fx.GraphModule) -> list[str]:
     """Fold every foldable eval-mode BatchNorm of a prepared graph in place (the BatchNorm
     leaves the graph); returns the folded BatchNorms' names."""
-    candidates = _candidates(gm)
+    candidates = [(d, layer, bn, _channel_axis(gm.get_submodule(layer.target)) if d == "after" else -1,
+                   _channel_axis(gm.get_submodule(bn.target))) for d, layer, bn in batchnorm_neighbours(gm)]
     if not candidates:
         return []
     example = example_input(gm)

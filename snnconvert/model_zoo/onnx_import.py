@@ -42,7 +42,6 @@ SUPPORTED = ("Conv", "Gemm", "MatMul", "BatchNormalization", "Relu", "Clip", "Le
              "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Add", "Sub", "Mul", "Div", "Flatten",
              "Reshape", "Transpose", "Softmax", "LayerNormalization", "Gelu", "Concat", "Squeeze", "Unsqueeze",
              "ReduceMean")
-_FOLDED = ("Identity", "Cast", "Dropout", "Constant", "Shape", "Gather", "ConstantOfShape")
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
 _UNARY = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "Gelu")
 

@@ -32,6 +32,7 @@ import torch
 from torch import fx, nn
 
 from snnconvert.prepare.config import PrepareConfig
+from snnconvert.graph.batchnorms import folds_into_linear
 from snnconvert.prepare.norm import ChannelBatchNorm
 from snnconvert.prepare.qcfs import QCFS
 from snnconvert.graph import events, ops
@@ -281,15 +282,16 @@ def insert_stream_sites(gm: fx.GraphModule, config: PrepareConfig) -> list[str]:
 
 def _spike_sums(gm: fx.GraphModule, analysis: Analysis) -> set[fx.Node]:
     """Values a layer can read as events after the first step: constants, the input and what is
-    computed from it alone, QCFS outputs, and sums, rearrangements, scalings, averages and
-    BatchNorms (per-channel affine maps, folded at conversion) of these, constants added
-    (count coding presents the constants once)."""
+    computed from it alone, QCFS outputs, and sums, rearrangements, scalings, averages of these,
+    constants added (count coding presents the constants once), and BatchNorms of them that fold
+    into the Linear they feed at conversion (any other is a per-channel ``s·x + t`` of real values)."""
     classes, kinds = events.classify(gm, sources=analysis.is_site)
+    folding = folds_into_linear(gm)
     sums: set[fx.Node] = set()
     for node in gm.graph.nodes:
         inputs = [n for n in ops.data_inputs(node) if n in analysis.dynamic]
         if classes[node] != events.REAL or inputs and all(n in sums for n in inputs) and (
-                kinds[node] == ops.BATCHNORM or events.keeps_events(node, gm, kinds[node])):
+                (kinds[node] == ops.BATCHNORM and node in folding) or events.keeps_events(node, gm, kinds[node])):
             sums.add(node)
     return sums
 
