@@ -208,6 +208,11 @@ def test_mask_sweep_writes_table_and_plot(tmp_path):
     spec = SweepSpec.read(out / "sweep.json")  # the sweep's spec, T resolved
     assert spec.timesteps == 8 and spec.targets == ("mlp",) and spec.ratios == (0.0, 0.5) and spec.block_ratio == 0.5
     assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    again = _invoke("mask-sweep", "--config", str(out / "sweep.json"), "--out", str(tmp_path / "again"), "--quiet")
+    assert again.exit_code == 0, again.output  # rerun from the report: the same sweep
+    rerun = json.loads((tmp_path / "again" / "sweep.json").read_text())["rows"]
+    assert [(r["target"], r["ratio"], r["blocks"], r["spikes_per_sample"]) for r in rerun] == [
+        (r["target"], r["ratio"], r["blocks"], r["spikes_per_sample"]) for r in rows]
     proc = _entry("mask-sweep", "vit_nano", "--targets", "values", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "unknown masking targets" in proc.stderr
 

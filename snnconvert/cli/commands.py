@@ -20,7 +20,7 @@ from snnconvert.cli import options
 from snnconvert.errors import SnnConvertError
 from snnconvert.model_zoo import get_recipe, list_recipes, shipped_checkpoint
 from snnconvert.report import comparison, console, write_comparison
-from snnconvert.spec import RunSpec
+from snnconvert.spec import DirectSpec, RunSpec, SimulateSpec, SweepSpec
 
 
 class _DefaultToRun(click.Group):
@@ -61,18 +61,7 @@ def run_cmd(model, config, out, **given):
     calibration alone, convert to spiking neurons (optionally corrected layer by layer), simulate T
     steps and write a report."""
     device, progress = options.setup(given)
-    if config is not None:
-        context = click.get_current_context()
-        extra = [f"--{name.replace('_', '-')}" for name in given if name not in ("device", "threads", "quiet")
-                 and context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-        if model is not None or extra:
-            raise click.UsageError(f"--config runs the spec as it stands: drop {', '.join(extra or ['MODEL'])} (or "
-                                   "edit the spec)")
-        spec = RunSpec.read(config)
-    elif model is None:
-        raise click.UsageError("give a MODEL (a zoo name such as swin_nano, or a timm architecture) or --config FILE")
-    else:
-        spec = options.run_spec(model, given)
+    spec = options.spec_of(RunSpec, model, config, given, options.run_spec)
     _echo(console.run_lines(workflow.run(spec, out, device, progress), out))
 
 
@@ -144,12 +133,13 @@ def convert_cmd(model, mode, out, **given):
 
 @main.command("simulate")
 @options.SIMULATE
-def simulate_cmd(model, out, **given):
+def simulate_cmd(model, config, out, **given):
     """Simulate a converted MODEL (a recipe name, or a MODEL.onnx step from `snnconvert export`) for T
     steps on DATA's test split; print accuracy at t = 4, 8, …, T (all t in the report) and spikes
     per sample."""
     device, progress = options.setup(given)
-    report = workflow.simulate_model(options.simulate_spec(model, given), out, device, progress)
+    report = workflow.simulate_model(options.spec_of(SimulateSpec, model, config, given, options.simulate_spec), out,
+                                     device, progress)
     _echo(console.simulation_lines(report) + ([f"report: {Path(out) / 'report.md'}"] if out else []))
 
 
@@ -168,25 +158,26 @@ def export_cmd(model, what, fmt, out, timesteps, mode, **given):
 
 @main.command("mask-sweep")
 @options.MASK_SWEEP
-def mask_sweep_cmd(model, out, **given):
+def mask_sweep_cmd(model, config, out, **given):
     """Random Spike Masking sweep of a prepared MODEL: accuracy at T, spikes, power (MST's model:
     total spikes, relative to the unmasked SNN) and energy for every target and ratio, optionally
     after fine-tuning each masked model against the unmasked one (--finetune-epochs)."""
     device, progress = options.setup(given)
-    _echo(console.sweep_lines(workflow.mask_sweep(options.sweep_spec(model, given), out, device, progress), out))
+    spec = options.spec_of(SweepSpec, model, config, given, options.sweep_spec)
+    _echo(console.sweep_lines(workflow.mask_sweep(spec, out, device, progress), out))
 
 
 @main.command("direct-train")
 @options.DIRECT_TRAIN
-def direct_train_cmd(model, out, **given):
+def direct_train_cmd(model, config, out, **given):
     """Train a spiking MODEL directly (surrogate gradients, backpropagation through T steps), then
     simulate it on DATA's test split and report it like a converted model (accuracy per step,
     spikes, spiking metrics, energy). Unset settings come from the recipe (`zoo show MODEL`).
     With --dynamic-timesteps each spiking layer learns how many of the T_max steps it sends."""
     device, progress = options.setup(given)
-    spec = options.direct_spec(model, given)
+    spec = options.spec_of(DirectSpec, model, config, given, options.direct_spec)
     report = workflow.direct_train(spec, out, device, progress)
-    _echo(console.direct_lines(report, model, out, spec.direct.describe()))
+    _echo(console.direct_lines(report, spec.model, out, spec.direct.describe()))
 
 
 @main.command("compare")

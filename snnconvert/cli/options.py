@@ -417,12 +417,34 @@ def _group(*decorators):
     return decorate
 
 
+def _config_option(report: str):
+    """``--config FILE``: the command's spec read from a file instead of MODEL and the options."""
+    return click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
+                        help="Run as a spec file says instead of MODEL and the options: a spec (YAML or JSON, the "
+                             f"command's fields) or the {report} of an earlier run, which stores the spec it ran "
+                             "(only --out, --device, --threads and --quiet go with it).")
+
+
+def spec_of(kind: type, model: str | None, config: str | None, given: dict, build):
+    """The command's spec: read from ``config`` (MODEL and the other options refused beside it:
+    a spec runs as it stands), else ``build(model, given)``."""
+    if config is None:
+        if model is None:
+            raise click.UsageError("give a MODEL (a zoo name such as swin_nano, a timm architecture, MODULE:FACTORY "
+                                   "or FILE.onnx) or --config FILE")
+        return build(model, given)
+    context = click.get_current_context()
+    extra = [f"--{name.replace('_', '-')}" for name in given if name not in ("device", "threads", "quiet", "out")
+             and context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if model is not None or extra:
+        raise click.UsageError(f"--config runs the spec as it stands: drop {', '.join(extra or ['MODEL'])} (or edit "
+                               "the spec)")
+    return kind.read(config)
+
+
 RUN = _group(
     click.argument("model", required=False),
-    click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
-                  help="Run as a spec file says instead of MODEL and the options: a run spec (YAML or JSON: model, "
-                       "data, prepare, calibration, neuron, simulation …) or the report.json of an earlier run, which "
-                       "stores the spec it ran (only --out, --device, --threads and --quiet go with it)."),
+    _config_option("report.json"),
     click.option("--timesteps", "-T", type=click.IntRange(1), default=None,
                   help="Simulation steps T (default: the recipe's). Accuracy is reported at every t ≤ T."),
     _data_option(),
@@ -527,7 +549,8 @@ CONVERT = _group(
 
 
 SIMULATE = _group(
-    click.argument("model"),
+    click.argument("model", required=False),
+    _config_option("report.json"),
     _checkpoint_option("Converted or prepared checkpoint (default: the recipe's shipped one)."),
     click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Steps T (default: the recipe's)."),
     _data_option(),
@@ -574,7 +597,8 @@ EXPORT = _group(
 
 
 MASK_SWEEP = _group(
-    click.argument("model"),
+    click.argument("model", required=False),
+    _config_option("sweep.json"),
     _checkpoint_option("Prepared checkpoint (default: the recipe's shipped one)."),
     click.option("--ratios", default="0,0.25,0.5,0.75,0.9", show_default=True, help="Masking ratios p, comma-separated."),
     click.option("--targets", default="attn,mlp", show_default=True,
@@ -604,7 +628,8 @@ MASK_SWEEP = _group(
 
 
 DIRECT_TRAIN = _group(
-    click.argument("model"),
+    click.argument("model", required=False),
+    _config_option("report.json"),
     click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Time steps T (default: the recipe's)."),
     click.option("--neuron", type=click.Choice(list(NODES)), default=None,
                   help="Trainable neuron: if, lif, plif (learnable τ) or klif (default: the recipe's)."),
