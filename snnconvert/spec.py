@@ -7,6 +7,7 @@ a file), it is what :func:`snnconvert.workflow.run` runs; the run resolves what 
 from __future__ import annotations
 
 import json
+from functools import cached_property
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -25,6 +26,10 @@ from snnconvert.runtime.early_exit import ExitRule
 from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.runtime.execution import SimulationOptions
 from snnconvert.train import TrainConfig
+
+
+#: the fields of :class:`ModelSource` that say how the model's inputs are preprocessed
+PREPROCESSING = ("mean", "std", "input_scale", "channel_order", "interpolation", "crop_pct")
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,7 @@ class ModelSource:
 
     def loading(self) -> dict[str, Any]:
         """:func:`snnconvert.workflow.load`'s ``adapt`` and ``remap``."""
-        preprocessing = {k: getattr(self, k) for k in ("mean", "std", "input_scale", "channel_order",
-                                                       "interpolation", "crop_pct")}
+        preprocessing = {k: getattr(self, k) for k in PREPROCESSING}
         return {"adapt": {"num_classes": self.num_classes, "input_size": self.input_size, "classes": self.classes,
                           "model_args": self.model_args or None, **preprocessing},
                 "remap": self.remap}
@@ -293,7 +297,7 @@ class SimulateSpec(Spec):
         if self.exported and self.backend == "torch":
             raise ArgumentError(f"{self.model.name} is an ONNX step: it runs with the onnxruntime backend")
 
-    @property
+    @cached_property
     def exported(self) -> bool:
         """Whether the model is an SNN step exported to ONNX (its metadata says so; an ONNX ANN of
         one's own is a model like any other, simulated from its converted or prepared checkpoint)."""

@@ -28,7 +28,7 @@ from snnconvert.export.session import BACKENDS
 from snnconvert.runtime import CODINGS, NEURONS, SimulationOptions
 from snnconvert.runtime.execution import PRECISIONS
 from snnconvert.runtime.energy import EnergyCosts
-from snnconvert.spec import (CalibrateSpec, DataSpec, DirectSpec, ModelSource, RunSpec, SimulateSpec, SweepSpec,
+from snnconvert.spec import (PREPROCESSING, CalibrateSpec, DataSpec, DirectSpec, ModelSource, RunSpec, SimulateSpec, SweepSpec,
                              TrainSpec)
 from snnconvert.model_zoo import direct_config, get_recipe
 from snnconvert.runtime.early_exit import ExitRule
@@ -296,8 +296,7 @@ def _model_source(name: str, given: dict, pretrained: bool | None = None) -> Mod
         arguments["input_layout"] = input_layout
     if input_size is None and is_own(name) and not name.endswith(".onnx") and given.get("data"):
         input_size = native_size(given["data"])
-    preprocessing = {k: given.get(k) for k in ("mean", "std", "input_scale", "channel_order", "interpolation",
-                                               "crop_pct")}
+    preprocessing = {k: given.get(k) for k in PREPROCESSING}
     return ModelSource(name, given.get("checkpoint"), given.get("pretrained", True) if pretrained is None else pretrained,
                        given.get("num_classes"), input_size, classes, given.get("remap_keys"), arguments,
                        **preprocessing)

@@ -48,6 +48,9 @@ from snnconvert.runtime.statistics import Recorder
 
 OPSET = 17
 
+#: the ``format`` metadata of an SNN step written by :func:`export_snn`
+SNN_STEP = "snn-step/1"
+
 
 @dataclass(frozen=True)
 class StateEntry:
@@ -325,7 +328,7 @@ def export_snn(snn: fx.GraphModule, path: str | Path, example: torch.Tensor, met
                              "threshold": m.threshold.reshape(-1).tolist(), "threshold_shape": list(m.threshold.shape)}
                             for n, m in layers.items()],
                 "sources": table.sources}
-    return _write_metadata(path, {"format": "snn-step/1", "version": __version__,
+    return _write_metadata(path, {"format": SNN_STEP, "version": __version__,
                                   "thresholds": _threshold_kind(layers), **metadata, "input": _input(example, metadata),
                                   "state": [asdict(e) for e in entries], "layers": recorded,
                                   "energy": table.to_dict(),

@@ -21,7 +21,7 @@ import onnx
 import torch
 
 from snnconvert.errors import CheckpointError, SnnConvertError
-from snnconvert.export.onnx import StateEntry, initial_state
+from snnconvert.export.onnx import SNN_STEP, StateEntry, initial_state
 from snnconvert.checkpoint import Job
 from snnconvert.runtime.energy import EventCounts, OpTable
 from snnconvert.runtime.monitors import SpikeMonitor
@@ -75,7 +75,7 @@ class OnnxStep:
 
         self.path = Path(path)
         self.metadata = read_metadata(path)
-        if self.metadata.get("format") != "snn-step/1":
+        if self.metadata.get("format") != SNN_STEP:
             raise SnnConvertError(f"{path} is not an exported SNN step (its format is "
                                   f"{self.metadata.get('format', 'not snnconvert')!r}): export one with "
                                   "`snnconvert export MODEL --what snn --out FILE`")

@@ -78,10 +78,9 @@ class Imported:
 
 def is_snnconvert_step(path: str | Path) -> bool:
     """Whether the file's own metadata says it is an SNN step that ``snnconvert export`` wrote."""
-    import onnx
+    from snnconvert.export.session import SNN_STEP, read_metadata
 
-    model = onnx.load(str(path), load_external_data=False)
-    return any(p.key == "snnconvert.format" and "snn-step" in p.value for p in model.metadata_props)
+    return read_metadata(path).get("format") == SNN_STEP
 
 
 def import_onnx(path: str | Path, input_layout: str = "auto") -> Imported:
@@ -135,7 +134,7 @@ def import_onnx(path: str | Path, input_layout: str = "auto") -> Imported:
     nodes, output = _drop_output_softmax(nodes, output, notes)
     nodes = _fuse_bias(nodes, consts)
     nodes = _fuse_affine(nodes, consts, shapes)
-    module = _build(nodes, consts, x, output, attrs=shapes)
+    module = _build(nodes, consts, x, output, shapes)
     with torch.no_grad():
         out = module(torch.zeros(1, *size))
     if out.dim() != 2:
@@ -435,7 +434,7 @@ def _per_channel(value: np.ndarray, rank: int, channels: int) -> np.ndarray | No
     return None
 
 
-def _build(nodes: list[_Node], consts: dict, x: str, output: str, attrs: dict) -> fx.GraphModule:
+def _build(nodes: list[_Node], consts: dict, x: str, output: str, shapes: dict) -> fx.GraphModule:
     """The nodes as modules and functions of an ``fx.GraphModule``."""
     root, graph, env = nn.Module(), fx.Graph(), {}
     env[x] = graph.placeholder("x")
@@ -481,7 +480,7 @@ def _build(nodes: list[_Node], consts: dict, x: str, output: str, attrs: dict) -
             out = graph.call_function(torch.matmul, (operand(ins[0]), operand(ins[1])))
         elif op == "BatchNormalization":
             weight, bias, mean, var = (tensor(i) for i in ins[1:5])
-            rank = a.get("rank", len(attrs.get(ins[0], [0] * 4)))
+            rank = a.get("rank", len(shapes.get(ins[0], [0] * 4)))
             norm = (nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d)(
                 len(weight), eps=float(a.get("epsilon", 1e-5)))
             norm.weight.data, norm.bias.data, norm.running_mean.data, norm.running_var.data = weight, bias, mean, var

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -133,6 +134,4 @@ def with_outputs(recipe: Recipe, model: nn.Module) -> Recipe:
         return recipe
     with torch.no_grad():
         classes = model.eval()(recipe.example_batch()).shape[1]
-    from dataclasses import replace
-
     return replace(recipe, outputs=int(classes))

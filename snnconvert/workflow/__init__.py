@@ -2,7 +2,7 @@
 :mod:`load`, :mod:`prepare`, :mod:`calibrate`, :mod:`finetune` (and training), :mod:`convert` (and
 export), :mod:`simulate` (and the whole run of a :class:`~snnconvert.spec.RunSpec`), :mod:`sweep`,
 :mod:`direct`. A command's stage takes its spec (:mod:`snnconvert.spec`) and returns its record."""
-from snnconvert.workflow.load import (load, dataset, calibration_loader, eval_loader, calibration_batch, LoadedSNN,
+from snnconvert.workflow.load import (load, load_source, dataset, calibration_loader, eval_loader, calibration_batch, LoadedSNN,
                                       load_snn, model_metadata)
 from snnconvert.workflow.prepare import (ensure_prepared, missing_route_sites, add_route_sites, save_prepared,
                                          prepare_masked, prepare_checkpoint)
@@ -14,7 +14,7 @@ from snnconvert.workflow.simulate import (Exits, Measures, simulate_and_summariz
 from snnconvert.workflow.sweep import mask_sweep
 from snnconvert.workflow.direct import timestep_summary, direct_train
 
-__all__ = ["load", "dataset", "calibration_loader", "eval_loader", "calibration_batch", "LoadedSNN", "load_snn",
+__all__ = ["load", "load_source", "dataset", "calibration_loader", "eval_loader", "calibration_batch", "LoadedSNN", "load_snn",
            "model_metadata", "ensure_prepared", "missing_route_sites", "add_route_sites", "save_prepared",
            "prepare_masked", "prepare_checkpoint", "calibrate", "command_line", "write_record", "train", "finetune",
            "training", "build", "save_converted", "calibrate_snn", "convert_checkpoint", "export", "Exits", "Measures",

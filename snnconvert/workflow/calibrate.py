@@ -8,7 +8,7 @@ from snnconvert.calibrate import calibrate_batchnorm, calibrate_thresholds
 from snnconvert.convert import convert
 from snnconvert.spec import CalibrateSpec
 from snnconvert.workflow.convert import calibrate_snn, save_converted
-from snnconvert.workflow.load import calibration_batch, calibration_loader, load
+from snnconvert.workflow.load import calibration_batch, calibration_loader, load_source
 from snnconvert.workflow.prepare import ensure_prepared, save_prepared
 
 
@@ -24,7 +24,7 @@ def calibrate(spec: CalibrateSpec, out: str, device: str, progress: bool) -> dic
     ``out`` holds an SNN).
     """
     source, calibration = spec.model, spec.calibration
-    loaded = load(source.name, source.checkpoint, source.pretrained, **source.loading())
+    loaded = load_source(source)
     prepared, config, preparation = ensure_prepared(loaded, spec.data.name, calibration, device, progress,
                                                     spec.prepare)
     loader = calibration_loader(loaded.recipe, spec.data.name)

@@ -20,7 +20,7 @@ from snnconvert.export import OPSET, export_ann, export_snn
 from snnconvert.export.nir import nir_blockers
 from snnconvert.model_zoo import (Recipe, get_recipe, shipped_checkpoint)
 from snnconvert.spec import ModelSource
-from snnconvert.workflow.load import load, load_snn, model_metadata
+from snnconvert.workflow.load import load_snn, load_source, model_metadata
 
 
 def save_converted(path: str | Path, snn: nn.Module, recipe: Recipe, config: PrepareConfig, mode: str,
@@ -58,7 +58,7 @@ def export(source: ModelSource, what: str, out: str | Path, fmt: str = "onnx", m
                     "weights": str(path), **model_metadata(recipe, timesteps)}
         proto = export_snn(loaded_snn.snn, out, recipe.example_batch(), metadata)
     else:
-        loaded = load(model_name, checkpoint, pretrained=source.pretrained, **source.loading())
+        loaded = load_source(source)
         recipe = loaded.recipe
         kind = "QCFS ANN (prepared)" if loaded.stage == "prepared" else "original ANN"
         proto = export_ann(loaded.model, out, recipe.example_batch(),
@@ -87,7 +87,7 @@ def calibrate_snn(snn: nn.Module, prepared: nn.Module, images: torch.Tensor, tim
 def convert_checkpoint(source: ModelSource, mode: str, neuron: NeuronConfig, out: str | Path) -> list[FloatOp]:
     """Convert the prepared checkpoint ``source`` names and save the SNN to ``out`` (``snnconvert
     convert``); returns the operations that still run in floating point."""
-    loaded = load(source.name, source.checkpoint, **source.loading())
+    loaded = load_source(source)
     if loaded.stage != "prepared":
         raise SnnConvertError("convert needs a prepared checkpoint: run `snnconvert calibrate` or `train` first")
     snn = convert(loaded.model, mode, neuron)

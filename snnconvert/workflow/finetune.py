@@ -23,7 +23,7 @@ from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.runtime import evaluate
 from snnconvert.spec import DataSpec, TrainSpec
 from snnconvert.train import Objective, TrainConfig, fit
-from snnconvert.workflow.load import dataset, eval_loader, load
+from snnconvert.workflow.load import dataset, eval_loader, load_source
 from snnconvert.workflow.prepare import ensure_prepared, missing_route_sites, prepare_masked
 
 
@@ -155,7 +155,7 @@ def training(spec: TrainSpec, device: str, job: Job) -> dict[str, Any]:
     """
     source = spec.model
     torch.manual_seed(spec.train.seed)  # before the model is built: its initialization is the run's
-    loaded = load(source.name, source.checkpoint, source.pretrained, shipped=False, **source.loading())
+    loaded = load_source(source, shipped=False)
     if spec.prepare is None:
         if loaded.stage != "ann":
             raise SnnConvertError(f"--ann trains an unprepared ANN, but {source.checkpoint} is {loaded.stage}")

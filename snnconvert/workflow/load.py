@@ -17,6 +17,7 @@ from snnconvert.errors import CheckpointError, SnnConvertError, first_line
 from snnconvert.model_zoo import (Recipe, build_ann, get_recipe, load_direct,
                                   load_model)
 from snnconvert.model_zoo.build import LoadedModel
+from snnconvert.spec import ModelSource
 
 
 def load(model_name: str, checkpoint: str | None, pretrained: bool = True, shipped: bool = True,
@@ -29,6 +30,12 @@ def load(model_name: str, checkpoint: str | None, pretrained: bool = True, shipp
         raise CheckpointError(f"{checkpoint} was made for {loaded.recipe.name!r}, not {model_name!r}: "
                               f"run `snnconvert ... {loaded.recipe.name} --checkpoint {checkpoint}`")
     return loaded
+
+
+def load_source(source: ModelSource, shipped: bool = True) -> LoadedModel:
+    """The model a spec's ``source`` names, with its weights (:func:`load` with its options;
+    ``shipped``: with no checkpoint, the checkpoint shipped for the recipe)."""
+    return load(source.name, source.checkpoint, source.pretrained, shipped, **source.loading())
 
 
 def dataset(recipe: Recipe, data: str, split: str, augment: bool = False):

@@ -19,7 +19,7 @@ from snnconvert.model_zoo import (Recipe)
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.runtime import evaluate
 from snnconvert.spec import ModelSource
-from snnconvert.workflow.load import calibration_loader, calibration_batch, load
+from snnconvert.workflow.load import calibration_loader, calibration_batch, load_source
 
 
 def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConfig, device: str, progress: bool,
@@ -108,7 +108,7 @@ def prepare_masked(model: nn.Module, masks: MaskConfig) -> nn.Module:
 def prepare_checkpoint(source: ModelSource, config: PrepareConfig, out: str | Path) -> tuple[PrepareReport, int]:
     """Prepare the ANN ``source`` names with ``config`` and save it uncalibrated to ``out``
     (``snnconvert prepare``); returns what prepare changed and the number of QCFS sites."""
-    loaded = load(source.name, source.checkpoint, source.pretrained, shipped=False, **source.loading())
+    loaded = load_source(source, shipped=False)
     if loaded.stage == "prepared":
         raise SnnConvertError(f"{source.checkpoint} is already prepared: calibrate, train or convert it instead")
     prepared, report = prepare_with_report(loaded.model, loaded.recipe.example_batch(), config)

@@ -25,7 +25,7 @@ from snnconvert.runtime.energy.conventions import energy_conventions
 from snnconvert.runtime.energy import EnergyCosts, OpAccounting
 from snnconvert.spec import DataSpec, RunSpec, SimulateSpec
 from snnconvert.train import TrainConfig
-from snnconvert.workflow.load import load, load_snn, calibration_loader, eval_loader, calibration_batch
+from snnconvert.workflow.load import load_source, load_snn, calibration_loader, eval_loader, calibration_batch
 from snnconvert.workflow.prepare import ensure_prepared, save_prepared, prepare_masked
 from snnconvert.workflow.finetune import finetune
 from snnconvert.workflow.convert import calibrate_snn, export
@@ -92,10 +92,10 @@ def simulate_exported(path: str | Path, data: DataSpec, timesteps: int | None, j
     """Simulate an exported SNN step in onnxruntime on ``data``'s test split, fitted to the recipe
     in its metadata, and summarize it as :func:`simulate_and_summarize` does (of the options, only
     ``metrics`` applies); with the recipe."""
-    from snnconvert.export.session import read_metadata, simulate_onnx
+    from snnconvert.export.session import SNN_STEP, read_metadata, simulate_onnx
 
     metadata = read_metadata(path)
-    if "model" not in metadata or metadata.get("format") != "snn-step/1":
+    if "model" not in metadata or metadata.get("format") != SNN_STEP:
         raise SnnConvertError(f"{path} is not an SNN step exported by snnconvert (its metadata says "
                               f"{metadata.get('format', 'nothing of snnconvert')}): an ANN converts with `snnconvert "
                               f"{path} --data …`; an SNN step is written by `snnconvert export MODEL --what snn`")
@@ -153,7 +153,7 @@ def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> dict[str
     """
     start = time.perf_counter()
     source = spec.model
-    loaded = load(source.name, source.checkpoint, source.pretrained, shipped=source.pretrained, **source.loading())
+    loaded = load_source(source, shipped=source.pretrained)
     recipe = loaded.recipe
     real_weights = loaded.stage == "ann" and loaded.source != "random initialization"
     finetune_settings = get_recipe(source.name).finetune_settings if real_weights else {}
@@ -224,8 +224,9 @@ def simulate_model(spec: SimulateSpec, out: str | None, device: str, progress: b
 
     source, data, simulation = spec.model, spec.data, spec.simulation
     backend = spec.resolved_backend
-    if spec.torch_only(device):
-        raise SnnConvertError(f"{', '.join(spec.torch_only(device))} {TORCH_ONLY}")
+    refused = spec.torch_only(device)
+    if refused:
+        raise SnnConvertError(f"{', '.join(refused)} {TORCH_ONLY}")
     job = Job(progress, Path(out) / "simulation.progress.pt" if out else None)
     measures = Measures(simulation, Exits(spec.exit_rule, spec.exit_curve), spec.costs)
     with tempfile.TemporaryDirectory() as scratch:

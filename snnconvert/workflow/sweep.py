@@ -16,7 +16,7 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.report import write_sweep_report
 from snnconvert.runtime import evaluate
 from snnconvert.spec import DataSpec, SweepSpec
-from snnconvert.workflow.load import load, eval_loader
+from snnconvert.workflow.load import load_source, eval_loader
 from snnconvert.workflow.prepare import prepare_masked
 from snnconvert.workflow.finetune import finetune
 from snnconvert.workflow.simulate import Measures, simulate_and_summarize, report_header, finish_report
@@ -29,7 +29,7 @@ def mask_sweep(spec: SweepSpec, out: str, device: str, progress: bool) -> dict[s
     resumes from the files in ``out``.
     """
     source, data, neuron, seed, finetune_config = spec.model, spec.data, spec.neuron, spec.seed, spec.finetune
-    loaded = load(source.name, source.checkpoint, **source.loading())
+    loaded = load_source(source)
     if loaded.stage != "prepared":
         raise SnnConvertError(f"mask-sweep needs a prepared model, but {loaded.source} is an ANN: run "
                               f"`snnconvert finetune {source.name}` (or `calibrate`) first")
