@@ -50,11 +50,11 @@ def main() -> None:
         folder = Path(args.out) / label.replace(" ", "_")
         report = workflow.direct_train(DirectSpec(args.model, config, train, DataSpec(args.data, args.limit)), str(folder), "cpu",
                                        progress=False)
-        sim = report["simulations"]["direct"]
-        spike_percent = sum(l["spike_percent"] for l in sim["layers"]) / max(1, len(sim["layers"]))
+        sim = report.simulations["direct"]
+        spike_percent = sum(l["spike_percent"] for l in sim.layers) / max(1, len(sim.layers))
         rows.append(f"| {label} | {config.neuron} | {config.surrogate} | {config.encoding} | "
-                    f"{sim['accuracy_per_step'][-1]:.2f} | {sim['spikes_per_sample']:.4g} | {spike_percent:.2f} | "
-                    f"{sim['energy_uj_per_sample']:.3f} | {report['training']['seconds']:.0f} |")
+                    f"{sim.accuracy_per_step[-1]:.2f} | {sim.spikes_per_sample:.4g} | {spike_percent:.2f} | "
+                    f"{sim.energy_uj_per_sample:.3f} | {report.training.seconds:.0f} |")
         print(rows[-1], flush=True)
     print(f"\n{args.model}, T = {base.timesteps}, {args.epochs} epoch(s) on {args.train_samples} training images, "
           f"{args.limit} test images ({args.data}), {torch.get_num_threads()} thread(s)\n")

@@ -42,13 +42,13 @@ def _run(name: str, config, train: TrainConfig, args) -> dict:
     else:
         report = workflow.direct_train(DirectSpec(MODEL, config, train, DataSpec(args.data, args.limit)), str(out), "cpu",
                                        progress=False)
-    sim = report["simulations"]["direct"]
-    steps = report["dynamic_timesteps"]
-    return {"name": name, "accuracy": sim["accuracy_per_step"][-1], "steps": steps["average"] if steps else None,
-            "by_group": steps["average_by_group"] if steps else None, "spike_rate": 100 * sim["spike_rate"],
-            "spikes": sim["spikes_per_sample"], "sops": sim["sops_per_sample"],
-            "energy": sim["energy_uj_per_sample"], "train_s": report["training"]["seconds"],
-            "sim_s": sim["seconds"], "timesteps": report["timesteps"]}
+    sim = report.simulations["direct"]
+    steps = report.dynamic_timesteps
+    return {"name": name, "accuracy": sim.accuracy_per_step[-1], "steps": steps["average"] if steps else None,
+            "by_group": steps["average_by_group"] if steps else None, "spike_rate": 100 * sim.spike_rate,
+            "spikes": sim.spikes_per_sample, "sops": sim.sops_per_sample,
+            "energy": sim.energy_uj_per_sample, "train_s": report.training.seconds,
+            "sim_s": sim.seconds, "timesteps": report.timesteps}
 
 
 def _row(label: str, r: dict) -> str:

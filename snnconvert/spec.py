@@ -6,11 +6,10 @@ a file), it is what :func:`snnconvert.workflow.run` runs; the run resolves what 
 """
 from __future__ import annotations
 
-import json
 from functools import cached_property
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from snnconvert.direct import DirectConfig
 from snnconvert.errors import ArgumentError
 from snnconvert.export.session import BACKENDS
 from snnconvert.prepare import MaskConfig, PrepareConfig
+from snnconvert.record import Record
 from snnconvert.runtime.early_exit import ExitRule
 from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.runtime.execution import SimulationOptions
@@ -89,13 +89,9 @@ class DataSpec:
     batch_size: int = 256
 
 
-class Spec:
+class Spec(Record):
     """A frozen dataclass of configs that reads and writes itself as JSON-able data; a report
     stores the spec it ran, so :meth:`read` of the report reruns it."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON-able data (what a report stores)."""
-        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):

@@ -104,8 +104,8 @@ def test_finetune_starts_from_the_teacher_and_records_it(tmp_path):
     config = TrainConfig(epochs=1, batch_size=100, lr=1e-3, distill_alpha=0.5, temperature=2.0)
     model, prep, record = workflow.finetune(ann, DataSpec("embedded", 200), config, CalibrationConfig(num_samples=64),
                                             "cpu", Job(checkpoint=tmp_path / "ft.pt"))
-    assert record["distilled"] and record["started_from"] == "test ANN" and prep.levels == recipe.levels
-    assert record["teacher_accuracy"] is not None and len(record["history"]) == 1
+    assert record.distilled and record.started_from == "test ANN" and prep.levels == recipe.levels
+    assert record.teacher_accuracy is not None and len(record.history) == 1
     # the student's weights came from the teacher: patch embedding unchanged up to training
     assert torch.allclose(model.get_submodule("patch_embed.proj").weight, ann.model.patch_embed.proj.weight, atol=0.05)
     on_disk = json.loads((tmp_path / "ft.json").read_text())
@@ -120,8 +120,8 @@ def test_spiking_probabilities_are_fine_tuned_against_the_prepared_model_as_it_c
     student, prep, record = workflow.finetune(loaded, DataSpec("embedded", 100), config, CalibrationConfig(num_samples=32),
                                               "cpu", Job(checkpoint=tmp_path / "p.pt"),
                                               PrepareConfig(spike_probabilities=True))
-    assert record["teacher"] == "prepared model without QCFS on attention probabilities" and record["distilled"]
-    assert prep.spike_probabilities and record["preparation"]["changes"][0].startswith("changes QCFS on attention")
+    assert record.teacher == "prepared model without QCFS on attention probabilities" and record.distilled
+    assert prep.spike_probabilities and record.preparation["changes"][0].startswith("changes QCFS on attention")
     sites = [n for n, q in qcfs_modules(student).items() if q.role == "probabilities"]
     assert len(sites) == 4 and not any(q.role == "probabilities" for q in qcfs_modules(loaded.model).values())
     assert not torch.equal(student.head.weight, loaded.model.head.weight)  # the student trained
@@ -136,8 +136,8 @@ def test_masked_finetune_distills_from_the_unmasked_model(tmp_path):
     torch.manual_seed(0)
     student, prep, record = workflow.finetune(loaded, DataSpec("embedded", 200), config, CalibrationConfig(), "cpu",
                                               Job(checkpoint=tmp_path / "m.pt"), masks=masks)
-    assert record["teacher"] == "unmasked prepared model" and record["distilled"] and prep.masks == masks
-    assert record["teacher_accuracy"] > record["accuracy_before_training"]  # masking costs accuracy at first
+    assert record.teacher == "unmasked prepared model" and record.distilled and prep.masks == masks
+    assert record.teacher_accuracy > record.accuracy_before_training  # masking costs accuracy at first
     assert len(spike_masks(student)) == 4 and not spike_masks(loaded.model)
     assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())  # the teacher is untouched
     assert not torch.equal(student.head.weight, loaded.model.head.weight)  # the student trained

@@ -86,7 +86,7 @@ def train_cmd(model, out, resume, **given):
     with --ann the original ANN. Runs under torchrun too (one process per core or GPU)."""
     device, progress = options.setup(given)
     record = workflow.training(options.train_spec(model, given, finetune=False), device, Job(progress, out, resume))
-    _echo(console.loading_lines(record["loading"]) + console.training_lines(record, "trained", model, out))
+    _echo(console.loading_lines(record.loading) + console.training_lines(record, "trained", model, out))
 
 
 @main.command("finetune")
@@ -100,7 +100,7 @@ def finetune_cmd(model, out, resume, **given):
     too (one process per core or GPU)."""
     device, progress = options.setup(given)
     record = workflow.training(options.train_spec(model, given, finetune=True), device, Job(progress, out, resume))
-    _echo(console.loading_lines(record["loading"]) + console.training_lines(record, "fine-tuned", model, out))
+    _echo(console.loading_lines(record.loading) + console.training_lines(record, "fine-tuned", model, out))
 
 
 @main.command("calibrate")
@@ -115,7 +115,7 @@ def calibrate_cmd(model, out, **given):
     spec = options.calibrate_spec(model, given)
     record = workflow.calibrate(spec, out, device, progress)
     what = f"{spec.calibration.method}, {spec.calibration.granularity}-wise, {spec.calibration.num_samples} samples"
-    _echo(console.loading_lines(record["loading"])
+    _echo(console.loading_lines(record.loading)
           + console.calibration_lines(record, model, out, what, spec.neuron.describe()))
 
 
@@ -150,10 +150,8 @@ def export_cmd(model, what, fmt, out, timesteps, mode, **given):
     (run it with `snnconvert simulate FILE.onnx`), or its ANN. The metadata says what it is, its
     input, classes, neurons, T and how to build the initial state."""
     options.setup(given)
-    written = workflow.export(options.model_source(model, given), what, out, fmt, mode, options.neuron_config(given),
-                              timesteps)
-    _echo(f"exported the {written['what']} of {model} → {written['out']} (ONNX opset {written['opset']}, "
-          f"{written['inputs']} inputs, {written['outputs']} outputs, {written['bytes'] / 1e6:.2f} MB)")
+    _echo(console.exported_line(workflow.export(options.model_source(model, given), what, out, fmt, mode,
+                                                options.neuron_config(given), timesteps), model))
 
 
 @main.command("mask-sweep")

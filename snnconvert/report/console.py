@@ -1,5 +1,5 @@
-"""What the commands print: each stage's record rendered as lines of text (the files a report
-writes are in :mod:`snnconvert.report.report` and its siblings)."""
+"""What the commands print: each stage's record (:mod:`snnconvert.report.records`) rendered as lines
+of text (the files a report writes are in :mod:`snnconvert.report.report` and its siblings)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,8 @@ from typing import Any
 
 from snnconvert.report.calibration import calibration_table
 from snnconvert.report.early_exit import early_exit_report, early_exit_table
+from snnconvert.report.records import (CalibrationRecord, DirectReport, Exported, FinetuneRecord, RunReport,
+                                       SimulateReport, Simulation, SweepReport, TrainingRecord)
 from snnconvert.report.report import convention_table
 
 
@@ -44,100 +46,106 @@ def correction_line(mode: str, record: dict[str, Any]) -> str:
             f"(against the {record['reference']} reference; per layer in the report)")
 
 
-def exit_lines(sim: dict[str, Any], indent: str = "") -> list[str]:
+def exit_lines(sim: Simulation, indent: str = "") -> list[str]:
     """The early exit a simulation ran with (its mean steps), and the route's notes."""
-    lines = [f"{indent}early exit ({sim['exit_rule']}): {sim['mean_steps']:.2f} steps per image on average of "
-             f"T={sim['timesteps']}"] if sim.get("exit_rule") else []
-    return lines + [f"{indent}not applied: {note}" for note in sim.get("notes", ())]
+    lines = [f"{indent}early exit ({sim.exit_rule}): {sim.mean_steps:.2f} steps per image on average of "
+             f"T={sim.timesteps}"] if sim.exit_rule else []
+    return lines + [f"{indent}not applied: {note}" for note in sim.notes or ()]
 
 
-def run_lines(report: dict[str, Any], out: str) -> list[str]:
+def run_lines(report: RunReport, out: str) -> list[str]:
     """The summary of a whole run (``snnconvert MODEL``)."""
-    lines = preparation_lines(report.get("preparation"))
-    lines += [correction_line(mode, r) for mode, r in (report.get("snn_calibration") or {}).items()]
-    lines.append(f"\n{report['model']} ({report['timm_name']}), weights: {report['weights']}"
-                 + (f", {report['route']}" if report.get("route") else ""))
-    samples = next(iter(report["simulations"].values()))["samples"]
-    lines.append(f"data: {report['data']}, {samples} test images, L = {report['levels']}, neuron: {report['neuron']}")
-    lines += [f"  {label:<24} {acc:6.2f} %" for label, acc in report["ann_accuracy"].items()]
-    for mode, sim in report["simulations"].items():
-        lines.append(f"  SNN {mode:<20} " + ", ".join(f"T={t}: {a:.2f}" for t, a in sim["accuracy_at"].items()))
-        if sim.get("agreement_at"):
-            lines.append(f"  agreement with the {sim['agreement_with']} (%): "
-                         + ", ".join(f"T={t}: {a:.2f}" for t, a in sim["agreement_at"].items()))
+    lines = preparation_lines(report.preparation)
+    lines += [correction_line(mode, r) for mode, r in (report.snn_calibration or {}).items()]
+    lines.append(f"\n{report.model} ({report.timm_name}), weights: {report.weights}"
+                 + (f", {report.route}" if report.route else ""))
+    samples = next(iter(report.simulations.values())).samples
+    lines.append(f"data: {report.data}, {samples} test images, L = {report.levels}, neuron: {report.neuron}")
+    lines += [f"  {label:<24} {acc:6.2f} %" for label, acc in report.ann_accuracy.items()]
+    for mode, sim in report.simulations.items():
+        lines.append(f"  SNN {mode:<20} " + ", ".join(f"T={t}: {a:.2f}" for t, a in sim.accuracy_at.items()))
+        if sim.agreement_at:
+            lines.append(f"  agreement with the {sim.agreement_with} (%): "
+                         + ", ".join(f"T={t}: {a:.2f}" for t, a in sim.agreement_at.items()))
         lines += exit_lines(sim, "  ")
-    for mode, sim in report["simulations"].items():
-        lines.append(f"energy ({mode}, {sim.get('energy_accounting', 'dense')}, per image over T={sim['timesteps']}): "
-                     f"{sim['energy_uj_per_sample']:.3f} µJ = {sim['sops_per_sample']:.4g} SOPs + "
-                     f"{sim['adds_per_sample']:.4g} additions + {sim['macs_per_sample']:.4g} MACs + "
-                     f"{sim['float_ops_per_sample']:.4g} float ops; ANN {report['ann_energy_uj_per_sample']:.3f} µJ")
+    for mode, sim in report.simulations.items():
+        lines.append(f"energy ({mode}, {sim.energy_accounting}, per image over T={sim.timesteps}): "
+                     f"{sim.energy_uj_per_sample:.3f} µJ = {sim.sops_per_sample:.4g} SOPs + "
+                     f"{sim.adds_per_sample:.4g} additions + {sim.macs_per_sample:.4g} MACs + "
+                     f"{sim.float_ops_per_sample:.4g} float ops; ANN {report.ann_energy_uj_per_sample:.3f} µJ")
         lines += [f"  {line}" for line in _conventions(sim)]
-    for mode, sim in report["simulations"].items():
-        kinds = ", ".join(sorted({op["kind"] for op in sim["float_operations"]})) or "none"
-        lines.append(f"floating-point ops ({mode}): {len(sim['float_operations'])} ({kinds})")
-    return lines + [f"report: {Path(out) / 'report.md'}  ({report['seconds']} s)"]
+    for mode, sim in report.simulations.items():
+        kinds = ", ".join(sorted({op["kind"] for op in sim.float_operations})) or "none"
+        lines.append(f"floating-point ops ({mode}): {len(sim.float_operations)} ({kinds})")
+    return lines + [f"report: {Path(out) / 'report.md'}  ({report.seconds} s)"]
 
 
-def simulation_lines(report: dict[str, Any]) -> list[str]:
+def simulation_lines(report: SimulateReport) -> list[str]:
     """The summary of ``snnconvert simulate``: accuracy at each reported t, exits, spikes, energy."""
-    sim = next(iter(report["simulations"].values()))
-    lines = [f"resumed after {sim['resumed_from_batch']} batches"] if sim["resumed_from_batch"] else []
-    lines += [f"T={t:<5} accuracy {acc:6.2f} %" for t, acc in sim["accuracy_at"].items()]
+    sim = next(iter(report.simulations.values()))
+    lines = [f"resumed after {sim.resumed_from_batch} batches"] if sim.resumed_from_batch else []
+    lines += [f"T={t:<5} accuracy {acc:6.2f} %" for t, acc in sim.accuracy_at.items()]
     lines += exit_lines(sim)
-    lines.append(f"spikes per sample: {sim['spikes_per_sample']:.0f} ({sim['samples']} samples, {sim['seconds']:.1f} s, "
-                 f"{report['backend']}); energy per sample: {sim['energy_uj_per_sample']:.3f} µJ "
-                 f"({sim['energy_accounting']})")
+    lines.append(f"spikes per sample: {sim.spikes_per_sample:.0f} ({sim.samples} samples, {sim.seconds:.1f} s, "
+                 f"{report.backend}); energy per sample: {sim.energy_uj_per_sample:.3f} µJ "
+                 f"({sim.energy_accounting})")
     lines += _conventions(sim)
-    return lines + (early_exit_table(early_exit_report(report)) if sim.get("early_exit") else [])
+    return lines + (early_exit_table(early_exit_report(report.to_dict())) if sim.early_exit else [])
 
 
-def training_lines(record: dict[str, Any], verb: str, model: str, out: str) -> list[str]:
+def training_lines(record: TrainingRecord, verb: str, model: str, out: str) -> list[str]:
     """The end of a training run: where it resumed, the last epoch, where it went."""
     lines = []
-    if record.get("teacher_accuracy") is not None:
-        lines.append(f"teacher ({record['teacher']}) {record['teacher_accuracy']:.2f} %, student before "
-                     f"fine-tuning {record['accuracy_before_training']:.2f} %")
-    if record["resumed_from"]:
-        lines.append(f"resumed from epoch {record['resumed_from']['epoch']}, batch {record['resumed_from']['batch']}")
-    lines.append(json.dumps(record["history"][-1] if record["history"] else {}))
-    return lines + [f"{verb} {model} for {record['config']['epochs']} epochs ({record['seconds']} s of training, "
-                    f"{record['processes']} process(es)) → {out} (record: {Path(out).with_suffix('.json')})"]
+    if isinstance(record, FinetuneRecord) and record.teacher_accuracy is not None:
+        lines.append(f"teacher ({record.teacher}) {record.teacher_accuracy:.2f} %, student before "
+                     f"fine-tuning {record.accuracy_before_training:.2f} %")
+    if record.resumed_from:
+        lines.append(f"resumed from epoch {record.resumed_from['epoch']}, batch {record.resumed_from['batch']}")
+    lines.append(json.dumps(record.history[-1] if record.history else {}))
+    return lines + [f"{verb} {model} for {record.config.epochs} epochs ({record.seconds} s of training, "
+                    f"{record.processes} process(es)) → {out} (record: {Path(out).with_suffix('.json')})"]
 
 
-def calibration_lines(record: dict[str, Any], model: str, out: str, what: str, neuron: str) -> list[str]:
+def calibration_lines(record: CalibrationRecord, model: str, out: str, what: str, neuron: str) -> list[str]:
     """What ``snnconvert calibrate`` did: the preparation, the SNN's per-layer report, the file."""
-    lines = preparation_lines(record["preparation"])
-    snn = record["snn"]
+    lines = preparation_lines(record.preparation)
+    snn = record.snn
     if snn is not None and snn["error_at"]:
         lines += [f"{neuron}, compensated mode", *calibration_table(snn)]
-    if record["converted"]:
+    if record.converted:
         return lines + [f"calibrated ({what}), converted ({neuron}) and {snn['correction']['method']}-corrected for "
-                        f"T={record['timesteps']} → {out} (a converted checkpoint: `snnconvert simulate {model} "
+                        f"T={record.timesteps} → {out} (a converted checkpoint: `snnconvert simulate {model} "
                         f"--checkpoint {out}`)"]
     return lines + [f"calibrated {model} ({what}) → {out}"]
 
 
-def sweep_lines(report: dict[str, Any], out: str) -> list[str]:
+def sweep_lines(report: SweepReport, out: str) -> list[str]:
     """One line per variant of a mask sweep."""
-    return [f"{row['target']:<6} p={row['ratio']:.2f} blocks={row['blocks']!s:<4} "
-            f"{'fine-tuned' if row['fine_tuned'] else 'as masked':<10} accuracy {row['accuracy']:6.2f} % "
-            f"({row['accuracy_change']:+.2f})  power {row['power_ratio']:.3f}  energy {row['energy_ratio']:.3f}"
-            for row in report["rows"]] + [f"report: {Path(out) / 'sweep.md'}"]
+    return [f"{row.target:<6} p={row.ratio:.2f} blocks={row.blocks!s:<4} "
+            f"{'fine-tuned' if row.fine_tuned else 'as masked':<10} accuracy {row.accuracy:6.2f} % "
+            f"({row.accuracy_change:+.2f})  power {row.power_ratio:.3f}  energy {row.energy_ratio:.3f}"
+            for row in report.rows] + [f"report: {Path(out) / 'sweep.md'}"]
 
 
-def direct_lines(report: dict[str, Any], model: str, out: str, describe: str) -> list[str]:
+def direct_lines(report: DirectReport, model: str, out: str, describe: str) -> list[str]:
     """The training and the simulation of a directly trained model."""
-    sim = report["simulations"]["direct"]
-    lines = training_lines(report["training"], "trained", model, str(Path(out) / "direct.pt"))
-    lines.append(f"{describe}: " + ", ".join(f"T={t}: {a:.2f}" for t, a in sim["accuracy_at"].items())
-                 + f" % ({sim['samples']} test images)")
-    steps = report["dynamic_timesteps"]
+    sim = report.simulations["direct"]
+    lines = training_lines(report.training, "trained", model, str(Path(out) / "direct.pt"))
+    lines.append(f"{describe}: " + ", ".join(f"T={t}: {a:.2f}" for t, a in sim.accuracy_at.items())
+                 + f" % ({sim.samples} test images)")
+    steps = report.dynamic_timesteps
     if steps:
         lines.append(f"time steps per layer (of {steps['max']}): T_avg = {steps['average']:.2f}; "
                      + ", ".join(f"{g} {s:.2f}" for g, s in steps["average_by_group"].items()))
-    return lines + [f"spikes per image {sim['spikes_per_sample']:.4g}, energy {sim['energy_uj_per_sample']:.3f} µJ; "
+    return lines + [f"spikes per image {sim.spikes_per_sample:.4g}, energy {sim.energy_uj_per_sample:.3f} µJ; "
                     f"report: {Path(out) / 'report.md'}"]
 
 
-def _conventions(sim: dict[str, Any]) -> list[str]:
-    return convention_table(sim["energy_conventions"]) if sim.get("energy_conventions") else []
+def exported_line(written: Exported, model: str) -> str:
+    """What ``snnconvert export`` wrote."""
+    return (f"exported the {written.what} of {model} → {written.out} (ONNX opset {written.opset}, {written.inputs} "
+            f"inputs, {written.outputs} outputs, {written.bytes / 1e6:.2f} MB)")
+
+
+def _conventions(sim: Simulation) -> list[str]:
+    return convention_table(sim.energy_conventions) if sim.energy_conventions else []

@@ -6,6 +6,7 @@ from typing import Any
 
 from snnconvert.report.calibration import calibration_table
 from snnconvert.report.output import saved_figure, write_files
+from snnconvert.report.records import Simulation
 from snnconvert.runtime.energy import FIELDS, EnergyCosts
 from snnconvert.runtime.simulator import SimulationResult
 
@@ -29,39 +30,39 @@ def _or_na(value: float | None, spec: str) -> str:
 
 
 def simulation_summary(result: SimulationResult, ann_accuracy: float | None,
-                       costs: EnergyCosts = EnergyCosts(), reference: str | None = None) -> dict[str, Any]:
-    """A JSON-able record of one simulation, with the gap to the ANN at each step, the agreement
-    with the ``reference`` ANN's predictions (when simulated with one) and the energy."""
+                       costs: EnergyCosts = EnergyCosts(), reference: str | None = None) -> Simulation:
+    """The record of one simulation, with the gap to the ANN at each step, the agreement with the
+    ``reference`` ANN's predictions (when simulated with one) and the energy."""
     acc, agreement = result.accuracy, result.agreement
     steps = checkpoints_of(result.timesteps)
-    return {
-        "timesteps": result.timesteps,
-        "samples": result.samples,
-        "seconds": round(result.seconds, 3),
-        "accuracy_per_step": [round(a, 4) for a in acc],
-        "accuracy_at": {str(t): acc[t - 1] for t in checkpoints_of(result.timesteps)},
-        "gap_to_ann_at": ({str(t): round(ann_accuracy - acc[t - 1], 4) for t in steps}
-                          if ann_accuracy is not None else None),
-        "agreement_with": reference if agreement is not None else None,
-        "agreement_per_step": [round(a, 4) for a in agreement] if agreement is not None else None,
-        "agreement_at": {str(t): agreement[t - 1] for t in steps} if agreement is not None else None,
-        "resumed_from_batch": result.resumed_from_batch,
-        "exit_rule": result.exit_rule.describe() if result.exit_rule is not None else None,
-        "mean_steps": result.mean_steps,
-        "spikes_per_sample": result.spikes_per_sample,
-        "spike_rate": sum(lay.spikes for lay in result.layers) / max(1, sum(lay.neuron_steps for lay in result.layers)),
-        "layers": [{"name": layer.name, "spikes_per_sample": layer.spikes / max(1, result.samples),
-                    "firing_rate": layer.rate, "spike_percent": layer.spike_percent,
-                    "negative_potential_percent": layer.negative_percent,
-                    "mean_residual_potential": layer.mean_residual} for layer in result.layers],
+    return Simulation(
+        timesteps=result.timesteps,
+        samples=result.samples,
+        seconds=round(result.seconds, 3),
+        accuracy_per_step=[round(a, 4) for a in acc],
+        accuracy_at={str(t): acc[t - 1] for t in steps},
+        gap_to_ann_at=({str(t): round(ann_accuracy - acc[t - 1], 4) for t in steps}
+                       if ann_accuracy is not None else None),
+        agreement_with=reference if agreement is not None else None,
+        agreement_per_step=[round(a, 4) for a in agreement] if agreement is not None else None,
+        agreement_at={str(t): agreement[t - 1] for t in steps} if agreement is not None else None,
+        resumed_from_batch=result.resumed_from_batch,
+        exit_rule=result.exit_rule.describe() if result.exit_rule is not None else None,
+        mean_steps=result.mean_steps,
+        spikes_per_sample=result.spikes_per_sample,
+        spike_rate=sum(lay.spikes for lay in result.layers) / max(1, sum(lay.neuron_steps for lay in result.layers)),
+        layers=[{"name": layer.name, "spikes_per_sample": layer.spikes / max(1, result.samples),
+                 "firing_rate": layer.rate, "spike_percent": layer.spike_percent,
+                 "negative_potential_percent": layer.negative_percent,
+                 "mean_residual_potential": layer.mean_residual} for layer in result.layers],
         **{f"{field}_per_sample": sum(getattr(o, field) for o in result.ops) / max(1, result.samples)
            for field in OP_FIELDS},
-        "energy_uj_per_sample": result.energy_per_sample_pj(costs) / 1e6,
-        "energy_accounting": "event-driven" if result.event_driven else "dense",
-        "ops": [{"name": o.name, "kind": o.kind,
-                 **{f"{field}_per_sample": getattr(o, field) / max(1, result.samples) for field in OP_FIELDS}}
-                for o in result.ops],
-    }
+        energy_uj_per_sample=result.energy_per_sample_pj(costs) / 1e6,
+        energy_accounting="event-driven" if result.event_driven else "dense",
+        ops=[{"name": o.name, "kind": o.kind,
+              **{f"{field}_per_sample": getattr(o, field) / max(1, result.samples) for field in OP_FIELDS}}
+             for o in result.ops],
+    )
 
 
 def _markdown(report: dict[str, Any]) -> str:

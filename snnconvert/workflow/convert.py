@@ -19,6 +19,7 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.export import OPSET, export_ann, export_snn
 from snnconvert.export.nir import nir_blockers
 from snnconvert.model_zoo import (Recipe, get_recipe, shipped_checkpoint)
+from snnconvert.report.records import Exported
 from snnconvert.spec import ModelSource
 from snnconvert.workflow.load import load_snn, load_source, model_metadata
 
@@ -33,7 +34,7 @@ def save_converted(path: str | Path, snn: nn.Module, recipe: Recipe, config: Pre
 
 
 def export(source: ModelSource, what: str, out: str | Path, fmt: str = "onnx", mode: str = "compensated",
-           neuron: NeuronConfig = NeuronConfig(), timesteps: int | None = None) -> dict[str, Any]:
+           neuron: NeuronConfig = NeuronConfig(), timesteps: int | None = None) -> Exported:
     """Write the ``source`` model as ``fmt``: ``what="snn"`` one time step of its SNN (from a
     converted, prepared or directly trained checkpoint; default: the shipped one), ``"ann"`` the
     ANN the checkpoint holds (the QCFS model of a prepared one, else the original). Returns what
@@ -63,8 +64,7 @@ def export(source: ModelSource, what: str, out: str | Path, fmt: str = "onnx", m
         kind = "QCFS ANN (prepared)" if loaded.stage == "prepared" else "original ANN"
         proto = export_ann(loaded.model, out, recipe.example_batch(),
                            {"what": kind, "weights": loaded.source, **model_metadata(recipe, timesteps)})
-    return {"out": str(out), "what": kind, "opset": OPSET, "inputs": len(proto.graph.input),
-            "outputs": len(proto.graph.output), "bytes": Path(out).stat().st_size}
+    return Exported(str(out), kind, OPSET, len(proto.graph.input), len(proto.graph.output), Path(out).stat().st_size)
 
 
 def calibrate_snn(snn: nn.Module, prepared: nn.Module, images: torch.Tensor, timesteps: int,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from snnconvert.direct import DirectConfig
 from snnconvert.direct.dynamic_timesteps import average_steps, layer_steps
 from snnconvert.model_zoo import (build_spiking_classifier, get_recipe)
 from snnconvert.checkpoint import Job
+from snnconvert.report.records import DirectReport
 from snnconvert.runtime.execution import run_steps
 from snnconvert.spec import DataSpec, DirectSpec
 from snnconvert.workflow.load import eval_loader
@@ -35,7 +35,7 @@ def timestep_summary(snn: fx.GraphModule, config: DirectConfig) -> dict[str, Any
                         "computed": computed.get(layer.name, config.timesteps)} for layer in layers]}
 
 
-def direct_train(spec: DirectSpec, out: str, device: str, progress: bool) -> dict[str, Any]:
+def direct_train(spec: DirectSpec, out: str, device: str, progress: bool) -> DirectReport:
     """Train a spiking model directly as ``spec`` says (surrogate gradients, BPTT over T steps; the
     loss on the mean of the T outputs), then simulate it on the test split with the conversion
     path's simulator and report it the same way (accuracy per step, spikes, spiking metrics,
@@ -53,11 +53,12 @@ def direct_train(spec: DirectSpec, out: str, device: str, progress: bool) -> dic
     snn = model.for_inference(recipe.example_batch().to(device))
     sim = simulate_and_summarize(snn, recipe, test, config.timesteps, device, Job(progress, progress_file),
                                  Measures(costs=costs))
-    report = {**report_header(recipe, str(out_dir / "direct.pt"), data.name, None, config.timesteps, config.neuron),
-              "method": "direct", "direct": asdict(config), "training": record, "ann_accuracy": {},
-              "energy_costs_pj": asdict(costs), "simulations": {"direct": sim},
-              "dynamic_timesteps": timestep_summary(snn, config) if config.dynamic_timesteps else None,
-              "parameters": sum(p.numel() for p in model.parameters()), "spec": spec.to_dict(),
-              "seconds": round(time.perf_counter() - start, 1)}
+    report = DirectReport(**report_header(recipe, str(out_dir / "direct.pt"), data.name, None, config.timesteps,
+                                          config.neuron),
+                          method="direct", direct=config, training=record, ann_accuracy={}, energy_costs_pj=costs,
+                          simulations={"direct": sim},
+                          dynamic_timesteps=timestep_summary(snn, config) if config.dynamic_timesteps else None,
+                          parameters=sum(p.numel() for p in model.parameters()), spec=spec,
+                          seconds=round(time.perf_counter() - start, 1))
     finish_report(report, out_dir, [progress_file])
     return report

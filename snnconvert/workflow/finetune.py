@@ -20,6 +20,7 @@ from snnconvert.direct.dynamic_timesteps import mask_loss
 from snnconvert.errors import SnnConvertError
 from snnconvert.model_zoo import (Recipe, build_ann, get_recipe, list_recipes)
 from snnconvert.model_zoo.build import LoadedModel
+from snnconvert.report.records import FinetuneRecord, TrainingRecord
 from snnconvert.runtime import evaluate
 from snnconvert.spec import DataSpec, TrainSpec
 from snnconvert.train import Objective, TrainConfig, fit
@@ -33,7 +34,7 @@ def command_line() -> str:
 
 
 def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | DirectConfig | None, data: DataSpec,
-          train_config: TrainConfig, device: str, job: Job, teacher: nn.Module | None = None) -> dict[str, Any]:
+          train_config: TrainConfig, device: str, job: Job, teacher: nn.Module | None = None) -> TrainingRecord:
     """Train a prepared model (``config`` a PrepareConfig), a directly trained SNN (a DirectConfig)
     or, with ``config`` None, the original ANN on ``data``'s training split (validated on its first
     ``data.limit`` test images), distilling from ``teacher`` when given; ``job.checkpoint`` doubles
@@ -57,13 +58,12 @@ def train(model: nn.Module, recipe: Recipe, config: PrepareConfig | DirectConfig
     result = fit(model, train_set, train_config, val_loader, device, job, Objective(teacher, penalty, lr_of),
                  {"stage": stage, "recipe": recipe.to_dict(),
                   "prepare": asdict(config) if stage == "prepared" else None, "extra": extra})
-    record = {"checkpoint": Path(checkpoint).name, "stage": stage, "command": command_line(), "data": data.name,
-              "train_samples": min(len(train_set), train_config.train_samples or len(train_set)),
-              "val_samples": len(val_loader.dataset) * distributed.world_size(),
-              "processes": distributed.world_size(), "torch_threads": torch.get_num_threads(),
-              "config": asdict(train_config), "distilled": teacher is not None, "history": result.history,
-              "resumed_from": result.resumed_from, "seconds": round(result.seconds, 1)}
-    write_record(Path(checkpoint).with_suffix(".json"), record)
+    record = TrainingRecord(Path(checkpoint).name, stage, command_line(), data.name,
+                            min(len(train_set), train_config.train_samples or len(train_set)),
+                            len(val_loader.dataset) * distributed.world_size(), distributed.world_size(),
+                            torch.get_num_threads(), train_config, teacher is not None, result.history,
+                            result.resumed_from, round(result.seconds, 1))
+    write_record(Path(checkpoint).with_suffix(".json"), record.to_dict())
     return record
 
 
@@ -77,7 +77,7 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
 
 def finetune(loaded: LoadedModel, data: DataSpec, train_config: TrainConfig, calibration: CalibrationConfig,
              device: str, job: Job, prepare_config: PrepareConfig | None = None,
-             masks: MaskConfig | None = None) -> tuple[nn.Module, PrepareConfig, dict[str, Any]]:
+             masks: MaskConfig | None = None) -> tuple[nn.Module, PrepareConfig, FinetuneRecord]:
     """The MST recipe's training steps (:func:`train` on ``data``, checkpoint and resume as
     ``job`` says): prepare (with ``prepare_config``) and calibrate ``loaded`` (if it is an ANN), add
     Random Spike Masks (if ``masks``), then train, distilling from ``loaded``'s model as it came
@@ -104,21 +104,24 @@ def finetune(loaded: LoadedModel, data: DataSpec, train_config: TrainConfig, cal
         model = prepare_masked(model, masks)
         config = replace(config, masks=masks)
     before = evaluate(model, test, device=device)
-    record = train(model, loaded.recipe, config, data, train_config, device, job,
-                   teacher=loaded.model if distill else None)
+    trained = train(model, loaded.recipe, config, data, train_config, device, job,
+                    teacher=loaded.model if distill else None)
     teacher = ("original ANN" if loaded.stage == "ann" else "unmasked prepared model" if masks is not None
                else "prepared model without QCFS on " + " and ".join(kind.what for kind in added))
-    record.update(started_from=loaded.source, teacher=teacher if distill else None,
-                  teacher_accuracy=teacher_acc, accuracy_before_training=before,
-                  preparation=prepared, prepare=asdict(config))
-    write_record(Path(job.checkpoint).with_suffix(".json"), record)
+    record = FinetuneRecord(**vars(trained), started_from=loaded.source, teacher=teacher if distill else None,
+                            teacher_accuracy=teacher_acc, accuracy_before_training=before,
+                            preparation=prepared, prepare=asdict(config))
+    write_record(Path(job.checkpoint).with_suffix(".json"), record.to_dict())
     return model, config, record
 
 
 def build(name: str, out_dir: str | Path, data: str | None, device: str, progress: bool) -> dict[str, Any]:
     """Make a recipe's shipped checkpoint as its :class:`BuildPlan` says (each stage resumable):
     train the ANN from random weights if the plan has an ANN stage, then prepare, calibrate and
-    train the QCFS model (distilling from that ANN when the plan asks)."""
+    train the QCFS model (distilling from that ANN when the plan asks).
+
+    Returns the shipped record (written beside the checkpoint): the QCFS stage's, with the
+    command, the plan and every stage's record."""
     recipe = get_recipe(name)
     plan = recipe.build
     if plan is None or recipe.checkpoint is None:
@@ -131,7 +134,7 @@ def build(name: str, out_dir: str | Path, data: str | None, device: str, progres
     qcfs_config = TrainConfig(**plan.qcfs)
     torch.manual_seed(qcfs_config.seed)
     loaded = LoadedModel(build_ann(recipe), recipe, "ann", None, "random initialization", {})
-    stages: dict[str, Any] = {}
+    stages: dict[str, TrainingRecord] = {}
     if plan.ann is not None:
         ann_path = out / Path(recipe.checkpoint).with_suffix("").name
         ann_path = ann_path.with_name(ann_path.name + "_ann.pt")
@@ -141,12 +144,13 @@ def build(name: str, out_dir: str | Path, data: str | None, device: str, progres
         raise SnnConvertError(f"the build plan of {name} distills without an ANN stage to distill from")
     _, _, stages["qcfs"] = finetune(loaded, data, qcfs_config, CalibrationConfig(), device,
                                     Job(progress, out / recipe.checkpoint), PrepareConfig(levels=recipe.levels, **plan.prepare))
-    record = {**stages["qcfs"], "command": command_line(), "build_plan": asdict(plan), "stages": stages}
+    record = {**stages["qcfs"].to_dict(), "command": command_line(), "build_plan": asdict(plan),
+              "stages": {stage: trained.to_dict() for stage, trained in stages.items()}}
     write_record((out / recipe.checkpoint).with_suffix(".json"), record)
     return record
 
 
-def training(spec: TrainSpec, device: str, job: Job) -> dict[str, Any]:
+def training(spec: TrainSpec, device: str, job: Job) -> TrainingRecord:
     """Train or fine-tune as ``spec`` says, the checkpoint (and resume file) at ``job.checkpoint``: the
     original ANN as it is (``spec.prepare`` None), or the prepared QCFS model (an ANN is prepared
     and calibrated first), distilling from the model as it came when the config says so.
@@ -168,4 +172,4 @@ def training(spec: TrainSpec, device: str, job: Job) -> dict[str, Any]:
                                   "a changed copy against it, or `snnconvert train MODEL --checkpoint FILE` to keep "
                                   "training it")
         _, _, record = finetune(loaded, spec.data, spec.train, spec.calibration, device, job, spec.prepare, spec.masks)
-    return {**record, "loading": loaded.metadata.get("loading", {})}
+    return replace(record, loading=loaded.metadata.get("loading", {}))

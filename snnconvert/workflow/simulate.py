@@ -18,6 +18,7 @@ from snnconvert.errors import SnnConvertError
 from snnconvert.model_zoo import Recipe, get_recipe, shipped_checkpoint
 from snnconvert.model_zoo.sources import is_own
 from snnconvert.report import simulation_summary, write_report
+from snnconvert.report.records import Header, RunReport, SimulateReport, Simulation
 from snnconvert.report.early_exit import early_exit_report, exit_rows, write_early_exit_report
 from snnconvert.runtime import SimulationOptions, Watch, evaluate, simulate
 from snnconvert.runtime.early_exit import ExitRule, ExitTrace, exit_curve, quiet_problems
@@ -64,7 +65,7 @@ class Measures:
 
 
 def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: int, device: str, job: Job,
-                           measures: Measures = Measures()) -> dict[str, Any]:
+                           measures: Measures = Measures()) -> Simulation:
     """Simulate a converted model for ``timesteps`` steps and summarize it (accuracy per t,
     agreement with the reference ANN, spikes, energy, floating-point ops; with exits, samples
     stopping early, or every rule's exits from one pass). It resumes from ``job.checkpoint``
@@ -74,21 +75,17 @@ def simulate_and_summarize(snn: nn.Module, recipe: Recipe, loader, timesteps: in
     trace = ExitTrace() if exits.curve else None
     result = simulate(snn, loader, timesteps=timesteps, device=device, options=measures.options,
                       watch=Watch(model, exits.rule, trace), job=replace(job, progress=job.progress and distributed.is_main()))
-    summary = simulation_summary(result, measures.ann_accuracy, measures.costs, label)
-    if notes:
-        summary["notes"] = notes
     neuron_steps = sum(layer.neuron_steps for layer in result.layers)
-    summary["energy_conventions"] = energy_conventions(
+    conventions = energy_conventions(
         result.ops, OpAccounting(snn, dense=True).per_sample(), result.samples, neuron_steps / max(1, result.samples),
         neuron_steps / max(1, result.sample_steps), getattr(snn, "meta", {}).get("levels"), measures.costs)
-    summary["float_operations"] = [asdict(op) for op in float_operations(snn)]
-    if trace is not None:
-        summary["early_exit"] = exit_rows(exit_curve(trace, exits.curve), result.accuracy)
-    return summary
+    return replace(simulation_summary(result, measures.ann_accuracy, measures.costs, label), notes=notes or None,
+                   energy_conventions=conventions, float_operations=[asdict(op) for op in float_operations(snn)],
+                   early_exit=exit_rows(exit_curve(trace, exits.curve), result.accuracy) if trace is not None else None)
 
 
 def simulate_exported(path: str | Path, data: DataSpec, timesteps: int | None, job: Job,
-                      measures: Measures = Measures()) -> tuple[dict[str, Any], Recipe]:
+                      measures: Measures = Measures()) -> tuple[Simulation, Recipe]:
     """Simulate an exported SNN step in onnxruntime on ``data``'s test split, fitted to the recipe
     in its metadata, and summarize it as :func:`simulate_and_summarize` does (of the options, only
     ``metrics`` applies); with the recipe."""
@@ -105,11 +102,9 @@ def simulate_exported(path: str | Path, data: DataSpec, timesteps: int | None, j
     trace = ExitTrace() if exits.curve else None
     result = simulate_onnx(path, loader, timesteps=timesteps, metrics=measures.options.metrics,
                            watch=Watch(exit_rule=exits.rule, trace=trace), job=job)
-    summary = simulation_summary(result, None, measures.costs)
-    summary["float_operations"] = metadata["float_operations"]
-    if trace is not None:
-        summary["early_exit"] = exit_rows(exit_curve(trace, exits.curve), result.accuracy)
-    return summary, recipe
+    early_exit = exit_rows(exit_curve(trace, exits.curve), result.accuracy) if trace is not None else None
+    return replace(simulation_summary(result, None, measures.costs), float_operations=metadata["float_operations"],
+                   early_exit=early_exit), recipe
 
 
 def ann_energy_uj_per_sample(snn: nn.Module, costs: EnergyCosts = EnergyCosts()) -> float:
@@ -121,24 +116,24 @@ def ann_energy_uj_per_sample(snn: nn.Module, costs: EnergyCosts = EnergyCosts())
 
 def report_header(recipe: Recipe, weights: str, data: str, levels: int | None, timesteps: int,
                   neuron: NeuronConfig | str) -> dict[str, Any]:
-    """The fields every report starts with."""
+    """The fields every report starts with (:class:`~snnconvert.report.records.Header`'s), as keywords."""
     return {"model": recipe.name, "timm_name": recipe.timm_name, "weights": weights, "data": data,
             "levels": levels, "timesteps": timesteps,
             "neuron": neuron.describe() if isinstance(neuron, NeuronConfig) else neuron,
             "processes": distributed.world_size(), "torch_threads": torch.get_num_threads()}
 
 
-def finish_report(report: dict[str, Any], out_dir: Path, progress_files: list[Path], write=write_report) -> None:
+def finish_report(report: Header, out_dir: Path, progress_files: list[Path], write=write_report) -> None:
     """Write the report with ``write`` (rank 0), then drop the simulations' progress files (each process its own)."""
     if distributed.is_main():
-        write(report, out_dir)
+        write(report.to_dict(), out_dir)
     distributed.barrier()
     for path in progress_files:
         path.unlink(missing_ok=True)
         path.with_name(f"{path.name}.rank{distributed.rank()}").unlink(missing_ok=True)
 
 
-def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> dict[str, Any]:
+def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> RunReport:
     """The whole pipeline as ``spec`` says: load → prepare + calibrate (+ masks) (+ fine-tune) →
     convert (+ correct) → simulate → report, written to ``out``.
 
@@ -169,7 +164,7 @@ def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> dict[str
         settings = {**finetune_settings, "epochs": epochs}
         model, config, training = finetune(loaded, DataSpec(data, limit), TrainConfig(**settings), calibration,
                                            device, Job(progress, out_dir / "prepared.pt"), spec.prepare, masks)
-        prepared = training["preparation"]
+        prepared = training.preparation
     else:
         model, config, prepared = ensure_prepared(loaded, data, calibration, device, progress, spec.prepare)
         if masks is not None:
@@ -194,15 +189,14 @@ def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> dict[str
     measures = Measures(spec.simulation, Exits(), spec.costs, ann_acc["QCFS ANN"], agreement)
     sims = {mode: simulate_and_summarize(snn, recipe, test, timesteps, device, Job(progress, path), measures)
             for (mode, snn), path in zip(snns.items(), progress_files)}
-    report = {**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
-              "weights_loading": loaded.metadata.get("loading") or None, "preparation": prepared,
-              "masks": config.masks.describe() if config.masks else None,
-              "route": "calibration only (no training)" if untrained_ann else None,
-              "training": training, "ann_accuracy": ann_acc, "snn_calibration": calibrations or None,
-              "energy_costs_pj": asdict(spec.costs),
-              "ann_energy_uj_per_sample": ann_energy_uj_per_sample(next(iter(snns.values())), spec.costs),
-              "simulations": sims, "spec": spec.to_dict(),
-              "seconds": round(time.perf_counter() - start, 1)}
+    report = RunReport(**report_header(recipe, loaded.source, data, config.levels, timesteps, neuron),
+                       weights_loading=loaded.metadata.get("loading") or None, preparation=prepared,
+                       masks=config.masks.describe() if config.masks else None,
+                       route="calibration only (no training)" if untrained_ann else None,
+                       training=training, ann_accuracy=ann_acc, snn_calibration=calibrations or None,
+                       energy_costs_pj=spec.costs,
+                       ann_energy_uj_per_sample=ann_energy_uj_per_sample(next(iter(snns.values())), spec.costs),
+                       simulations=sims, spec=spec, seconds=round(time.perf_counter() - start, 1))
     finish_report(report, out_dir, progress_files)
     return report
 
@@ -212,7 +206,7 @@ TORCH_ONLY = ("set how PyTorch runs or what it watches; the onnxruntime backend 
               "the CPU, one step per call: drop them")
 
 
-def simulate_model(spec: SimulateSpec, out: str | None, device: str, progress: bool) -> dict[str, Any]:
+def simulate_model(spec: SimulateSpec, out: str | None, device: str, progress: bool) -> SimulateReport:
     """Simulate the converted model ``spec`` names (``snnconvert simulate``): a checkpoint in
     PyTorch, or an SNN step in onnxruntime (a checkpoint is exported first for that backend).
     With ``out``, the report (and an early-exit curve's report) is written there, and the
@@ -237,7 +231,7 @@ def simulate_model(spec: SimulateSpec, out: str | None, device: str, progress: b
                 export(source, "snn", path, mode=spec.mode, neuron=spec.neuron, timesteps=spec.timesteps)
             sim, recipe = simulate_exported(path, data, spec.timesteps, job, measures)
             metadata = read_metadata(path)
-            weights, neuron, mode, timesteps = path, metadata["neuron"], metadata["attention"], sim["timesteps"]
+            weights, neuron, mode, timesteps = path, metadata["neuron"], metadata["attention"], sim.timesteps
         else:
             weights = source.checkpoint or shipped_checkpoint(get_recipe(source.name))
             if weights is None and is_own(source.name):
@@ -251,11 +245,11 @@ def simulate_model(spec: SimulateSpec, out: str | None, device: str, progress: b
             timesteps = spec.timesteps or recipe.timesteps
             test = eval_loader(recipe, data.name, data.batch_size, data.limit)
             sim = simulate_and_summarize(loaded.snn, recipe, test, timesteps, device, job, measures)
-    report = {**report_header(recipe, str(weights), data.name, None, timesteps, neuron), "backend": backend,
-              "ann_accuracy": {}, "energy_costs_pj": asdict(spec.costs), "simulations": {mode: sim},
-              "spec": replace(spec, timesteps=timesteps).to_dict()}
+    report = SimulateReport(**report_header(recipe, str(weights), data.name, None, timesteps, neuron),
+                            backend=backend, ann_accuracy={}, energy_costs_pj=spec.costs, simulations={mode: sim},
+                            spec=replace(spec, timesteps=timesteps))
     if out:
         finish_report(report, Path(out), [job.checkpoint])
         if spec.exit_curve and distributed.is_main():
-            write_early_exit_report(early_exit_report(report), out)
+            write_early_exit_report(early_exit_report(report.to_dict()), out)
     return report

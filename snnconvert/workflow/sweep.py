@@ -1,9 +1,8 @@
 """Random Spike Masking sweeps."""
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -14,6 +13,7 @@ from snnconvert.convert import convert
 from snnconvert.prepare import MaskConfig, mask_sites
 from snnconvert.errors import SnnConvertError
 from snnconvert.report import write_sweep_report
+from snnconvert.report.records import SweepReport, SweepRow
 from snnconvert.runtime import evaluate
 from snnconvert.spec import DataSpec, SweepSpec
 from snnconvert.workflow.load import load_source, eval_loader
@@ -22,7 +22,7 @@ from snnconvert.workflow.finetune import finetune
 from snnconvert.workflow.simulate import Measures, simulate_and_summarize, report_header, finish_report
 
 
-def mask_sweep(spec: SweepSpec, out: str, device: str, progress: bool) -> dict[str, Any]:
+def mask_sweep(spec: SweepSpec, out: str, device: str, progress: bool) -> SweepReport:
     """The Random Spike Masking sweep ``spec`` describes, written to ``out``: each variant simulated
     for T steps against the unmasked SNN (accuracy at T, spikes, MST power ratio, energy); fine-tuned
     variants (:func:`finetune`) have their checkpoints ``finetuned_*.pt`` in ``out``. Everything
@@ -46,7 +46,7 @@ def mask_sweep(spec: SweepSpec, out: str, device: str, progress: bool) -> dict[s
         if spec.block_ratio:
             plans += [("blocks", MaskConfig({target: spec.block_ratio}, blocks=k, seed=seed))
                       for k in range(1, len(mask_sites(model, target)) + 1)]
-    rows, progress_files = [], []
+    rows, progress_files, base = [], [], None
     for sweep, masks in plans:
         target, ratio = next(iter(masks.ratios.items())) if masks else ("none", 0.0)
         key = f"{target}_{ratio:g}_{masks.blocks if masks and masks.blocks is not None else 'all'}"
@@ -63,20 +63,16 @@ def mask_sweep(spec: SweepSpec, out: str, device: str, progress: bool) -> dict[s
             sim = simulate_and_summarize(convert(variant, "compensated", neuron), recipe, test, timesteps, device,
                                          Job(progress, path), Measures(spec.simulation, costs=spec.costs,
                                                                        ann_accuracy=qcfs_acc))
-            rows.append({"sweep": sweep, "target": target, "ratio": ratio,
-                         "blocks": "all" if masks is None or masks.blocks is None else masks.blocks,
-                         "fine_tuned": fine_tuned, "qcfs_accuracy": qcfs_acc, "accuracy": sim["accuracy_per_step"][-1],
-                         "spikes_per_sample": sim["spikes_per_sample"], "sops_per_sample": sim["sops_per_sample"],
-                         "energy_uj_per_sample": sim["energy_uj_per_sample"],
-                         "resumed_from_batch": sim["resumed_from_batch"]})
-    base = rows[0]
-    for row in rows:
-        row["accuracy_change"] = row["accuracy"] - base["accuracy"]
-        row["power_ratio"] = row["spikes_per_sample"] / max(1e-12, base["spikes_per_sample"])
-        row["energy_ratio"] = row["energy_uj_per_sample"] / max(1e-12, base["energy_uj_per_sample"])
-    report = {**report_header(recipe, loaded.source, data.name, loaded.prepare_config.levels, timesteps, neuron),
-              "samples": len(test.dataset) * distributed.world_size(), "energy_costs_pj": asdict(spec.costs),
-              "seed": seed, "finetune": asdict(finetune_config) if finetune_config else None, "rows": rows,
-              "spec": replace(spec, timesteps=timesteps).to_dict()}
+            base = base or sim  # the unmasked model's, the first
+            rows.append(SweepRow(sweep, target, ratio, "all" if masks is None or masks.blocks is None else masks.blocks,
+                                 fine_tuned, qcfs_acc, sim.accuracy_per_step[-1], sim.spikes_per_sample,
+                                 sim.sops_per_sample, sim.energy_uj_per_sample, sim.resumed_from_batch,
+                                 sim.accuracy_per_step[-1] - base.accuracy_per_step[-1],
+                                 sim.spikes_per_sample / max(1e-12, base.spikes_per_sample),
+                                 sim.energy_uj_per_sample / max(1e-12, base.energy_uj_per_sample)))
+    report = SweepReport(**report_header(recipe, loaded.source, data.name, loaded.prepare_config.levels, timesteps,
+                                         neuron),
+                         samples=len(test.dataset) * distributed.world_size(), energy_costs_pj=spec.costs, seed=seed,
+                         finetune=finetune_config, rows=rows, spec=replace(spec, timesteps=timesteps))
     finish_report(report, out_dir, progress_files, write_sweep_report)
     return report
