@@ -193,6 +193,11 @@ class DirectSpec(Spec):
     data: DataSpec = DataSpec()
     costs: EnergyCosts = EnergyCosts()
 
+    def __post_init__(self) -> None:
+        if self.train.distill_alpha > 0:
+            raise ArgumentError("direct training has no teacher to distill from: leave the distillation weight "
+                                f"(--alpha, distill_alpha) at 0, not {self.train.distill_alpha}")
+
 
 @dataclass(frozen=True)
 class TrainSpec(Spec):

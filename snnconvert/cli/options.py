@@ -766,11 +766,8 @@ def direct_spec(model: str, given: dict) -> DirectSpec:
                            reset=given["reset"], dynamic_timesteps=given["dynamic_timesteps"] or None,
                            initial_timesteps=given["initial_timesteps"], mask_loss=groups, lambda_m=given["lambda_m"],
                            mask_lr=given["mask_lr"])
-    train = _train_config(recipe.direct.get("train", {}), given)
-    if train.distill_alpha > 0:
-        raise SnnConvertError("direct training has no teacher to distill from: leave --alpha at 0")
-    return DirectSpec(model, config, train, DataSpec(given["data"], given["limit"], given["sim_batch_size"]),
-                      _costs(**given))
+    return DirectSpec(model, config, _train_config(recipe.direct.get("train", {}), given),
+                      DataSpec(given["data"], given["limit"], given["sim_batch_size"]), _costs(**given))
 
 
 def model_source(model: str, given: dict) -> ModelSource:

@@ -162,11 +162,10 @@ class Recipe:
         recipe = self if classes is None else replace(self, classes=tuple(classes))
         if model_args:
             recipe = recipe.with_updates(model_args=dict(model_args))
-            if self.source is not None and self.source.endswith(".onnx") and "input_layout" in model_args:
-                from snnconvert.model_zoo.sources import onnx_input_size
+            if self.source is not None:
+                from snnconvert.model_zoo.sources import refit
 
-                size = onnx_input_size(self.source, model_args["input_layout"])
-                recipe = replace(recipe, input_size=size, mean=(0.0,) * size[0], std=(1.0,) * size[0])
+                recipe = refit(recipe)
         if num_classes is not None:
             recipe = recipe.with_updates(model_args={"num_classes": num_classes})
         if input_size is not None:

@@ -38,12 +38,19 @@ def own_recipe(name: str) -> Recipe:
     if name.endswith(".onnx"):
         if not Path(name).is_file():
             raise SnnConvertError(f"no ONNX file {name}")
-        size = onnx_input_size(name, "auto")
-        c = size[0] or 1
-        return Recipe(name, "onnx", size, (0.0,) * c, (1.0,) * c, source=name, model_args={"input_layout": "auto"},
-                      description="an ONNX model of one's own")
+        return refit(Recipe(name, "onnx", UNKNOWN_SIZE, (0.0,), (1.0,), source=name,
+                            model_args={"input_layout": "auto"}, description="an ONNX model of one's own"))
     factory(name)  # names a bad module or factory now, not at build time
     return Recipe(name, "factory", UNKNOWN_SIZE, (0.0,), (1.0,), source=name, description="a factory of one's own")
+
+
+def refit(recipe: Recipe) -> Recipe:
+    """The recipe of one's own model refitted to its ``model_args``: an ONNX file's input size
+    (and the channel count of its identity normalization) read in its ``input_layout``."""
+    if not recipe.source.endswith(".onnx"):
+        return recipe
+    size = onnx_input_size(recipe.source, recipe.model_args.get("input_layout", "auto"))
+    return replace(recipe, input_size=size, mean=(0.0,) * (size[0] or 1), std=(1.0,) * (size[0] or 1))
 
 
 def onnx_input_size(path: str, layout: str) -> tuple[int, int, int]:

@@ -1,0 +1,55 @@
+"""Typed records: what the workflow stages return is what their reports store, and specs read from
+files are checked as the command line's options are."""
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from snnconvert import workflow
+from snnconvert.errors import ArgumentError
+from snnconvert.record import Record, optional
+from snnconvert.report import console
+from snnconvert.report.records import RunReport, Simulation
+from snnconvert.spec import DataSpec, DirectSpec, ModelSource, RunSpec
+
+
+@dataclass(frozen=True)
+class _Inner:
+    values: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Outer(Record):
+    name: str
+    inner: _Inner
+    table: dict[str, _Inner]
+    note: str | None = optional()
+    kept: str | None = None
+
+
+def test_a_record_writes_its_fields_in_order_and_leaves_out_unset_optional_ones():
+    record = _Outer("a", _Inner((1, 2)), {"x": _Inner((3,))})
+    assert record.to_dict() == {"name": "a", "inner": {"values": [1, 2]}, "table": {"x": {"values": [3]}},
+                                "kept": None}  # an optional field is left out while None, a plain one is not
+    assert list(_Outer("b", _Inner(()), {}, note="n").to_dict()) == ["name", "inner", "table", "note", "kept"]
+
+
+def test_the_run_stage_returns_the_typed_report_it_writes(tmp_path):
+    spec = RunSpec(ModelSource("resnet_nano"), DataSpec(limit=8, batch_size=8), timesteps=2)
+    report = workflow.run(spec, str(tmp_path), "cpu", progress=False)
+    assert isinstance(report, RunReport) and isinstance(report.simulations["compensated"], Simulation)
+    assert report.spec.timesteps == 2 and report.spec.epochs == 0  # resolved as the run went
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written == report.to_dict()
+    sim = written["simulations"]["compensated"]
+    assert "notes" not in sim and "early_exit" not in sim and sim["float_operations"] is not None
+    lines = console.run_lines(report, str(tmp_path))
+    assert any(line.startswith("  SNN compensated") and "T=2" in line for line in lines)
+
+
+def test_a_spec_from_a_file_is_checked_like_the_options():
+    spec = {"model": "spikformer_nano", "direct": {"timesteps": 4}, "train": {"epochs": 1, "distill_alpha": 0.5}}
+    with pytest.raises(ArgumentError, match="no teacher to distill from.*alpha"):
+        DirectSpec.from_dict(spec)
+    spec["train"]["distill_alpha"] = 0.0
+    assert DirectSpec.from_dict(spec).train.distill_alpha == 0.0
