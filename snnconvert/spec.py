@@ -126,7 +126,9 @@ class RunSpec(Spec):
         data: the data.
         timesteps: T (None: the recipe's).
         prepare: how an ANN is prepared, and the event-driven route's sites for a prepared model
-            (None: the recipe's levels, the rest at their defaults).
+            (None: the recipe's levels, the rest at their defaults but for the route's sites: with
+            ``simulation.event_driven`` True, looked for where the model has them, as
+            ``--event-driven`` does).
         calibration: thresholds (and BatchNorm statistics) from sample images.
         neuron: what QCFS becomes and how values are coded.
         epochs: fine-tuning epochs before converting (None: the recipe's for an ANN with real

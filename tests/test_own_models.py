@@ -119,6 +119,33 @@ def test_a_channels_last_keras_like_model_on_raw_pixels_converts_and_agrees(tmp_
     assert f"T=32    accuracy {sim['accuracy_per_step'][-1]:6.2f} %" in again.output
 
 
+def test_a_flatten_after_cancelled_transposes_permutes_the_rows_by_the_right_layout(tmp_path):
+    """T(0,2,3,1) → Relu → T(0,3,1,2) cancel, leaving the Relu's output channels-first under the name
+    that shape inference gave a channels-last shape; the last T(0,2,3,1) → flatten → MatMul must read
+    its (C, H, W) from its own output. C, H, W all differ, so any other order gives other rows."""
+    import onnxruntime
+
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [24, 5], rng.normal(size=120).astype(np.float32).ravel())
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[0, 2, 3, 1]),
+             helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Transpose", ["b"], ["c"], perm=[0, 3, 1, 2]),
+             helper.make_node("Transpose", ["c"], ["d"], perm=[0, 2, 3, 1]),
+             helper.make_node("Flatten", ["d"], ["e"], axis=1),
+             helper.make_node("MatMul", ["e", "w"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [weight]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "rows.onnx")
+    imported = import_onnx(tmp_path / "rows.onnx", "nchw")
+    inputs = rng.normal(size=(3, 2, 3, 4)).astype(np.float32)
+    expected = onnxruntime.InferenceSession(str(tmp_path / "rows.onnx")).run(None, {"x": inputs})[0]
+    with torch.no_grad():
+        assert np.allclose(imported.module(torch.from_numpy(inputs)).numpy(), expected, atol=1e-5)
+    assert "permute" not in imported.module.code
+
+
 def test_unsupported_onnx_ops_are_listed_at_once_with_their_names(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16])

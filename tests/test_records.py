@@ -53,3 +53,24 @@ def test_a_spec_from_a_file_is_checked_like_the_options():
         DirectSpec.from_dict(spec)
     spec["train"]["distill_alpha"] = 0.0
     assert DirectSpec.from_dict(spec).train.distill_alpha == 0.0
+
+
+def test_a_spec_resolves_the_event_driven_route_as_the_options_do(tmp_path):
+    from snnconvert.cli import main
+    from click.testing import CliRunner
+
+    from snnconvert.convert import NeuronConfig
+    from snnconvert.runtime import SimulationOptions
+
+    spec = RunSpec(ModelSource("vit_nano"), DataSpec(limit=8, batch_size=8), timesteps=2,
+                   neuron=NeuronConfig("signed-if", coding="count"), simulation=SimulationOptions(event_driven=True))
+    report = workflow.run(spec, str(tmp_path / "spec"), "cpu", progress=False)
+    done = CliRunner().invoke(main, ["vit_nano", "-T", "2", "--limit", "8", "--batch-size", "8", "--coding", "count",
+                                     "--neuron", "signed-if", "--event-driven", "--quiet", "--out",
+                                     str(tmp_path / "options")])
+    assert done.exit_code == 0, done.output
+    options = json.loads((tmp_path / "options" / "report.json").read_text())
+    assert report.spec.prepare.spike_probabilities is None  # asked for where the model has them
+    assert report.preparation["changes"][0].startswith("changes QCFS on attention")  # vit_nano has them
+    assert report.to_dict()["spec"]["prepare"] == options["spec"]["prepare"]
+    assert report.to_dict()["preparation"] == options["preparation"]

@@ -16,7 +16,7 @@ from snnconvert.calibrate import CORRECTIONS, METHODS, REFERENCES, CalibrationCo
 from snnconvert.convert import MODES, NeuronConfig
 from snnconvert.prepare import MASK_TARGETS, MaskConfig, PrepareConfig
 from snnconvert.prepare.config import DEFAULT_KEPT_ACTIVATIONS, LAYERNORM_CHOICES, MAX_POOL_CHOICES, SITE_POLICIES
-from snnconvert.prepare.rewrite import ROUTE_SITES
+from snnconvert.prepare.rewrite import route_choices
 from snnconvert.data import DATASET_NAMES
 from snnconvert.data.datasets import SKIP_BAD_FILES, native_size
 from snnconvert.model_zoo.sources import is_own
@@ -207,8 +207,7 @@ def _prepare_config(model: str, given: dict) -> PrepareConfig:
     with --no-finetune) with the options given on top; --event-driven asks for each of the route's
     sites (spiking attention probabilities and streams) where the model has them (None), unless
     --no-spike-probabilities or --no-spike-streams."""
-    unasked = None if given.get("event_driven") else False
-    route = {kind.option: unasked if given.get(kind.option) is None else given[kind.option] for kind in ROUTE_SITES}
+    route = route_choices(bool(given.get("event_driven")), given)
     levels = given["levels"] or get_recipe(model).levels
     base = PrepareConfig.calibration_only(levels) if given.get("no_finetune") else PrepareConfig(levels)
     chosen = {k: given[k] for k in ("sites", "layernorm", "max_pool") if given[k] is not None}
@@ -357,9 +356,8 @@ def _training_options_without_calibration(f):
 def _training_options(f):
     """Options of train / finetune: the above, levels, calibration, resume and the checkpoint."""
     f = _calibration_options(f)
-    f = click.option("--out", callback=_claim_out, type=click.Path(dir_okay=False), required=True,
-                     help="Checkpoint written atomically during training (and the resume file); "
-                          "a JSON record of the run beside it.")(f)
+    f = _out_option("Checkpoint written atomically during training (and the resume file); a JSON record of the "
+                    "run beside it.", folder=False)(f)
     f = click.option("--resume/--no-resume", default=True, show_default=True,
                      help="Continue from --out when it holds an unfinished run of the same settings.")(f)
     f = _prepare_options(f)
@@ -400,6 +398,27 @@ def _floats(text: str) -> list[float]:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError as e:
         raise click.BadParameter(f"expected comma-separated numbers such as 0,0.25,0.5, got {text!r}") from e
+
+
+def _out_option(text: str, folder: bool, default: str | None = None, required: bool | None = None):
+    """``--out``: the folder (``folder``) or file the command writes, checked and locked before
+    any work starts; ``required`` (default: a file is, a folder is not)."""
+    kind = click.Path(file_okay=False) if folder else click.Path(dir_okay=False)
+    return click.option("--out", callback=_claim_out, type=kind, default=default, show_default=default is not None,
+                        required=not folder if required is None else required, help=text)
+
+
+def _timesteps_option(text: str = "Steps T (default: the recipe's)."):
+    """``--timesteps`` / ``-T``, said of what T is for."""
+    return click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help=text)
+
+
+def _test_images_options(batch: str = "Images per batch."):
+    """``--limit`` and ``--batch-size`` of the test images simulated."""
+    def decorate(f):
+        f = click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help=batch)(f)
+        return click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")(f)
+    return decorate
 
 
 def _checkpoint_option(text: str):
@@ -444,8 +463,7 @@ def spec_of(kind: type, model: str | None, config: str | None, given: dict, buil
 RUN = _group(
     click.argument("model", required=False),
     _config_option("report.json"),
-    click.option("--timesteps", "-T", type=click.IntRange(1), default=None,
-                  help="Simulation steps T (default: the recipe's). Accuracy is reported at every t ≤ T."),
+    _timesteps_option("Simulation steps T (default: the recipe's). Accuracy is reported at every t ≤ T."),
     _data_option(),
     _checkpoint_option("Weights: an snnconvert checkpoint (ann or prepared) or a plain/timm state dict. "
                        "Default: the checkpoint shipped for the recipe, else timm's pretrained weights."),
@@ -464,14 +482,11 @@ RUN = _group(
     _neuron_options,
     _correction_options,
     _mask_options,
-    click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images."),
-    click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
-                  help="Test images simulated together."),
+    _test_images_options("Test images simulated together."),
     click.option("--pretrained/--no-pretrained", default=True, show_default=True,
                   help="With no checkpoint: use the shipped checkpoint or timm's pretrained weights "
                        "(--no-pretrained: random initialization, e.g. with --epochs)."),
-    click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default="runs/latest", show_default=True,
-                  help="Folder for report.json, report.md, accuracy_vs_t.png (and prepared.pt)."),
+    _out_option("Folder for report.json, report.md, accuracy_vs_t.png (and prepared.pt).", True, "runs/latest"),
     _simulation_options,
     _energy_options,
     _common)
@@ -485,7 +500,7 @@ PREPARE = _group(
     _model_options,
     click.option("--pretrained/--no-pretrained", default=True, show_default=True,
                   help="With no checkpoint, fetch timm's pretrained weights (else random initialization)."),
-    click.option("--out", callback=_claim_out, type=click.Path(dir_okay=False), required=True, help="Prepared checkpoint to write."),
+    _out_option("Prepared checkpoint to write.", folder=False),
     _common)
 
 
@@ -519,9 +534,8 @@ CALIBRATE = _group(
     _prepare_options,
     _no_finetune_option,
     _model_options,
-    click.option("--timesteps", "-T", type=click.IntRange(1), default=None,
-                  help="T the SNN is corrected for (--correct) and its errors measured at (--report); default: the "
-                       "recipe's."),
+    _timesteps_option("T the SNN is corrected for (--correct) and its errors measured at (--report); default: the "
+                      "recipe's."),
     _neuron_options,
     _correction_options,
     click.option("--reference", type=click.Choice(REFERENCES), default=None,
@@ -532,8 +546,8 @@ CALIBRATE = _group(
                        "to y's) at --error-at, before → after the correction."),
     click.option("--error-at", type=click.IntRange(1), multiple=True,
                   help="A step t for the --report errors, repeatable (default: T)."),
-    click.option("--out", callback=_claim_out, type=click.Path(dir_okay=False), required=True,
-                  help="Calibrated checkpoint: prepared, or with --correct converted (the corrections belong to the SNN)."),
+    _out_option("Calibrated checkpoint: prepared, or with --correct converted (the corrections belong to the SNN).",
+                folder=False),
     _common)
 
 
@@ -543,7 +557,7 @@ CONVERT = _group(
     click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
                   help="compensated: spike-correct products and softmax; mst: per-step ops (MST reference)."),
     _neuron_options,
-    click.option("--out", callback=_claim_out, type=click.Path(dir_okay=False), required=True, help="Converted checkpoint to write."),
+    _out_option("Converted checkpoint to write.", folder=False),
     _common)
 
 
@@ -551,7 +565,7 @@ SIMULATE = _group(
     click.argument("model", required=False),
     _config_option("report.json"),
     _checkpoint_option("Converted or prepared checkpoint (default: the recipe's shipped one)."),
-    click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Steps T (default: the recipe's)."),
+    _timesteps_option(),
     _data_option(),
     click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
                   help="Attention mode when converting a prepared checkpoint (a converted one keeps its own)."),
@@ -567,9 +581,8 @@ SIMULATE = _group(
     click.option("--early-exit", "exit_curve", default=None, metavar="RULES",
                   help="Comma-separated rules (quiet,0.5,0.9,0.99,stable:4): from one pass of T steps, what each would give "
                        "(accuracy, mean steps, against fixed T); with --out also early_exit.json/.md/.png."),
-    click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images."),
-    click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch."),
-    click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default=None, help="Write report.json/.md/.png here."),
+    _test_images_options(),
+    _out_option("Write report.json/.md/.png here.", folder=True),
     _simulation_options,
     _energy_options,
     _common)
@@ -586,9 +599,8 @@ EXPORT = _group(
     click.option("--format", "fmt", type=click.Choice(["onnx", "nir"]), default="onnx", show_default=True,
                   help=f"onnx (opset {OPSET}, dynamic batch), or nir where every op maps exactly (refused otherwise, "
                        "with the reason)."),
-    click.option("--out", callback=_claim_out, type=click.Path(dir_okay=False), required=True, help="File to write."),
-    click.option("--timesteps", "-T", type=click.IntRange(1), default=None,
-                  help="The default T recorded in the metadata (default: the recipe's)."),
+    _out_option("File to write.", folder=False),
+    _timesteps_option("The default T recorded in the metadata (default: the recipe's)."),
     click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
                   help="Attention mode when converting a prepared checkpoint (a converted one keeps its own)."),
     _neuron_options,
@@ -604,11 +616,10 @@ MASK_SWEEP = _group(
                   help="Comma-separated sites: q, k, attn (scores), mlp (hidden layer), conv (CNN activations)."),
     click.option("--block-ratio", type=click.FloatRange(0, 1, max_open=True), default=None,
                   help="Also mask only the first k blocks at this ratio, for every k (the MST paper's Fig. 6)."),
-    click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Steps T (default: the recipe's)."),
+    _timesteps_option(),
     _data_option(),
     _neuron_options,
-    click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images."),
-    click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Images per batch."),
+    _test_images_options(),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first mask."),
     click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
                   help="Also fine-tune every masked model this many epochs on DATA's training split, distilling from "
@@ -619,8 +630,8 @@ MASK_SWEEP = _group(
                   help="Distillation weight α of that fine-tuning (default: the recipe's)."),
     click.option("--warmup-epochs", type=click.FloatRange(0), default=None,
                   help="Warmup of that fine-tuning (default: the recipe's)."),
-    click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default="runs/mask-sweep", show_default=True,
-                  help="Folder for sweep.json, sweep.md and sweep.png (and fine-tuned checkpoints); rerun to resume."),
+    _out_option("Folder for sweep.json, sweep.md and sweep.png (and fine-tuned checkpoints); rerun to resume.", True,
+                "runs/mask-sweep"),
     _event_driven_option,
     _energy_options,
     _common)
@@ -629,7 +640,7 @@ MASK_SWEEP = _group(
 DIRECT_TRAIN = _group(
     click.argument("model", required=False),
     _config_option("report.json"),
-    click.option("--timesteps", "-T", type=click.IntRange(1), default=None, help="Time steps T (default: the recipe's)."),
+    _timesteps_option(),
     click.option("--neuron", type=click.Choice(list(NODES)), default=None,
                   help="Trainable neuron: if, lif, plif (learnable τ) or klif (default: the recipe's)."),
     click.option("--surrogate", type=click.Choice(list(SURROGATES)), default=None,
@@ -653,8 +664,8 @@ DIRECT_TRAIN = _group(
                   help="Peak learning rate of the masks' parameters (default: --lr). A layer gains or loses a step when "
                        "its score moves by about 0.5, and AdamW moves it about one learning rate per step."),
     _training_options_without_calibration,
-    click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default="runs/direct", show_default=True,
-                  help="Folder for direct.pt (the resumable checkpoint, JSON record beside it) and the report."),
+    _out_option("Folder for direct.pt (the resumable checkpoint, JSON record beside it) and the report.", True,
+                "runs/direct"),
     click.option("--sim-batch-size", type=click.IntRange(1), default=256, show_default=True,
                   help="Test images simulated together."),
     _energy_options,
@@ -663,8 +674,7 @@ DIRECT_TRAIN = _group(
 
 COMPARE = _group(
     click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True)),
-    click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), default="runs/compare", show_default=True,
-                  help="Folder for comparison.json, comparison.md and comparison.png."))
+    _out_option("Folder for comparison.json, comparison.md and comparison.png.", True, "runs/compare"))
 
 
 SHOW = _group(
@@ -674,8 +684,7 @@ SHOW = _group(
 BUILD = _group(
     click.argument("name"),
     _data_option(None, "Dataset (default: the build plan's). " + DATA_HELP),
-    click.option("--out", callback=_claim_out, type=click.Path(file_okay=False), required=True,
-                  help="Folder for the checkpoint(s) and their JSON records; rerun to resume."),
+    _out_option("Folder for the checkpoint(s) and their JSON records; rerun to resume.", True, required=True),
     _common)
 
 

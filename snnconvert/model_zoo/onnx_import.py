@@ -307,11 +307,11 @@ def _permute_flattened_rows(nodes: list[_Node], consts: dict, shapes: dict) -> l
             continue
         flatten = readers[0]
         products = _consumers(nodes, flatten.outputs[0])
-        shape = shapes.get(first.inputs[0])
-        if not products or shape is None or BATCH in shape[1:] or not all(
+        shape = shapes.get(first.outputs[0])  # [N, H, W, C]: the transpose's own output, never relaid out
+        if not products or shape is None or len(shape) != 4 or BATCH in shape[1:] or not all(
                 p.op in ("MatMul", "Gemm") and p.inputs[1] in consts and not p.attrs.get("transB") for p in products):
             continue
-        c, h, w = shape[1:]
+        h, w, c = shape[1:]
         rows = np.arange(c * h * w).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
         for product in products:
             new = f"{product.inputs[1]}__channels_first"

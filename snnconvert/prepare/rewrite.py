@@ -319,6 +319,15 @@ ROUTE_SITES = (
 )
 
 
+def route_choices(event_driven: bool, asked: dict[str, bool | None] | None = None) -> dict[str, bool | None]:
+    """Each kind of the route's sites as :class:`PrepareConfig` takes it: as ``asked`` (by its
+    option name) where that says True or False, else looked for where the model has them (None)
+    on the event-driven route and not asked for (False) off it."""
+    asked = asked or {}
+    return {kind.option: asked[kind.option] if asked.get(kind.option) is not None else None if event_driven else False
+            for kind in ROUTE_SITES}
+
+
 def _refuse_unknown(gm: fx.GraphModule, report: PrepareReport) -> None:
     dynamic = ops.dynamic_nodes(gm.graph)
     problems = []

@@ -13,7 +13,9 @@ from torch import nn
 from snnconvert import distributed
 from snnconvert.checkpoint import Job
 from snnconvert.convert import NeuronConfig, convert, float_operations
+from snnconvert.prepare import PrepareConfig
 from snnconvert.prepare.qcfs import rate_limit_model
+from snnconvert.prepare.rewrite import route_choices
 from snnconvert.errors import SnnConvertError
 from snnconvert.model_zoo import Recipe, get_recipe, shipped_checkpoint
 from snnconvert.model_zoo.sources import is_own
@@ -144,7 +146,7 @@ def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> RunRepor
     the ``correction`` (bias or potential, for T steps) calibrates the SNN against the ANN itself
     (against the QCFS ANN for a trained model). ``masks`` adds Random Spike Masks to the prepared
     model (before training, if it is trained). Every long step resumes from the files in ``out``
-    after an interruption. The report stores ``spec`` with T and the epochs resolved.
+    after an interruption. The report stores ``spec`` with T, the epochs and the preparation resolved.
     """
     start = time.perf_counter()
     source = spec.model
@@ -153,7 +155,9 @@ def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> RunRepor
     real_weights = loaded.stage == "ann" and loaded.source != "random initialization"
     finetune_settings = get_recipe(source.name).finetune_settings if real_weights else {}
     spec = replace(spec, timesteps=spec.timesteps or recipe.timesteps,
-                   epochs=finetune_settings.get("epochs", 0) if spec.epochs is None else spec.epochs)
+                   epochs=finetune_settings.get("epochs", 0) if spec.epochs is None else spec.epochs,
+                   prepare=spec.prepare or PrepareConfig(recipe.levels,
+                                                         **route_choices(spec.simulation.event_driven is True)))
     data, limit, timesteps, epochs = spec.data.name, spec.data.limit, spec.timesteps, spec.epochs
     calibration, neuron, masks, modes = spec.calibration, spec.neuron, spec.masks, list(spec.modes)
     out_dir = Path(out)
