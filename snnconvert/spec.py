@@ -293,8 +293,8 @@ class SimulateSpec(Spec):
         curve = tuple(r if isinstance(r, ExitRule) else ExitRule(**r) for r in self.exit_curve)  # dicts, from a file
         object.__setattr__(self, "exit_curve", curve)
         if self.exit_rule is not None and self.exit_curve:
-            raise ArgumentError("an early-exit curve runs every image T steps to evaluate its rules offline; an "
-                                "exit rule stops them: pick one")
+            raise ArgumentError("an early-exit curve (--early-exit, exit_curve) runs every image T steps to evaluate "
+                                "its rules offline; an exit rule (--exit, exit_rule) stops them: pick one")
         if self.backend not in (None, *BACKENDS):
             raise ArgumentError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.exported and self.backend == "torch":

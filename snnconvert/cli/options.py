@@ -730,9 +730,6 @@ def simulate_spec(model: str, given: dict) -> SimulateSpec:
     """``snnconvert simulate``'s options as a spec."""
     exit_rule = _exit_rules(given["exit_rule"], "--exit")[0] if given["exit_rule"] else None
     curve = tuple(_exit_rules(given["exit_curve"], "--early-exit")) if given["exit_curve"] else ()
-    if exit_rule is not None and curve:
-        raise click.BadParameter("--early-exit runs every image T steps to evaluate its rules offline; --exit stops "
-                                 "them: pick one", param_hint="--exit")
     spec = SimulateSpec(ModelSource(model, given["checkpoint"]), DataSpec(given["data"], given["limit"],
                                                                           given["batch_size"]),
                         given["timesteps"], given["mode"], _neuron_config(**given), given["backend"], exit_rule, curve,
