@@ -1,6 +1,8 @@
 """Small models and data for CPU tests: fixed seeds, a few hundred samples at most."""
 from __future__ import annotations
 
+import os
+
 import timm
 import torch
 import pytest
@@ -9,6 +11,18 @@ from torch import nn
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds
 from snnconvert.prepare import PrepareConfig, prepare_with_report
 from snnconvert.data import InputSpec, load_dataset, make_loader
+
+
+def pytest_configure(config):
+    """In each xdist worker, its share of the cores (torch would give every worker all of them, and
+    the workers would fight over them), unless OMP_NUM_THREADS says how many threads to use; the
+    commands the tests start inherit the same count."""
+    if "PYTEST_XDIST_WORKER" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+        workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
 
 SPEC_28 = InputSpec((1, 28, 28), (0.286,), (0.353,))
 SPEC_32 = InputSpec((1, 32, 32), (0.286,), (0.353,))
