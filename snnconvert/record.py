@@ -1,6 +1,6 @@
 """Typed records: frozen dataclasses that write themselves as the JSON-able data of reports and
 specs (:class:`~snnconvert.spec.Spec` and the workflow's records in
-:mod:`snnconvert.workflow.records` build on it)."""
+:mod:`snnconvert.report.records` build on it)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,10 @@ from dataclasses import field, fields, is_dataclass
 from typing import Any
 
 
-def optional(default: Any = None) -> Any:
-    """A field left out of :meth:`Record.to_dict` while it is None (a key some records have)."""
-    return field(default=default, metadata={"omit_none": True})
+def optional(default: Any = None, kw_only: bool = False) -> Any:
+    """A field left out of :meth:`Record.to_dict` while it is None (a key some records have);
+    ``kw_only``: given by keyword only (so that a subclass may add fields without defaults)."""
+    return field(default=default, kw_only=kw_only, metadata={"omit_none": True})
 
 
 class Record:

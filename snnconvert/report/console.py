@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from snnconvert.report.calibration import calibration_table
-from snnconvert.report.early_exit import early_exit_report, early_exit_table
+from snnconvert.report.early_exit import early_exit_table
 from snnconvert.report.records import (CalibrationRecord, DirectReport, Exported, FinetuneRecord, RunReport,
                                        SimulateReport, Simulation, SweepReport, TrainingRecord)
 from snnconvert.report.report import convention_table
@@ -90,7 +90,7 @@ def simulation_lines(report: SimulateReport) -> list[str]:
                  f"{report.backend}); energy per sample: {sim.energy_uj_per_sample:.3f} µJ "
                  f"({sim.energy_accounting})")
     lines += _conventions(sim)
-    return lines + (early_exit_table(early_exit_report(report.to_dict())) if sim.early_exit else [])
+    return lines + (early_exit_table(sim.early_exit) if sim.early_exit else [])
 
 
 def training_lines(record: TrainingRecord, verb: str, model: str, out: str) -> list[str]:

@@ -2,10 +2,12 @@
 Markdown, PNG)."""
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from snnconvert.report.output import saved_figure, write_files
+from snnconvert.report.records import Header, SimulateReport
 from snnconvert.runtime.early_exit import ExitPoint
 
 
@@ -25,21 +27,19 @@ def exit_rows(points: list[ExitPoint], accuracy_per_step: list[float]) -> list[d
     return rows
 
 
-def early_exit_report(report: dict[str, Any]) -> dict[str, Any]:
+def early_exit_report(report: SimulateReport) -> dict[str, Any]:
     """The early-exit report of a simulation report whose one simulation evaluated exit rules
     offline: its header, samples, accuracy per step and the rules' rows."""
-    sim = next(iter(report["simulations"].values()))
-    header = {k: v for k, v in report.items() if k not in ("backend", "ann_accuracy", "energy_costs_pj", "simulations",
-                                                           "spec")}
-    return {**header, "samples": sim["samples"], "accuracy_per_step": sim["accuracy_per_step"],
-            "rows": sim["early_exit"]}
+    sim = next(iter(report.simulations.values()))
+    return {**{f.name: getattr(report, f.name) for f in fields(Header)}, "samples": sim.samples,
+            "accuracy_per_step": sim.accuracy_per_step, "rows": sim.early_exit}
 
 
-def early_exit_table(report: dict[str, Any]) -> list[str]:
-    """The rules' table, as Markdown lines."""
+def early_exit_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The rules' table (:func:`exit_rows`), as Markdown lines."""
     lines = ["| rule | accuracy (%) | change from T_max (points) | mean steps | T_max ÷ mean steps "
              "| smallest fixed T as accurate | that T ÷ mean steps |", "|---|---|---|---|---|---|---|"]
-    for row in report["rows"]:
+    for row in rows:
         fixed = row["smallest_fixed_t_as_accurate"]
         than_fixed = "> T_max | –" if fixed is None else f"{fixed} | {row['fewer_steps_than_that_t']:.2f}"
         lines.append(f"| {row['describe']} | {row['accuracy']:.2f} | {row['change_from_t_max']:+.2f} | "
@@ -52,7 +52,7 @@ def _markdown(report: dict[str, Any]) -> str:
     lines = [f"# snnconvert early exit: {report['model']}", "", f"- weights: {report['weights']}",
              f"- data: {report['data']}, {report['samples']} test images, T_max = {t}, neuron: {report['neuron']}",
              f"- accuracy at T_max: {report['accuracy_per_step'][-1]:.2f} %; one pass gives every rule's exits", ""]
-    return "\n".join(lines + early_exit_table(report)) + "\n"
+    return "\n".join(lines + early_exit_table(report["rows"])) + "\n"
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:

@@ -4,7 +4,7 @@ as report.json / sweep.json / training records by ``to_dict()`` and rendered for
 JSON-able mappings inside them."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from snnconvert.direct import DirectConfig
@@ -70,7 +70,7 @@ class TrainingRecord(Record):
     history: Table
     resumed_from: dict[str, int] | None
     seconds: float
-    loading: dict[str, Any] | None = field(default=None, kw_only=True, metadata={"omit_none": True})
+    loading: dict[str, Any] | None = optional(kw_only=True)
 
 
 @dataclass(frozen=True)

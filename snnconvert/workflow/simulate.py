@@ -255,5 +255,5 @@ def simulate_model(spec: SimulateSpec, out: str | None, device: str, progress: b
     if out:
         finish_report(report, Path(out), [job.checkpoint])
         if spec.exit_curve and distributed.is_main():
-            write_early_exit_report(early_exit_report(report.to_dict()), out)
+            write_early_exit_report(early_exit_report(report), out)
     return report
