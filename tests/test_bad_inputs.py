@@ -24,6 +24,7 @@ import torch
 import snnconvert
 from snnconvert import NeuronConfig, PrepareConfig
 from snnconvert.calibrate import CalibrationConfig, calibrate_batchnorm, calibrate_thresholds, correct
+from snnconvert.direct import DirectConfig
 from snnconvert.errors import ArgumentError
 from snnconvert.export import export_ann, export_snn
 from snnconvert.model_zoo import build_ann, get_recipe, shipped_checkpoint
@@ -147,6 +148,8 @@ CASES = [
     Case("CUDA on a machine without it", ["simulate", "vit_nano", "--device", "cuda"], "torch sees no CUDA device"),
     Case("options that need dynamic time steps", ["direct-train", "spikformer_nano", "--lambda-m", "1e-4"],
          "need dynamic time steps: add --dynamic-timesteps"),
+    Case("T_max without dynamic time steps", ["direct-train", "spikformer_nano", "--max-timesteps", "4"],
+         "--max-timesteps is T_max of dynamic time steps: add --dynamic-timesteps"),
     Case("export to NIR", ["export", "vit_nano", "--what", "snn", "--format", "nir", "--out", "{root}/x.nir"],
          "cannot export vit_nano to NIR exactly"),
 ]
@@ -274,6 +277,10 @@ API_CASES = [
      "num_samples must be an int, got bool True"),
     ("neuron config: a fractional spike bound", lambda o: NeuronConfig(max_spikes=1.5),
      "max_spikes must be an int or None, got float 1.5"),
+    ("neuron config: a spike bound on signed-burst-if", lambda o: NeuronConfig("signed-burst-if", max_spikes=3),
+     "signed-burst-if has no bound on spikes per step: use the neuron signed-if with max_spikes 3"),
+    ("direct config: a mask-loss weight without dynamic time steps", lambda o: DirectConfig(lambda_m=0.1),
+     "lambda_m need dynamic time steps: add --dynamic-timesteps"),
     ("simulation options: an unknown precision", lambda o: SimulationOptions(precision="fp8"), "unknown precision"),
     ("train config: epochs as a string", lambda o: TrainConfig(epochs="3"), "epochs must be an int"),
     ("convert: swapped mode and neuron", lambda o: snnconvert.convert(o["prepared"], NeuronConfig()),

@@ -129,11 +129,6 @@ def _neuron_options(f):
 
 def _neuron_config(neuron: str, max_spikes: int | None, coding: str, **_other_options) -> NeuronConfig:
     """The neuron options as a config."""
-    if neuron == "signed-burst-if":
-        if max_spikes is not None:
-            raise click.BadParameter("signed-burst-if has no bound on spikes per step: use --neuron signed-if "
-                                     f"--max-spikes {max_spikes}", param_hint="--max-spikes")
-        return NeuronConfig(neuron, coding=coding)
     return NeuronConfig(neuron, max_spikes or 1, coding)
 
 
@@ -757,12 +752,9 @@ def sweep_spec(model: str, given: dict) -> SweepSpec:
 
 def direct_spec(model: str, given: dict) -> DirectSpec:
     """``snnconvert direct-train``'s options as a spec (unset settings: the recipe's)."""
-    dynamic = {"--max-timesteps": given["max_timesteps"], "--initial-timesteps": given["initial_timesteps"],
-               "--mask-loss": given["mask_loss"], "--lambda-m": given["lambda_m"], "--mask-lr": given["mask_lr"]}
-    if not given["dynamic_timesteps"] and any(v is not None for v in dynamic.values()):
-        raise SnnConvertError(f"{', '.join(k for k, v in dynamic.items() if v is not None)} need dynamic time steps: "
-                              "add --dynamic-timesteps")
     timesteps, max_timesteps = given["timesteps"], given["max_timesteps"]
+    if max_timesteps is not None and not given["dynamic_timesteps"]:
+        raise SnnConvertError("--max-timesteps is T_max of dynamic time steps: add --dynamic-timesteps (or give -T)")
     if max_timesteps is not None and timesteps is not None and max_timesteps != timesteps:
         raise SnnConvertError(f"--timesteps {timesteps} and --max-timesteps {max_timesteps} disagree: give one")
     groups = None if given["mask_loss"] is None else tuple(g for g in given["mask_loss"].split(",") if g and g != "none")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from snnconvert.checks import check_fields
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ArgumentError, SnnConvertError
 from snnconvert.runtime.coding import CODINGS
 from snnconvert.runtime.neurons import NEURONS
 
@@ -32,6 +32,10 @@ class NeuronConfig:
         if self.neuron not in NEURONS:
             raise SnnConvertError(f"unknown neuron {self.neuron!r}; choose one of {', '.join(NEURONS)}")
         if self.neuron == "signed-burst-if":
+            if self.max_spikes not in (1, None):  # 1: the field's default
+                raise ArgumentError(f"signed-burst-if has no bound on spikes per step: use the neuron signed-if "
+                                      f"with max_spikes {self.max_spikes} (--neuron signed-if --max-spikes "
+                                      f"{self.max_spikes})")
             object.__setattr__(self, "neuron", "signed-if")
             object.__setattr__(self, "max_spikes", None)
         if self.max_spikes is not None and self.max_spikes < 1:

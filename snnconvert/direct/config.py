@@ -3,7 +3,7 @@ dynamic per layer)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from snnconvert.checks import check_fields
@@ -11,7 +11,7 @@ from snnconvert.direct.dynamic_timesteps import check_groups, check_steps
 from snnconvert.direct.encoding import ENCODERS
 from snnconvert.direct.neurons import NODES, RESETS
 from snnconvert.direct.surrogate import SURROGATES
-from snnconvert.errors import SnnConvertError
+from snnconvert.errors import ArgumentError, SnnConvertError
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,10 @@ class DirectConfig:
         if self.timesteps < 1:
             raise SnnConvertError(f"timesteps must be >= 1, got {self.timesteps}")
         if not self.dynamic_timesteps:
-            if self.initial_timesteps is not None or self.mask_lr is not None:
-                raise SnnConvertError("initial time steps and a mask learning rate need dynamic time steps: "
-                                      "add --dynamic-timesteps")
+            unused = [name for name in _DYNAMIC_ONLY if getattr(self, name) != _DEFAULTS[name]]
+            if unused:
+                raise ArgumentError(f"{', '.join(unused)} need dynamic time steps: add --dynamic-timesteps "
+                                      "(dynamic_timesteps: true)")
             return
         if self.initial_timesteps is None:
             object.__setattr__(self, "initial_timesteps", (self.timesteps + 1) // 2)
@@ -89,3 +90,8 @@ class DirectConfig:
             steps = (f"dynamic time steps ≤ {self.timesteps} (from {self.initial_timesteps}, mask loss {loss}, "
                      f"λ_m = {self.lambda_m:g})")
         return f"{self.neuron} ({self.reset} reset), {self.surrogate} surrogate, {self.encoding} encoding, {steps}"
+
+
+#: the settings only dynamic time steps read (left at their defaults otherwise)
+_DYNAMIC_ONLY = ("initial_timesteps", "mask_loss", "lambda_m", "mask_lr")
+_DEFAULTS = {f.name: f.default for f in fields(DirectConfig)}
