@@ -32,6 +32,27 @@ from snnconvert.train import TrainConfig
 PREPROCESSING = ("mean", "std", "input_scale", "channel_order", "interpolation", "crop_pct")
 
 
+def over_recipe(**kwargs: Any) -> Any:
+    """A config field that may be given as a mapping of some of the config's fields: the spec
+    fills in the others from the model's recipe when it is made (a file gives such a mapping)."""
+    return field(metadata={"over_recipe": True}, **kwargs)
+
+
+def _over(kind: type, given: Any, base: dict[str, Any], where: str) -> Any:
+    """``given`` as a ``kind`` config: as it is, or a mapping of some of its fields over ``base``
+    (a recipe's settings)."""
+    if isinstance(given, kind):
+        return given
+    if not isinstance(given, dict):
+        raise ArgumentError(f"{where} must be a mapping of {kind.__name__}'s fields, got {given!r}")
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ArgumentError(f"{where}: unknown field(s) {', '.join(unknown)}; {kind.__name__} has "
+                            f"{', '.join(sorted(known))}")
+    return kind(**{**base, **given})
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where the model and its weights come from.
@@ -162,8 +183,9 @@ class SweepSpec(Spec):
     """A Random Spike Masking sweep of a prepared model (``snnconvert mask-sweep``): every target
     at every ratio on every block and, with ``block_ratio``, at that ratio on the first k blocks
     for every k; each simulated for T steps (None: the recipe's) against the unmasked SNN. With
-    ``finetune``, every masked model is also fine-tuned with distillation from the unmasked one
-    and simulated again; ``seed`` is the first mask's."""
+    ``finetune`` (a config, or some of its fields over the recipe's fine-tuning settings), every
+    masked model is also fine-tuned with distillation from the unmasked one and simulated again;
+    ``seed`` is the first mask's."""
 
     model: ModelSource
     data: DataSpec = DataSpec()
@@ -173,7 +195,7 @@ class SweepSpec(Spec):
     block_ratio: float | None = None
     neuron: NeuronConfig = NeuronConfig()
     seed: int = 0
-    finetune: TrainConfig | None = None
+    finetune: TrainConfig | dict[str, Any] | None = over_recipe(default=None)
     simulation: SimulationOptions = field(default_factory=SimulationOptions)
     costs: EnergyCosts = EnergyCosts()
 
@@ -181,21 +203,34 @@ class SweepSpec(Spec):
         for name in ("targets", "ratios"):  # lists, from a file
             object.__setattr__(self, name, tuple(getattr(self, name)))
         MaskConfig({t: 0.0 for t in self.targets})  # names the unknown targets
+        if self.finetune is not None and not isinstance(self.finetune, TrainConfig):
+            object.__setattr__(self, "finetune", _over(TrainConfig, self.finetune,
+                                                       _recipe(self.model.name).finetune_settings,
+                                                       "the SweepSpec.finetune"))
 
 
 @dataclass(frozen=True)
 class DirectSpec(Spec):
     """Direct training of a spiking recipe (``snnconvert direct-train``): ``direct`` the model's
-    neurons, surrogate, encoding and T, ``train`` the hyper-parameters, then simulated on the
-    data's test split (its first ``limit`` images also validate the training)."""
+    neurons, surrogate, encoding and T, ``train`` the hyper-parameters (each a config, or some of
+    its fields over the recipe's direct-training settings), then simulated on the data's test
+    split (its first ``limit`` images also validate the training)."""
 
     model: str
-    direct: DirectConfig
-    train: TrainConfig
+    direct: DirectConfig | dict[str, Any] = over_recipe(default_factory=dict)
+    train: TrainConfig | dict[str, Any] = over_recipe(default_factory=dict)
     data: DataSpec = DataSpec()
     costs: EnergyCosts = EnergyCosts()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.direct, DirectConfig) or not isinstance(self.train, TrainConfig):
+            from snnconvert.model_zoo import direct_settings
+
+            recipe = _recipe(self.model)
+            settings = direct_settings(recipe)  # refused for a recipe that is not a spiking network
+            object.__setattr__(self, "direct", _over(DirectConfig, self.direct, settings, "the DirectSpec.direct"))
+            object.__setattr__(self, "train", _over(TrainConfig, self.train, recipe.direct.get("train", {}),
+                                                    "the DirectSpec.train"))
         if self.train.distill_alpha > 0:
             raise ArgumentError("direct training has no teacher to distill from: leave the distillation weight "
                                 f"(--alpha, distill_alpha) at 0, not {self.train.distill_alpha}")
@@ -207,7 +242,8 @@ class TrainSpec(Spec):
 
     Attributes:
         model: the model and the weights it starts from.
-        train: the hyper-parameters.
+        train: the hyper-parameters: a config, or some of its fields over the defaults (fine-tuning:
+            over the recipe's fine-tuning settings, ``snnconvert zoo show MODEL``).
         data: the data (its first ``limit`` test images validate after each epoch).
         prepare: how an ANN is prepared for QCFS training, and the route's sites added to a
             prepared one; None: the original ANN is trained as it is (``train --ann``).
@@ -218,12 +254,17 @@ class TrainSpec(Spec):
     """
 
     model: ModelSource
-    train: TrainConfig
+    train: TrainConfig | dict[str, Any] = over_recipe()
     data: DataSpec = DataSpec("fashion-mnist")
     prepare: PrepareConfig | None = None
     calibration: CalibrationConfig = CalibrationConfig()
     masks: MaskConfig | None = None
     finetune: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.train, TrainConfig):
+            base = _recipe(self.model.name).finetune_settings if self.finetune else {}
+            object.__setattr__(self, "train", _over(TrainConfig, self.train, base, "the TrainSpec.train"))
 
 
 @dataclass(frozen=True)
@@ -339,8 +380,12 @@ def _build(kind: type, data: Any, where: str):
     if missing:
         raise ArgumentError(f"{where} has no {', '.join(missing)}")
     hints = typing.get_type_hints(kind)
+    over = {f.name for f in fields(kind) if f.metadata.get("over_recipe")}
     values = {}
     for name, value in data.items():
+        if name in over:  # some of a config's fields: the spec fills in the recipe's
+            values[name] = value
+            continue
         hint = hints[name]
         union = typing.get_origin(hint) in (typing.Union, types.UnionType)  # X | None
         part = next((t for t in (hint, *(typing.get_args(hint) if union else ())) if is_dataclass(t)), None)
@@ -349,3 +394,9 @@ def _build(kind: type, data: Any, where: str):
         return kind(**values)
     except TypeError as error:
         raise ArgumentError(f"{where}: {error}") from None
+
+
+def _recipe(name: str):
+    from snnconvert.model_zoo import get_recipe
+
+    return get_recipe(name)

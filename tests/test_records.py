@@ -74,3 +74,30 @@ def test_a_spec_resolves_the_event_driven_route_as_the_options_do(tmp_path):
     assert report.preparation["changes"][0].startswith("changes QCFS on attention")  # vit_nano has them
     assert report.to_dict()["spec"]["prepare"] == options["spec"]["prepare"]
     assert report.to_dict()["preparation"] == options["preparation"]
+
+
+def _spec_of_options(command: str, args: list[str], build):
+    """The spec ``build`` makes of ``command``'s options ``args`` (parsed, not run)."""
+    from snnconvert.cli import main
+
+    with main.commands[command].make_context(command, args) as context:
+        given = dict(context.params)
+        return build(given.pop("model"), given)
+
+
+def test_a_spec_file_gets_the_recipes_settings_under_its_own_as_the_options_do(tmp_path):
+    from snnconvert.cli import options
+    from snnconvert.spec import SweepSpec
+
+    direct = _spec_of_options("direct-train", ["spiking_vit_nano", "--neuron", "lif", "--epochs", "2", "--lr", "0.01",
+                                               "--out", str(tmp_path / "d")], options.direct_spec)
+    written = DirectSpec.from_dict({"model": "spiking_vit_nano", "direct": {"neuron": "lif"},
+                                    "train": {"epochs": 2, "lr": 0.01}})
+    assert (written.direct, written.train) == (direct.direct, direct.train)
+    assert (written.direct.encoding, written.direct.tau) == ("poisson", 2.5)  # the recipe's, not DirectConfig's
+    assert written.train.batch_size == 128
+    sweep = _spec_of_options("mask-sweep", ["vit_nano", "--finetune-epochs", "1", "--alpha", "0.3",
+                                            "--out", str(tmp_path / "s")], options.sweep_spec)
+    written = SweepSpec.from_dict({"model": {"name": "vit_nano"}, "finetune": {"epochs": 1, "distill_alpha": 0.3}})
+    assert written.finetune == sweep.finetune and written.finetune.lr == 0.002  # vit_nano's fine-tuning rate
+    assert SweepSpec.from_dict(written.to_dict()) == written  # a stored spec reads back as it was

@@ -7,7 +7,6 @@ command parses its options into a spec (:mod:`snnconvert.cli.options`), runs its
 """
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -18,7 +17,7 @@ from snnconvert import distributed, workflow
 from snnconvert.checkpoint import Job
 from snnconvert.cli import options
 from snnconvert.errors import SnnConvertError
-from snnconvert.model_zoo import get_recipe, list_recipes, shipped_checkpoint
+from snnconvert.model_zoo import get_recipe, list_recipes
 from snnconvert.report import comparison, console, write_comparison
 from snnconvert.spec import DirectSpec, RunSpec, SimulateSpec, SweepSpec
 
@@ -74,8 +73,7 @@ def prepare_cmd(model, out, **given):
     options.setup(given)
     config = options.prepare_config(model, given)
     report, sites = workflow.prepare_checkpoint(options.model_source(model, given), config, out)
-    _echo([f"  {line}" for line in report.lines()]
-          + [f"prepared {model}: {sites} QCFS sites, L = {config.levels} → {out} (calibrate or train it next)"])
+    _echo(console.prepared_lines(report, sites, model, config.levels, out))
 
 
 @main.command("train")
@@ -127,8 +125,7 @@ def convert_cmd(model, mode, out, **given):
     options.setup(given)
     neuron = options.neuron_config(given)
     ops = workflow.convert_checkpoint(options.model_source(model, given), mode, neuron, out)
-    _echo([f"converted {model} ({mode}, {neuron.describe()}) → {out}", f"{len(ops)} operations run in floating point:"]
-          + [f"  {op.name} ({op.kind}): {op.why}" for op in ops])
+    _echo(console.converted_lines(ops, model, mode, neuron.describe(), out))
 
 
 @main.command("simulate")
@@ -186,9 +183,7 @@ def compare_cmd(reports, out):
     energy and training time, on the same test set."""
     result = comparison(list(reports))
     write_comparison(result, out)
-    _echo([f"{r['model']:<16} {r['method']:<10} T={r['timesteps']:<4} accuracy {r['accuracy']:6.2f} %  "
-           f"spikes {r['spikes_per_sample']:.4g}  energy {r['energy_uj_per_sample']:.3f} µJ" for r in result["rows"]]
-          + [f"report: {Path(out) / 'comparison.md'}"])
+    _echo(console.comparison_lines(result, out))
 
 
 @main.group("zoo")
@@ -199,23 +194,14 @@ def zoo() -> None:
 @zoo.command("list")
 def zoo_list() -> None:
     """List every recipe."""
-    for name in list_recipes():
-        r = get_recipe(name)
-        shipped = "  [checkpoint shipped]" if shipped_checkpoint(r) else ""
-        click.echo(f"{name:<12} {r.timm_name:<32} {'×'.join(map(str, r.input_size)):<10} {r.description}{shipped}")
+    _echo(console.recipe_lines([get_recipe(name) for name in list_recipes()]))
 
 
 @zoo.command("show")
 @options.SHOW
 def zoo_show(name) -> None:
     """Show one recipe in full (JSON), with its fine-tune settings and the record of its shipped checkpoint."""
-    r = get_recipe(name)
-    path = shipped_checkpoint(r)
-    record = path.with_suffix(".json") if path is not None else None
-    click.echo(json.dumps({**r.to_dict(), "finetune_settings": r.finetune_settings,
-                           "shipped_checkpoint": str(path or ""),
-                           "shipped_record": json.loads(record.read_text()) if record and record.exists() else None},
-                          indent=2))
+    _echo(console.recipe_json(get_recipe(name)))
 
 
 @zoo.command("build")
@@ -225,9 +211,7 @@ def zoo_build(name, data, out, **given) -> None:
     train the ANN, then prepare, calibrate and fine-tune (with distillation) the QCFS model."""
     device, progress = options.setup(given)
     record = workflow.build(name, out, data, device, progress)
-    checkpoint = Path(out) / get_recipe(name).checkpoint
-    _echo([json.dumps(record["history"][-1]), f"built {name} → {checkpoint} (record: "
-           f"{checkpoint.with_suffix('.json')}); to ship it, copy both into snnconvert/model_zoo/checkpoints/"])
+    _echo(console.built_lines(record, name, Path(out) / get_recipe(name).checkpoint))
 
 
 def entry() -> None:

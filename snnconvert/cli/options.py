@@ -30,10 +30,8 @@ from snnconvert.runtime.execution import PRECISIONS
 from snnconvert.runtime.energy import EnergyCosts
 from snnconvert.spec import (PREPROCESSING, CalibrateSpec, DataSpec, DirectSpec, ModelSource, RunSpec, SimulateSpec, SweepSpec,
                              TrainSpec)
-from snnconvert.model_zoo import direct_config, get_recipe
+from snnconvert.model_zoo import get_recipe
 from snnconvert.runtime.early_exit import ExitRule
-from snnconvert.train import TrainConfig
-from snnconvert.workflow.simulate import TORCH_ONLY
 
 DATA_HELP = (f"Dataset: one of {', '.join(DATASET_NAMES)} (embedded: a 1,000+1,000-image Fashion-MNIST "
              "sample shipped with the package; fashion-mnist: the Debian package's files), or a directory "
@@ -365,12 +363,18 @@ def _calibration(calib_samples, calib_method, percentile, granularity, **_other_
     return CalibrationConfig(calib_method, percentile, granularity, calib_samples)
 
 
-def _train_config(base: dict, options: dict) -> TrainConfig:
-    """``base`` TrainConfig fields, overridden by the hyper-parameters given on the command line."""
+def _hyper_parameters(options: dict) -> dict:
+    """The hyper-parameters given on the command line, as TrainConfig fields (the spec puts them
+    over the defaults or the recipe's)."""
     given = {name.lstrip("-").replace("-", "_"): options[name.lstrip("-").replace("-", "_")]
              for name, _, _ in _HYPER_PARAMETERS}
     given["distill_alpha"] = given.pop("alpha")
-    return TrainConfig(**{**base, **{k: v for k, v in given.items() if v is not None}})
+    return _given(given)
+
+
+def _given(values: dict) -> dict:
+    """The options of ``values`` that were given (not None)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _exit_rules(text: str, option: str) -> list[ExitRule]:
@@ -414,6 +418,11 @@ def _test_images_options(batch: str = "Images per batch."):
         f = click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help=batch)(f)
         return click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N test images.")(f)
     return decorate
+
+
+def _mode_option(text: str = "Attention mode when converting a prepared checkpoint (a converted one keeps its own)."):
+    """``--mode``: the attention mode a prepared checkpoint is converted with."""
+    return click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True, help=text)
 
 
 def _checkpoint_option(text: str):
@@ -549,8 +558,7 @@ CALIBRATE = _group(
 CONVERT = _group(
     click.argument("model"),
     _checkpoint_option("Prepared checkpoint (default: the recipe's shipped one)."),
-    click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
-                  help="compensated: spike-correct products and softmax; mst: per-step ops (MST reference)."),
+    _mode_option("compensated: spike-correct products and softmax; mst: per-step ops (MST reference)."),
     _neuron_options,
     _out_option("Converted checkpoint to write.", folder=False),
     _common)
@@ -562,8 +570,7 @@ SIMULATE = _group(
     _checkpoint_option("Converted or prepared checkpoint (default: the recipe's shipped one)."),
     _timesteps_option(),
     _data_option(),
-    click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
-                  help="Attention mode when converting a prepared checkpoint (a converted one keeps its own)."),
+    _mode_option(),
     _neuron_options,
     click.option("--backend", type=click.Choice(BACKENDS), default=None,
                   help="torch (default), or onnxruntime: the SNN exported as one ONNX step and run by onnxruntime "
@@ -596,8 +603,7 @@ EXPORT = _group(
                        "with the reason)."),
     _out_option("File to write.", folder=False),
     _timesteps_option("The default T recorded in the metadata (default: the recipe's)."),
-    click.option("--mode", type=click.Choice(MODES), default="compensated", show_default=True,
-                  help="Attention mode when converting a prepared checkpoint (a converted one keeps its own)."),
+    _mode_option(),
     _neuron_options,
     _common)
 
@@ -707,8 +713,8 @@ def run_spec(model: str, given: dict) -> RunSpec:
 def train_spec(model: str, given: dict, finetune: bool) -> TrainSpec:
     """``snnconvert train`` / ``finetune``'s options as a spec (fine-tuning: the recipe's
     hyper-parameters under the ones given, and pretrained weights by default)."""
-    config = _train_config(get_recipe(model).finetune_settings if finetune else {}, given)
-    return TrainSpec(_model_source(model, given, pretrained=finetune), config, DataSpec(given["data"], given["limit"]),
+    return TrainSpec(_model_source(model, given, pretrained=finetune), _hyper_parameters(given),
+                     DataSpec(given["data"], given["limit"]),
                      None if given.get("ann") else _prepare_config(model, given), _calibration(**given),
                      _mask_config(**given) if finetune else None, finetune)
 
@@ -725,24 +731,16 @@ def simulate_spec(model: str, given: dict) -> SimulateSpec:
     """``snnconvert simulate``'s options as a spec."""
     exit_rule = _exit_rules(given["exit_rule"], "--exit")[0] if given["exit_rule"] else None
     curve = tuple(_exit_rules(given["exit_curve"], "--early-exit")) if given["exit_curve"] else ()
-    spec = SimulateSpec(ModelSource(model, given["checkpoint"]), DataSpec(given["data"], given["limit"],
+    return SimulateSpec(ModelSource(model, given["checkpoint"]), DataSpec(given["data"], given["limit"],
                                                                           given["batch_size"]),
                         given["timesteps"], given["mode"], _neuron_config(**given), given["backend"], exit_rule, curve,
                         _simulation(**given), _costs(**given))
-    refused = spec.torch_only(given["device"])
-    if refused:
-        raise click.BadParameter(f"{', '.join(refused)} {TORCH_ONLY}", param_hint=refused[0])
-    return spec
 
 
 def sweep_spec(model: str, given: dict) -> SweepSpec:
     """``snnconvert mask-sweep``'s options as a spec (fine-tuning: the recipe's settings under the ones given)."""
-    finetune = None
-    if given["finetune_epochs"]:
-        asked = {"epochs": given["finetune_epochs"], "lr": given["lr"], "distill_alpha": given["alpha"],
-                 "warmup_epochs": given["warmup_epochs"]}
-        finetune = TrainConfig(**{**get_recipe(model).finetune_settings,
-                                  **{k: v for k, v in asked.items() if v is not None}})
+    finetune = _given({"epochs": given["finetune_epochs"], "lr": given["lr"], "distill_alpha": given["alpha"],
+                       "warmup_epochs": given["warmup_epochs"]}) if given["finetune_epochs"] else None
     return SweepSpec(ModelSource(model, given["checkpoint"]), DataSpec(given["data"], given["limit"],
                                                                        given["batch_size"]),
                      given["timesteps"], tuple(t.strip() for t in given["targets"].split(",") if t.strip()),
@@ -758,13 +756,12 @@ def direct_spec(model: str, given: dict) -> DirectSpec:
     if max_timesteps is not None and timesteps is not None and max_timesteps != timesteps:
         raise SnnConvertError(f"--timesteps {timesteps} and --max-timesteps {max_timesteps} disagree: give one")
     groups = None if given["mask_loss"] is None else tuple(g for g in given["mask_loss"].split(",") if g and g != "none")
-    recipe = get_recipe(model)
-    config = direct_config(recipe, timesteps=max_timesteps or timesteps, neuron=given["neuron"],
-                           surrogate=given["surrogate"], encoding=given["encoding"], tau=given["tau"],
-                           reset=given["reset"], dynamic_timesteps=given["dynamic_timesteps"] or None,
-                           initial_timesteps=given["initial_timesteps"], mask_loss=groups, lambda_m=given["lambda_m"],
-                           mask_lr=given["mask_lr"])
-    return DirectSpec(model, config, _train_config(recipe.direct.get("train", {}), given),
+    direct = _given({"timesteps": max_timesteps or timesteps, "neuron": given["neuron"], "surrogate": given["surrogate"],
+                     "encoding": given["encoding"], "tau": given["tau"], "reset": given["reset"],
+                     "dynamic_timesteps": given["dynamic_timesteps"] or None,
+                     "initial_timesteps": given["initial_timesteps"], "mask_loss": groups,
+                     "lambda_m": given["lambda_m"], "mask_lr": given["mask_lr"]})
+    return DirectSpec(model, direct, _hyper_parameters(given),
                       DataSpec(given["data"], given["limit"], given["sim_batch_size"]), _costs(**given))
 
 

@@ -37,14 +37,18 @@ def build_ann(recipe: Recipe, pretrained: bool = False) -> nn.Module:
         return timm.create_model(recipe.timm_name, pretrained=pretrained, **args)
 
 
-def direct_config(recipe: Recipe, **overrides) -> DirectConfig:
-    """The recipe's direct-training settings with ``overrides`` (None values ignored)."""
+def direct_settings(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's direct-training settings: :class:`DirectConfig` fields (T the recipe's)."""
     if recipe.direct is None:
         direct = [n for n in list_recipes() if get_recipe(n).direct]
         raise SnnConvertError(f"{recipe.name} is not a directly trained SNN; direct-train one of {', '.join(direct)} "
                               f"(convert {recipe.name} with `snnconvert {recipe.name}`)")
-    base = {k: v for k, v in recipe.direct.items() if k != "train"}
-    return DirectConfig(**{"timesteps": recipe.timesteps, **base, **{k: v for k, v in overrides.items() if v is not None}})
+    return {"timesteps": recipe.timesteps, **{k: v for k, v in recipe.direct.items() if k != "train"}}
+
+
+def direct_config(recipe: Recipe, **overrides) -> DirectConfig:
+    """The recipe's direct-training settings with ``overrides`` (None values ignored)."""
+    return DirectConfig(**{**direct_settings(recipe), **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def build_spiking_classifier(recipe: Recipe, config: DirectConfig) -> SpikingClassifier:

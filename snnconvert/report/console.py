@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from snnconvert.convert.convert import FloatOp
+from snnconvert.model_zoo import Recipe, shipped_checkpoint
+from snnconvert.prepare.rewrite import PrepareReport
 from snnconvert.report.calibration import calibration_table
 from snnconvert.report.early_exit import early_exit_table
 from snnconvert.report.records import (CalibrationRecord, DirectReport, Exported, FinetuneRecord, RunReport,
@@ -145,6 +148,47 @@ def exported_line(written: Exported, model: str) -> str:
     """What ``snnconvert export`` wrote."""
     return (f"exported the {written.what} of {model} → {written.out} (ONNX opset {written.opset}, {written.inputs} "
             f"inputs, {written.outputs} outputs, {written.bytes / 1e6:.2f} MB)")
+
+
+def prepared_lines(report: PrepareReport, sites: int, model: str, levels: int, out: str) -> list[str]:
+    """What ``snnconvert prepare`` changed and wrote."""
+    return [f"  {line}" for line in report.lines()] + [
+        f"prepared {model}: {sites} QCFS sites, L = {levels} → {out} (calibrate or train it next)"]
+
+
+def converted_lines(ops: list[FloatOp], model: str, mode: str, neuron: str, out: str) -> list[str]:
+    """What ``snnconvert convert`` wrote, and the operations that still run in floating point."""
+    return [f"converted {model} ({mode}, {neuron}) → {out}", f"{len(ops)} operations run in floating point:"] + [
+        f"  {op.name} ({op.kind}): {op.why}" for op in ops]
+
+
+def comparison_lines(result: dict[str, Any], out: str) -> list[str]:
+    """One line per report ``snnconvert compare`` put side by side."""
+    return [f"{r['model']:<16} {r['method']:<10} T={r['timesteps']:<4} accuracy {r['accuracy']:6.2f} %  "
+            f"spikes {r['spikes_per_sample']:.4g}  energy {r['energy_uj_per_sample']:.3f} µJ" for r in result["rows"]
+            ] + [f"report: {Path(out) / 'comparison.md'}"]
+
+
+def built_lines(record: dict[str, Any], name: str, checkpoint: Path) -> list[str]:
+    """What ``snnconvert zoo build`` made."""
+    return [json.dumps(record["history"][-1]), f"built {name} → {checkpoint} (record: "
+            f"{checkpoint.with_suffix('.json')}); to ship it, copy both into snnconvert/model_zoo/checkpoints/"]
+
+
+def recipe_lines(recipes: list[Recipe]) -> list[str]:
+    """One line per recipe: name, architecture, input size, description, whether a checkpoint ships."""
+    return [f"{r.name:<12} {r.timm_name:<32} {'×'.join(map(str, r.input_size)):<10} {r.description}"
+            + ("  [checkpoint shipped]" if shipped_checkpoint(r) else "") for r in recipes]
+
+
+def recipe_json(recipe: Recipe) -> str:
+    """One recipe in full, with its fine-tune settings and the record of its shipped checkpoint."""
+    path = shipped_checkpoint(recipe)
+    record = path.with_suffix(".json") if path is not None else None
+    return json.dumps({**recipe.to_dict(), "finetune_settings": recipe.finetune_settings,
+                       "shipped_checkpoint": str(path or ""),
+                       "shipped_record": json.loads(record.read_text()) if record and record.exists() else None},
+                      indent=2)
 
 
 def _conventions(sim: Simulation) -> list[str]:

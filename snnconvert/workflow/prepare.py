@@ -14,12 +14,19 @@ from snnconvert.checkpoint import save_checkpoint
 from snnconvert.errors import SnnConvertError
 from snnconvert.prepare import (MaskConfig, PrepareConfig, add_spike_masks, change_effects, prepare_with_report,
                                 qcfs_modules)
-from snnconvert.prepare.rewrite import ROUTE_SITES, PrepareReport, RouteSites
-from snnconvert.model_zoo import (Recipe)
+from snnconvert.prepare.rewrite import ROUTE_SITES, PrepareReport, RouteSites, route_choices
+from snnconvert.model_zoo import Recipe
 from snnconvert.model_zoo.build import LoadedModel
 from snnconvert.runtime import evaluate
 from snnconvert.spec import ModelSource
 from snnconvert.workflow.load import calibration_loader, calibration_batch, load_source
+
+
+def default_preparation(recipe: Recipe, event_driven: bool = False) -> PrepareConfig:
+    """The preparation of ``recipe``'s ANN where none is given: its levels L, the rest at the
+    defaults but for the event-driven route's sites, looked for where the model has them on
+    that route (``event_driven``) and not asked for off it."""
+    return PrepareConfig(recipe.levels, **route_choices(event_driven))
 
 
 def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConfig, device: str, progress: bool,
@@ -39,7 +46,7 @@ def ensure_prepared(loaded: LoadedModel, data: str, calibration: CalibrationConf
         if not missing_route_sites(loaded, config):
             return loaded.model, loaded.prepare_config, None
         return add_route_sites(loaded, config, data, calibration, device, progress)
-    config = config or PrepareConfig(levels=loaded.recipe.levels)
+    config = config or default_preparation(loaded.recipe)
     model, report = prepare_with_report(loaded.model.to(device), loaded.recipe.example_batch().to(device), config)
     loader = calibration_loader(loaded.recipe, data)
     calibrate_batchnorm(model, loader, calibration.num_samples, device, progress, only=report.new_batchnorms(),

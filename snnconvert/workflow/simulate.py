@@ -13,9 +13,7 @@ from torch import nn
 from snnconvert import distributed
 from snnconvert.checkpoint import Job
 from snnconvert.convert import NeuronConfig, convert, float_operations
-from snnconvert.prepare import PrepareConfig
 from snnconvert.prepare.qcfs import rate_limit_model
-from snnconvert.prepare.rewrite import route_choices
 from snnconvert.errors import SnnConvertError
 from snnconvert.model_zoo import Recipe, get_recipe, shipped_checkpoint
 from snnconvert.model_zoo.sources import is_own
@@ -29,7 +27,7 @@ from snnconvert.runtime.energy import EnergyCosts, OpAccounting
 from snnconvert.spec import DataSpec, RunSpec, SimulateSpec
 from snnconvert.train import TrainConfig
 from snnconvert.workflow.load import load_source, load_snn, calibration_loader, eval_loader, calibration_batch
-from snnconvert.workflow.prepare import ensure_prepared, save_prepared, prepare_masked
+from snnconvert.workflow.prepare import default_preparation, ensure_prepared, save_prepared, prepare_masked
 from snnconvert.workflow.finetune import finetune
 from snnconvert.workflow.convert import calibrate_snn, export
 
@@ -156,8 +154,7 @@ def run(spec: RunSpec, out: str, device: str, progress: bool = True) -> RunRepor
     finetune_settings = get_recipe(source.name).finetune_settings if real_weights else {}
     spec = replace(spec, timesteps=spec.timesteps or recipe.timesteps,
                    epochs=finetune_settings.get("epochs", 0) if spec.epochs is None else spec.epochs,
-                   prepare=spec.prepare or PrepareConfig(recipe.levels,
-                                                         **route_choices(spec.simulation.event_driven is True)))
+                   prepare=spec.prepare or default_preparation(recipe, spec.simulation.event_driven is True))
     data, limit, timesteps, epochs = spec.data.name, spec.data.limit, spec.timesteps, spec.epochs
     calibration, neuron, masks, modes = spec.calibration, spec.neuron, spec.masks, list(spec.modes)
     out_dir = Path(out)
