@@ -43,14 +43,19 @@ def _over(kind: type, given: Any, base: dict[str, Any], where: str) -> Any:
     (a recipe's settings)."""
     if isinstance(given, kind):
         return given
-    if not isinstance(given, dict):
-        raise ArgumentError(f"{where} must be a mapping of {kind.__name__}'s fields, got {given!r}")
+    _check_mapping(kind, given, where)
+    return kind(**{**base, **given})
+
+
+def _check_mapping(kind: type, data: Any, where: str) -> None:
+    """Refuse ``data`` unless it is a mapping of some of ``kind``'s fields (an unknown one named)."""
+    if not isinstance(data, dict):
+        raise ArgumentError(f"{where} must be a mapping of {kind.__name__}'s fields, got {data!r}")
     known = {f.name for f in fields(kind)}
-    unknown = sorted(set(given) - known)
+    unknown = sorted(set(data) - known)
     if unknown:
         raise ArgumentError(f"{where}: unknown field(s) {', '.join(unknown)}; {kind.__name__} has "
                             f"{', '.join(sorted(known))}")
-    return kind(**{**base, **given})
 
 
 @dataclass(frozen=True)
@@ -368,13 +373,7 @@ class SimulateSpec(Spec):
 
 def _build(kind: type, data: Any, where: str):
     """``kind`` (a dataclass) from JSON-able ``data``, its dataclass fields built in turn."""
-    if not isinstance(data, dict):
-        raise ArgumentError(f"{where} must be a mapping of {kind.__name__}'s fields, got {data!r}")
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ArgumentError(f"{where}: unknown field(s) {', '.join(unknown)}; {kind.__name__} has "
-                            f"{', '.join(sorted(known))}")
+    _check_mapping(kind, data, where)
     missing = [f.name for f in fields(kind) if f.name not in data and f.default is MISSING
                and f.default_factory is MISSING]
     if missing:
