@@ -34,8 +34,8 @@ class NeuronConfig:
         if self.neuron == "signed-burst-if":
             if self.max_spikes not in (1, None):  # 1: the field's default
                 raise ArgumentError(f"signed-burst-if has no bound on spikes per step: use the neuron signed-if "
-                                      f"with max_spikes {self.max_spikes} (--neuron signed-if --max-spikes "
-                                      f"{self.max_spikes})")
+                                    f"with max_spikes {self.max_spikes} (--neuron signed-if --max-spikes "
+                                    f"{self.max_spikes})")
             object.__setattr__(self, "neuron", "signed-if")
             object.__setattr__(self, "max_spikes", None)
         if self.max_spikes is not None and self.max_spikes < 1:

@@ -67,7 +67,7 @@ class DirectConfig:
             unused = [name for name in _DYNAMIC_ONLY if getattr(self, name) != _DEFAULTS[name]]
             if unused:
                 raise ArgumentError(f"{', '.join(unused)} need dynamic time steps: add --dynamic-timesteps "
-                                      "(dynamic_timesteps: true)")
+                                    "(dynamic_timesteps: true)")
             return
         if self.initial_timesteps is None:
             object.__setattr__(self, "initial_timesteps", (self.timesteps + 1) // 2)
